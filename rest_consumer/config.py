@@ -1,0 +1,145 @@
+"""Settings: the only module that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rest_consumer.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
+DEFAULT_API_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 9013
+DEFAULT_JOBS_DIR = "config/jobs"
+DEFAULT_CONSUMER_GROUP_PREFIX = "rest-consumer"
+DEFAULT_RECONCILE_INTERVAL = 30.0
+# Celery's Redis transport redelivers a task unacknowledged for this long (celery#2599): it must
+# exceed the longest retry countdown plus a request timeout (the job schema caps both, 1,500 s).
+DEFAULT_VISIBILITY_TIMEOUT = 1800.0
+# Last resort when a watermark stalls: longer than the visibility timeout, so Celery redelivers
+# first (DESIGN §4).
+DEFAULT_REDISPATCH_AFTER = 3600.0
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_QUEUE = "rest_consumer"
+
+# KAFKA_* variables that are ours, not librdkafka settings.
+_NOT_LIBRDKAFKA = {"KAFKA_BOOTSTRAP_SERVERS"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of every process; build it with :func:`from_env`."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    celery_broker_url: str = DEFAULT_REDIS_URL
+    kafka_bootstrap_servers: str = DEFAULT_KAFKA_BOOTSTRAP_SERVERS
+    kafka_config: Mapping[str, str] = field(default_factory=dict)
+    api_host: str = DEFAULT_API_HOST
+    api_port: int = DEFAULT_API_PORT
+    api_user: str = ""
+    api_password: str = ""
+    api_token: str = ""
+    jobs_dir: Path = Path(DEFAULT_JOBS_DIR)
+    consumer_group_prefix: str = DEFAULT_CONSUMER_GROUP_PREFIX
+    reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    redispatch_after: float = DEFAULT_REDISPATCH_AFTER
+    destination_allowlist: tuple[str, ...] = ()
+    worker_send_events: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by every consumer, producer and admin client."""
+        return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_config}
+
+    def has_api_credentials(self) -> bool:
+        """True when the API can authenticate anyone."""
+        return bool((self.api_user and self.api_password) or self.api_token)
+
+
+def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+    """Build settings from the environment, over a ``.env`` file when one exists."""
+    env = dict(read_dotenv(dotenv or Path(".env")))
+    env.update(os.environ if environ is None else environ)
+    redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
+    return Settings(
+        redis_url=redis_url,
+        celery_broker_url=env.get("CELERY_BROKER_URL") or redis_url,
+        kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS")
+        or DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
+        kafka_config=_librdkafka_settings(env),
+        api_host=env.get("API_HOST") or DEFAULT_API_HOST,
+        api_port=_number(env, "API_PORT", DEFAULT_API_PORT, int),
+        api_user=env.get("API_USER", ""),
+        api_password=env.get("API_PASSWORD", ""),
+        api_token=env.get("API_TOKEN", ""),
+        jobs_dir=Path(env.get("JOBS_DIR") or DEFAULT_JOBS_DIR),
+        consumer_group_prefix=env.get("CONSUMER_GROUP_PREFIX") or DEFAULT_CONSUMER_GROUP_PREFIX,
+        reconcile_interval=_number(env, "RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL, float),
+        visibility_timeout=_number(env, "VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, float),
+        redispatch_after=_number(env, "REDISPATCH_AFTER", DEFAULT_REDISPATCH_AFTER, float),
+        destination_allowlist=tuple(
+            h.strip().lower() for h in env.get("DESTINATION_ALLOWLIST", "").split(",") if h.strip()
+        ),
+        worker_send_events=_boolean(env, "WORKER_SEND_EVENTS", True),
+        max_body_bytes=_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
+        log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+        log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
+    )
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines of a ``.env`` file; comments and blank lines are ignored."""
+    if not path.is_file():
+        return {}
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            name, _, value = line.partition("=")
+            values[name.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _librdkafka_settings(env: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name[len("KAFKA_"):].lower().replace("_", "."): value
+        for name, value in env.items()
+        if name.startswith("KAFKA_") and name not in _NOT_LIBRDKAFKA and value
+    }
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or choices[0]).lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw

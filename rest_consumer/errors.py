@@ -1,0 +1,66 @@
+"""One tree of exceptions; each carries the data a caller needs to report it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RestConsumerError(Exception):
+    """Root of every error raised by rest-consumer."""
+
+
+class ConfigError(RestConsumerError):
+    """Raised when a setting from the environment is missing or malformed."""
+
+
+class ServiceError(RestConsumerError):
+    """Raised when a local service (Redis, Kafka) cannot be started or reached."""
+
+
+class JobValidationError(RestConsumerError):
+    """Raised when a job document is invalid; ``problems`` lists every issue with its field."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{p['field']}: {p['message']}" for p in problems))
+        self.problems = problems
+
+
+class JobNotFound(RestConsumerError):
+    """Raised when a job id names no stored job."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class DecodeError(RestConsumerError):
+    """Raised when a Kafka message value cannot be decoded."""
+
+
+class MappingError(RestConsumerError):
+    """Raised when a decoded record cannot be turned into a request."""
+
+
+class DeliveryError(RestConsumerError):
+    """Base of the errors raised while sending a request."""
+
+    def __init__(self, reason: str, status: int | None = None, excerpt: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.excerpt = excerpt
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Raised when a request failed in a way worth retrying (5xx, 429, timeout, refused)."""
+
+    def __init__(
+        self, reason: str, status: int | None = None, excerpt: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason, status, excerpt)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Raised when a request failed in a way that retrying cannot fix (e.g. 400)."""

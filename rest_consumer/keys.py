@@ -1,0 +1,74 @@
+"""Every Redis key and pub/sub channel name, in one place."""
+
+from __future__ import annotations
+
+JOB_IDS = "list_jobs"
+"""Set of every stored job id."""
+
+SENTINEL = "rest_consumer:sentinel"
+"""Set once by any process; its absence means Redis lost its data (flush or failover)."""
+
+HASH_KEY = "rest_consumer:hash_key"
+"""Random key for the HMAC that stands in for secrets when a job's hash is computed."""
+
+CONTROL_PATTERN = "msg/job:*"
+
+
+def job(job_id: str) -> str:
+    """The stored job document (JSON)."""
+    return f"job:{job_id}"
+
+
+def owner_jobs(owner: str) -> str:
+    """Set of the ids of one owner's jobs."""
+    return f"jobs_by_owner:{owner}"
+
+
+def control_channel(job_id: str) -> str:
+    """Pub/sub channel carrying control messages for one job."""
+    return f"msg/job:{job_id}"
+
+
+def job_id_from_channel(channel: str) -> str:
+    """Inverse of :func:`control_channel`."""
+    return channel.split(":", 1)[1]
+
+
+def counters(job_id: str) -> str:
+    """Hash of the job's counters (dispatched, delivered, retried, dead_lettered, skipped)."""
+    return f"counters:{job_id}"
+
+
+def in_flight(job_id: str) -> str:
+    """Integer: messages dispatched and not yet final."""
+    return f"in_flight:{job_id}"
+
+
+def done(job_id: str, topic: str, partition: int) -> str:
+    """List of offsets of one partition that reached a final outcome, for the reader to collect."""
+    return f"done:{job_id}:{partition}:{topic}"
+
+
+def dead_letters(job_id: str) -> str:
+    """Capped stream of the job's dead letters."""
+    return f"dead_letters:{job_id}"
+
+
+def last_error(job_id: str) -> str:
+    """JSON of the job's most recent failure."""
+    return f"last_error:{job_id}"
+
+
+def reader_heartbeat(job_id: str) -> str:
+    """Hash: reader instance -> JSON of its state for this job, refreshed while it runs."""
+    return f"reader:{job_id}"
+
+
+def job_keys(job_id: str) -> list[str]:
+    """The per-job tracking keys removed with the job (``done`` lists are found by pattern)."""
+    return [counters(job_id), in_flight(job_id), last_error(job_id), reader_heartbeat(job_id)]
+
+
+def done_pattern(job_id: str) -> str:
+    """SCAN pattern for every ``done`` list of a job."""
+    return f"done:{job_id}:*"
