@@ -284,7 +284,8 @@ class LocalServices:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.redis.url, "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers}
+        return {"REDIS_URL": self.redis.url,
+                "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers}
 
     def __enter__(self) -> LocalServices:
         return self.start()

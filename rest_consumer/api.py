@@ -1,0 +1,202 @@
+"""The Flask API: manage jobs; every change is stored and announced on ``msg/job:<id>``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+
+from rest_consumer import config, jobs
+from rest_consumer.config import Settings
+from rest_consumer.errors import ConfigError, JobNotFound, JobValidationError
+from rest_consumer.jobfiles import load_job_files
+from rest_consumer.openapi import openapi_document
+from rest_consumer.status import job_state
+from rest_consumer.store import JobStore
+
+log = logging.getLogger(__name__)
+
+PUBLIC_ENDPOINTS = {"routes.healthz", "routes.readyz"}
+
+routes = Blueprint("routes", __name__)
+
+
+def create_app(settings: Settings | None = None, *, store: JobStore | None = None,
+               kafka_ready: Any = None, load_files: bool = True) -> Flask:
+    """The application factory; refuses to build an API nobody could authenticate to."""
+    settings = settings or config.from_env()
+    if not settings.has_api_credentials():
+        raise ConfigError("set API_USER and API_PASSWORD, or API_TOKEN: the API needs credentials")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    store = store or JobStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+    app.extensions["rest_consumer"] = {
+        "settings": settings, "store": store,
+        "kafka_ready": kafka_ready or _kafka_ready_check(settings),
+    }
+    app.before_request(_authenticate)
+    app.register_error_handler(Exception, _error_response)
+    app.register_blueprint(routes)
+    if load_files:
+        load_job_files(store, settings.jobs_dir)
+    return app
+
+
+def _ext(name: str) -> Any:
+    return current_app.extensions["rest_consumer"][name]
+
+
+def _store() -> JobStore:
+    return _ext("store")  # type: ignore[no-any-return]
+
+
+# --- errors: one table, one handler ---------------------------------------------------------
+
+ERROR_STATUS: list[tuple[type[BaseException], int, str]] = [
+    (JobValidationError, 400, "invalid job"),
+    (JobNotFound, 404, "job not found"),
+    (redis.RedisError, 503, "Redis is unavailable"),
+]
+
+
+def _error_response(error: Exception) -> Response | tuple[Response, int]:
+    if isinstance(error, HTTPException):
+        response = error.get_response()
+        response.data = jsonify(error=error.name.lower(), details=error.description).data
+        response.content_type = "application/json"
+        return response
+    for kind, status, title in ERROR_STATUS:
+        if isinstance(error, kind):
+            details: Any = getattr(error, "problems", None) or str(error)
+            if status >= 500:
+                log.error("%s %s: %s", request.method, request.path, error)
+            return jsonify(error=title, details=details), status
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return jsonify(error="internal error", details="see the API's log"), 500
+
+
+# --- authentication -----------------------------------------------------------------------
+
+def _authenticate() -> tuple[Response, int, dict[str, str]] | None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if _credentials_match(_ext("settings"), request.headers.get("Authorization", "")):
+        return None
+    body = jsonify(error="unauthorized", details="admin credentials are required")
+    return body, 401, {"WWW-Authenticate": 'Basic realm="rest-consumer"'}
+
+
+def _credentials_match(settings: Settings, header: str) -> bool:
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer" and settings.api_token:
+        return hmac.compare_digest(value.strip().encode(), settings.api_token.encode())
+    if scheme == "basic" and settings.api_user and settings.api_password:
+        try:
+            user, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        user_ok = hmac.compare_digest(user, settings.api_user.encode())
+        password_ok = hmac.compare_digest(password, settings.api_password.encode())
+        return user_ok and password_ok
+    return False
+
+
+# --- routes --------------------------------------------------------------------------------
+
+def _shown(job: jobs.Job) -> dict[str, Any]:
+    """A job as the API shows it: secrets redacted, with its state."""
+    return {**jobs.redact(job), **job_state(_store().redis, job)}
+
+
+def _json_body() -> Any:
+    if not request.is_json:
+        raise UnsupportedMediaType("send the job as JSON (Content-Type: application/json)")
+    return request.get_json()
+
+
+@routes.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@routes.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    checks = {"redis": _check(lambda: _store().redis.ping()), "kafka": _check(_ext("kafka_ready"))}
+    ready = all(v == "ok" for v in checks.values())
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+
+
+def _check(probe: Any) -> str:
+    try:
+        probe()
+    except Exception as e:  # noqa: BLE001 - any failure means "not ready", and says why
+        return f"unavailable: {e}"
+    return "ok"
+
+
+def _kafka_ready_check(settings: Settings) -> Any:
+    def probe() -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({**settings.kafka_client_config(), "log_level": 0})
+        if not admin.list_topics(timeout=3).brokers:
+            raise ConnectionError("no broker answered")
+
+    return probe
+
+
+@routes.get("/jobs")
+def list_jobs() -> Response:
+    return jsonify([_shown(job) for job in _store().list()])
+
+
+@routes.get("/jobs/<owner>")
+def list_owner_jobs(owner: str) -> Response:
+    return jsonify([_shown(job) for job in _store().list(owner)])
+
+
+@routes.get("/job/<job_id>")
+def get_job(job_id: str) -> Response:
+    return jsonify(_shown(_store().get(job_id)))
+
+
+@routes.post("/job/<job_id>")
+def upsert_job(job_id: str) -> tuple[Response, int]:
+    job, created = _store().upsert(job_id, _json_body())
+    log.info("job %s %s by the API", job_id, "created" if created else "updated")
+    return jsonify(_shown(job)), 201 if created else 200
+
+
+@routes.delete("/job/<job_id>")
+def delete_job(job_id: str) -> Response:
+    _store().delete(job_id)
+    log.info("job %s deleted by the API", job_id)
+    return jsonify(id=job_id, deleted=True)
+
+
+@routes.post("/job/<job_id>/start")
+def start_job(job_id: str) -> Response:
+    return jsonify(_shown(_store().set_enabled(job_id, True)))
+
+
+@routes.post("/job/<job_id>/stop")
+def stop_job(job_id: str) -> Response:
+    return jsonify(_shown(_store().set_enabled(job_id, False)))
+
+
+@routes.get("/job_schema")
+def job_schema() -> Response:
+    return jsonify(jobs.SCHEMA)
+
+
+@routes.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())

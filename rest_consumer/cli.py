@@ -1,0 +1,89 @@
+"""The ``rest-consumer`` command line; the only place that configures logging."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from rest_consumer import config, logs
+from rest_consumer.errors import RestConsumerError
+
+
+def _settings() -> config.Settings:
+    try:
+        settings = config.from_env()
+    except RestConsumerError as e:
+        raise click.ClickException(str(e)) from e
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+@click.group()
+@click.version_option(package_name="rest-consumer")
+def main() -> None:
+    """Deliver Aether records from Apache Kafka to REST endpoints."""
+
+
+@main.command()
+def services() -> None:
+    """Start local Redis and Kafka on free loopback ports until SIGINT/SIGTERM."""
+    from rest_consumer.services import LocalServices
+
+    _settings()
+    local = LocalServices()
+    try:
+        local.start()
+    except RestConsumerError as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        for name, value in local.env().items():
+            click.echo(f"{name}={value}")
+        sys.stdout.flush()
+        _wait_for_signal()
+    finally:
+        local.stop()
+
+
+@main.command()
+@click.option("--workers", default=1, show_default=True, help="gunicorn worker processes")
+@click.option("--threads", default=8, show_default=True, help="threads per worker")
+def api(workers: int, threads: int) -> None:
+    """Serve the API with gunicorn on API_HOST:API_PORT."""
+    from rest_consumer.api import create_app
+
+    settings = _settings()
+    try:
+        app = create_app(settings)
+    except RestConsumerError as e:
+        raise click.ClickException(str(e)) from e
+    _serve(app, settings, workers, threads)
+
+
+def _serve(app: Any, settings: config.Settings, workers: int, threads: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{settings.api_host}:{settings.api_port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("graceful_timeout", 10)
+
+        def load(self) -> Any:
+            return app
+
+    _Server().run()

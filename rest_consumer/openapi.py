@@ -1,0 +1,95 @@
+"""The API described in OpenAPI 3.1 (served at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_consumer import __version__, jobs
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "invalid request", 401: "missing or wrong credentials", 404: "no such job",
+            413: "body too large", 415: "body is not JSON", 503: "Redis unavailable"}
+    return {str(code): _json(_ERROR, text[code]) for code in codes}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def _job_paths() -> dict[str, Any]:
+    job = {"$ref": "#/components/schemas/JobView"}
+    job_list = {"type": "array", "items": job}
+    upsert_body = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Job"}}}}
+    return {
+        "/jobs": {"get": _op("All jobs with their state",
+                             {"200": _json(job_list, "jobs"), **_errors(401)})},
+        "/jobs/{owner}": {"get": _op(
+            "One owner's jobs", {"200": _json(job_list, "jobs"), **_errors(401)},
+            parameters=[{"name": "owner", "in": "path", "required": True,
+                         "schema": {"type": "string"}}])},
+        "/job/{job_id}": {
+            "parameters": [_JOB_ID],
+            "get": _op("One job, secrets shown as \"***\"",
+                       {"200": _json(job, "the job"), **_errors(401, 404)}),
+            "post": _op("Create or replace a job; \"***\" in a secret keeps the stored one",
+                        {"200": _json(job, "updated"), "201": _json(job, "created"),
+                         **_errors(400, 401, 413, 415)}, requestBody=upsert_body),
+            "delete": _op("Delete a job; its reader threads stop",
+                          {"200": _json({"type": "object"}, "deleted"), **_errors(401, 404)}),
+        },
+        "/job/{job_id}/start": {"parameters": [_JOB_ID], "post": _op(
+            "Enable a job", {"200": _json(job, "the job"), **_errors(401, 404)})},
+        "/job/{job_id}/stop": {"parameters": [_JOB_ID], "post": _op(
+            "Disable a job", {"200": _json(job, "the job"), **_errors(401, 404)})},
+    }
+
+
+def _service_paths() -> dict[str, Any]:
+    anything = {"type": "object"}
+    public = {"security": []}
+    return {
+        "/healthz": {"get": _op("Liveness", {"200": _json(anything, "alive")}, **public)},
+        "/readyz": {"get": _op("Readiness: Redis and Kafka reachable",
+                               {"200": _json(anything, "ready"),
+                                "503": _json(anything, "not ready")}, **public)},
+        "/job_schema": {"get": _op("The job JSON Schema",
+                                   {"200": _json(anything, "JSON Schema"), **_errors(401)})},
+        "/openapi.json": {"get": _op("This document",
+                                     {"200": _json(anything, "OpenAPI"), **_errors(401)})},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    job_schema = {k: v for k, v in jobs.SCHEMA.items() if k not in ("$schema", "$id")}
+    job_view = {**job_schema, "properties": {
+        **job_schema["properties"],
+        "state": {"enum": ["running", "stopped", "error", "pending"]},
+        "reason": {"type": "string"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "rest-consumer", "version": __version__,
+                 "description": "Deliver Aether records from Apache Kafka to REST endpoints."},
+        "security": [{"basic": []}, {"bearer": []}],
+        "paths": {**_service_paths(), **_job_paths()},
+        "components": {
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"},
+                                "bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Job": job_schema,
+                "JobView": job_view,
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string"}, "details": {}}},
+            },
+        },
+    }

@@ -1,0 +1,140 @@
+"""JobStore: jobs in Redis (``job:<id>``, the ``list_jobs`` index, a per-owner index)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any
+
+import redis
+
+from rest_consumer import jobs, keys
+from rest_consumer.control import Command, publish
+from rest_consumer.errors import JobNotFound
+from rest_consumer.jobs import Job
+
+
+class JobStore:
+    """Stores validated jobs; every change publishes its control message in the same transaction."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._hash_key: bytes | None = None
+
+    def find(self, job_id: str) -> Job | None:
+        raw = self.redis.get(keys.job(job_id))
+        return json.loads(raw) if raw else None
+
+    def get(self, job_id: str) -> Job:
+        job = self.find(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def ids(self) -> list[str]:
+        return sorted(_text(i) for i in self.redis.smembers(keys.JOB_IDS))
+
+    def list(self, owner: str | None = None) -> list[Job]:
+        """Every job, or one owner's, ordered by id."""
+        index = keys.owner_jobs(owner) if owner is not None else keys.JOB_IDS
+        ids = sorted(_text(i) for i in self.redis.smembers(index))
+        if not ids:
+            return []
+        raws = self.redis.mget([keys.job(i) for i in ids])
+        return [json.loads(raw) for raw in raws if raw]
+
+    def upsert(self, job_id: str, doc: Any) -> tuple[Job, bool]:
+        """Validate and store; returns the stored job and whether it was created."""
+        digest = self.secret_digest
+
+        def change(pipe: Any) -> tuple[Job, bool]:
+            raw = pipe.get(keys.job(job_id))
+            stored = json.loads(raw) if raw else None
+            job = jobs.prepare(doc, job_id, stored, digest)
+            pipe.multi()
+            self._write(pipe, job, stored)
+            publish(pipe, Command(job_id, "upsert", job["hash"]))
+            return job, stored is None
+
+        return self.redis.transaction(change, keys.job(job_id), value_from_callable=True)
+
+    def create_if_absent(self, job_id: str, doc: Any) -> Job | None:
+        """Store a job only when none has its id (config files never override); None if one did."""
+        digest = self.secret_digest
+
+        def change(pipe: Any) -> Job | None:
+            if pipe.exists(keys.job(job_id)):
+                return None
+            job = jobs.prepare(doc, job_id, None, digest)
+            pipe.multi()
+            self._write(pipe, job, None)
+            publish(pipe, Command(job_id, "upsert", job["hash"]))
+            return job
+
+        return self.redis.transaction(change, keys.job(job_id), value_from_callable=True)
+
+    def restore(self, job: Job) -> bool:
+        """Put back a job that Redis lost (flush, failover) unless one was stored since."""
+        def change(pipe: Any) -> bool:
+            if pipe.exists(keys.job(job["id"])):
+                return False
+            pipe.multi()
+            self._write(pipe, job, None)
+            return True
+
+        return self.redis.transaction(change, keys.job(job["id"]), value_from_callable=True)
+
+    def set_enabled(self, job_id: str, enabled: bool) -> Job:
+        """Start or stop a job: set ``enabled`` and tell the readers."""
+        def change(pipe: Any) -> Job:
+            stored = self._get_watched(pipe, job_id)
+            doc = {**stored, "enabled": enabled}
+            job = jobs.prepare(doc, job_id, stored, self.secret_digest)
+            pipe.multi()
+            self._write(pipe, job, stored)
+            publish(pipe, Command(job_id, "start" if enabled else "stop", job["hash"]))
+            return job
+
+        return self.redis.transaction(change, keys.job(job_id), value_from_callable=True)
+
+    def delete(self, job_id: str) -> Job:
+        """Remove a job, its indexes and its tracking keys; tell the readers."""
+        def change(pipe: Any) -> Job:
+            stored = self._get_watched(pipe, job_id)
+            pipe.multi()
+            pipe.delete(keys.job(job_id), *keys.job_keys(job_id))
+            pipe.srem(keys.JOB_IDS, job_id)
+            pipe.srem(keys.owner_jobs(stored["owner"]), job_id)
+            publish(pipe, Command(job_id, "delete", stored["hash"]))
+            return stored
+
+        return self.redis.transaction(change, keys.job(job_id), value_from_callable=True)
+
+    def secret_digest(self, value: str) -> str:
+        """Keyed HMAC of a secret, used in place of the secret when hashing a job."""
+        if self._hash_key is None:
+            self.redis.set(keys.HASH_KEY, secrets.token_hex(32), nx=True)
+            self._hash_key = bytes(self.redis.get(keys.HASH_KEY) or b"")
+        return hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def _get_watched(pipe: Any, job_id: str) -> Job:
+        raw = pipe.get(keys.job(job_id))
+        if not raw:
+            raise JobNotFound(job_id)
+        return dict(json.loads(raw))
+
+    @staticmethod
+    def _write(pipe: Any, job: Job, stored: Job | None) -> None:
+        pipe.set(keys.job(job["id"]), json.dumps(job, sort_keys=True))
+        pipe.sadd(keys.JOB_IDS, job["id"])
+        if stored is not None and stored["owner"] != job["owner"]:
+            pipe.srem(keys.owner_jobs(stored["owner"]), job["id"])
+        pipe.sadd(keys.owner_jobs(job["owner"]), job["id"])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+

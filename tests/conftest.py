@@ -1,0 +1,91 @@
+"""Shared fixtures: real Redis and Kafka for the session (started by the project's own code
+unless REDIS_URL and KAFKA_BOOTSTRAP_SERVERS are set), fakeredis for unit tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from rest_consumer.config import Settings
+from rest_consumer.services import KafkaBroker, RedisServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: REDIS_URL when set, else Debian's redis-server started here (or fail)."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka: KAFKA_BOOTSTRAP_SERVERS when set, else a local KRaft broker (or fail)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def real_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the real Redis, emptied before each test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake_redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for an API with both kinds of credentials and an empty jobs directory."""
+    return Settings(api_user="admin", api_password="s3cret-admin", api_token="tok-123",
+                    jobs_dir=tmp_path / "jobs")
+
+
+def valid_job(**overrides: Any) -> dict[str, Any]:
+    """A minimal valid job document; overrides replace or add fields."""
+    job: dict[str, Any] = {
+        "id": "people",
+        "owner": "alice",
+        "type": "POST",
+        "topic": ["aether.Person"],
+        "datamap": {"id": "$.msg.id", "name": "$.msg.name", "schema_name": "$.schema.name"},
+        "url": "http://127.0.0.1:8000/people/{id}",
+        "json_body": ["id", "name"],
+        "query_params": ["schema_name"],
+    }
+    job.update(overrides)
+    return job
+
+
+@pytest.fixture(params=["fakeredis", "real-redis"])
+def any_redis(request: pytest.FixtureRequest) -> Any:
+    """Runs a test twice: on fakeredis (fast, unit) and on the real Redis (integration)."""
+    if request.param == "fakeredis":
+        return fakeredis.FakeRedis()
+    return request.getfixturevalue("real_redis")
