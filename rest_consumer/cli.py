@@ -87,3 +87,37 @@ def _serve(app: Any, settings: config.Settings, workers: int, threads: int) -> N
             return app
 
     _Server().run()
+
+
+@main.command()
+def reader() -> None:
+    """Run one reader thread per enabled job until SIGINT/SIGTERM."""
+    import redis
+
+    from rest_consumer.manager import ReaderManager
+    from rest_consumer.tasks import dispatch
+
+    settings = _settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    manager = ReaderManager(settings, client, dispatch)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    manager.serve(stopping)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("-Q", "--queues", default="rest_consumer", show_default=True,
+              help="comma-separated Celery queues to serve")
+@click.option("--pool", default="threads", show_default=True,
+              help="Celery pool: threads suits HTTP-bound work; prefork, solo, gevent too")
+@click.option("-c", "--concurrency", default=16, show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, queues: str, pool: str, concurrency: int) -> None:
+    """Run a Celery worker for ``deliver`` (extra arguments go to ``celery worker``)."""
+    settings = _settings()
+    from rest_consumer.tasks import app
+
+    app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency),
+                     "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
+                     *ctx.args])

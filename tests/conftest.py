@@ -89,3 +89,23 @@ def any_redis(request: pytest.FixtureRequest) -> Any:
     if request.param == "fakeredis":
         return fakeredis.FakeRedis()
     return request.getfixturevalue("real_redis")
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Any]:
+    from endpoint import RecordingEndpoint
+
+    server = RecordingEndpoint().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pipeline(redis_url: str, kafka_bootstrap: str, real_redis: redis.Redis,
+             tmp_path: Path) -> Iterator[Any]:
+    """Reader and worker processes (started by the test) against the real services."""
+    from pipeline import Pipeline
+
+    pipe = Pipeline(redis_url, kafka_bootstrap, tmp_path)
+    yield pipe
+    pipe.stop_all()

@@ -1,0 +1,173 @@
+"""Datamap evaluation and request building for one job. Pure: compiled once per job."""
+
+from __future__ import annotations
+
+import base64
+import json
+import string
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jsonpath_ng.ext import parse as parse_jsonpath
+
+from rest_consumer import jobs
+from rest_consumer.errors import MappingError
+from rest_consumer.jobs import Job
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRY_ON = ["408", "429", "500-599"]
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One HTTP request, ready to send; ``secret_headers`` never leave the worker."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+    secret_headers: dict[str, str] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        """The request without its secrets, for dead letters, logs and previews."""
+        shown = {"method": self.method, "url": self.url,
+                 "headers": {**self.headers, **{k: jobs.REDACTED for k in self.secret_headers}}}
+        if self.body is not None:
+            shown["body"] = self.body.decode("utf-8", errors="replace")
+        return shown
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A ``str.format`` template split into literals and placeholders with their URL part."""
+
+    pieces: tuple[tuple[str, str | None, str], ...]  # (literal, key, url part)
+
+    @classmethod
+    def compile(cls, template: str, is_url: bool) -> _Template:
+        pieces, seen = [], ""
+        for literal, name, _, _ in string.Formatter().parse(template):
+            seen += literal
+            pieces.append((literal, name, _url_part(seen) if is_url else "header"))
+        return cls(tuple(pieces))
+
+    def fill(self, values: dict[str, Any], what: str) -> str:
+        out = []
+        for literal, key, part in self.pieces:
+            out.append(literal)
+            if key is None:
+                continue
+            value = values.get(key, _ABSENT)
+            if value is _ABSENT:
+                raise MappingError(f"{what} placeholder {{{key}}} has no value in this record")
+            out.append(_encode(_as_text(value), part))
+        return "".join(out)
+
+
+def _url_part(before: str) -> str:
+    """Which part of a URL a placeholder preceded by ``before`` falls in."""
+    if "#" in before:
+        return "fragment"
+    if "?" in before:
+        return "query"
+    scheme_end = before.find("://")
+    if scheme_end == -1 or "/" not in before[scheme_end + 3:]:
+        return "netloc"
+    return "path"
+
+
+def _encode(text: str, part: str) -> str:
+    if part == "header":
+        if "\r" in text or "\n" in text:
+            raise MappingError("a header value may not contain a line break")
+        return text
+    if part == "netloc":
+        return quote(text, safe=":[]")
+    return quote(text, safe="")
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_as_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+class CompiledJob:
+    """A job's datamap and templates compiled once; maps records to requests."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.id: str = job["id"]
+        self.hash: str = job.get("hash", "")
+        self.method: str = job["type"]
+        self.datamap = [(key, parse_jsonpath(path)) for key, path in job["datamap"].items()]
+        self.constant: dict[str, Any] = job.get("constant", {})
+        self.url = _Template.compile(job["url"], is_url=True)
+        self.headers = {name: _Template.compile(t, is_url=False)
+                        for name, t in job.get("headers", {}).items()}
+        self.query_params: list[str] = job.get("query_params", [])
+        self.json_body: list[str] | None = job.get("json_body")
+        self.timeout = float(job.get("timeout", DEFAULT_TIMEOUT))
+        self.retry_statuses = jobs.retry_statuses(job.get("retry_on", DEFAULT_RETRY_ON))
+        self.max_retries = int(job.get("max_retries", 10))
+        self.retry_backoff = float(job.get("retry_backoff", 1))
+        self.retry_backoff_max = float(job.get("retry_backoff_max", 300))
+        self.auth_header = _static_auth(job)
+
+    def evaluate(self, schema: Any, record: Any, meta: dict[str, Any]) -> dict[str, Any]:
+        """Datamap values: no match -> key absent, one -> its value, several -> a list."""
+        document = {"schema": schema, "msg": record, "constant": self.constant, "meta": meta}
+        values: dict[str, Any] = {}
+        for key, path in self.datamap:
+            try:
+                found = [match.value for match in path.find(document)]
+            except Exception as e:  # a JSONPath filter can fail on odd data
+                raise MappingError(f"datamap {key!r} failed: {type(e).__name__}: {e}") from e
+            if len(found) == 1:
+                values[key] = found[0]
+            elif found:
+                values[key] = found
+        return values
+
+    def build(self, values: dict[str, Any], idempotency_key: str) -> RequestSpec:
+        """The request for one record's datamap values."""
+        template_values = {**self.constant, **values}
+        url = self.url.fill(template_values, "url")
+        query = [(k, _as_text(values[k])) for k in self.query_params if k in values]
+        if query:
+            url += ("&" if "?" in url else "?") + urlencode(query)
+        headers = {name: t.fill(template_values, f"header {name}")
+                   for name, t in self.headers.items()}
+        headers["Idempotency-Key"] = idempotency_key
+        body = None
+        if self.json_body is not None:
+            payload = {k: values[k] for k in self.json_body if k in values}
+            body = json.dumps(payload, ensure_ascii=False, default=str).encode()
+            headers["Content-Type"] = "application/json"
+        secret = {"Authorization": self.auth_header} if self.auth_header else {}
+        return RequestSpec(self.method, url, headers, body, secret)
+
+    def request_for(self, schema: Any, record: Any, meta: dict[str, Any]) -> RequestSpec:
+        """Evaluate and build in one step; the idempotency key comes from ``meta``."""
+        key = f"{self.id}:{meta['topic']}:{meta['partition']}:{meta['offset']}:{meta['index']}"
+        return self.build(self.evaluate(schema, record, meta), key)
+
+
+def _static_auth(job: Job) -> str | None:
+    """The Authorization header of ``basic_auth`` or ``token``; OAuth2 is fetched at send time."""
+    basic = job.get("basic_auth")
+    if basic:
+        password = basic.get("password", basic.get("pw", ""))
+        raw = f"{basic['user']}:{password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+    if job.get("token"):
+        return f"{job.get('token_scheme', 'Bearer')} {job['token']}"
+    return None

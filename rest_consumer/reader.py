@@ -1,0 +1,284 @@
+"""One thread per job: consume from Kafka, dispatch ``deliver`` tasks, commit watermarks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from rest_consumer import keys
+from rest_consumer.config import Settings
+from rest_consumer.jobs import Job
+from rest_consumer.tracking import PartitionTracker
+
+log = logging.getLogger(__name__)
+
+Dispatcher = Callable[[Job, list[dict[str, Any]]], None]
+CONSUME_BATCH = 500
+TICK_SECONDS = 1.0
+HEARTBEAT_TTL_SECONDS = 60
+DONE_CHUNK = 10_000
+
+TP = tuple[str, int]
+
+
+def task_message(msg: Message) -> dict[str, Any]:
+    """A Kafka message as JSON-safe task arguments (bytes in base64)."""
+    key, value = msg.key(), msg.value()
+    return {
+        "t": msg.topic(), "p": msg.partition(), "o": msg.offset(),
+        "k": None if key is None else base64.b64encode(key).decode(),
+        "v": None if value is None else base64.b64encode(value).decode(),
+        "ts": msg.timestamp()[1],
+        "h": [[k, None if v is None else base64.b64encode(v).decode()]
+              for k, v in (msg.headers() or [])],
+    }
+
+
+class JobReader(threading.Thread):
+    """Reads one job's topics in consumer group ``<prefix>.<job id>``."""
+
+    def __init__(self, job: Job, settings: Settings, client: redis.Redis,
+                 dispatch: Dispatcher, instance: str) -> None:
+        super().__init__(name=f"reader-{job['id']}", daemon=True)
+        self.job = job
+        self.settings = settings
+        self.redis = client
+        self.dispatch = dispatch
+        self.instance = instance
+        self.trackers: dict[TP, PartitionTracker] = {}
+        self.paused = False
+        self.error: str | None = None
+        self._stopping = threading.Event()
+        self._rewind = threading.Event()
+        self._consumer: Consumer | None = None
+        self._last_tick = 0.0
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job["id"])
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def request_rewind(self) -> None:
+        """Ask the thread to seek back to its watermarks (Redis lost the tasks)."""
+        self._rewind.set()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._consume_until_stopped()
+            except KafkaException as e:
+                self._note_error(f"Kafka: {e}")
+            except redis.RedisError as e:
+                self._note_error(f"Redis: {e}")
+            except Exception as e:
+                log.exception("job %s: unexpected error in the reader", self.job_id)
+                self._note_error(f"{type(e).__name__}: {e}")
+            self._stopping.wait(2.0)
+        log.info("job %s: reader stopped", self.job_id)
+
+    def _note_error(self, reason: str) -> None:
+        self.error = reason
+        log.error("job %s: %s; retrying", self.job_id, reason, extra={"job": self.job_id})
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return {
+            **self.settings.kafka_client_config(),
+            "group.id": f"{self.settings.consumer_group_prefix}.{self.job_id}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": self.job.get("offset_reset", "earliest"),
+            # Every job has its own consumer: cap what each one prefetches (DESIGN §8).
+            "queued.max.messages.kbytes": 8192,
+            "topic.metadata.refresh.interval.ms": 10_000,
+            "client.id": f"rest-consumer-{self.job_id}",
+        }
+
+    def _consume_until_stopped(self) -> None:
+        consumer = self._consumer = Consumer(self._consumer_config())
+        try:
+            consumer.subscribe(list(self.job["topic"]), on_assign=self._on_assign,
+                               on_revoke=self._on_revoke, on_lost=self._on_lost)
+            while not self._stopping.is_set():
+                if self._rewind.is_set():
+                    self._rewind.clear()
+                    self._rewind_partitions(list(self.trackers))
+                # Keep calling consume while paused so the member stays in the group.
+                messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
+                self._dispatch(messages)
+                if time.monotonic() - self._last_tick >= TICK_SECONDS:
+                    self._tick()
+            self._finish()
+        finally:
+            consumer.close()
+            self._consumer = None
+
+    # --- rebalance callbacks -------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.trackers[(tp.topic, tp.partition)] = PartitionTracker()
+        log.info("job %s: assigned %s", self.job_id, _names(partitions))
+        if self.paused:  # a rebalance does not keep pauses
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("job %s: revoked %s", self.job_id, _names(partitions))
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        try:
+            self._collect_and_commit(revoked)
+        except (KafkaException, redis.RedisError) as e:
+            log.warning("job %s: commit on revoke failed (%s); the next owner re-reads from "
+                        "the last commit", self.job_id, e)
+        for key in revoked:
+            self.trackers.pop(key, None)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.trackers.pop((tp.topic, tp.partition), None)
+
+    # --- dispatching ---------------------------------------------------------------------
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        batch: list[dict[str, Any]] = []
+        size = int(self.job.get("batch_size", 1))
+        good = [m for m in messages if self._usable(m)]
+        if not good:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incrby(keys.in_flight(self.job_id), len(good))
+        pipe.hincrby(keys.counters(self.job_id), "dispatched", len(good))
+        pipe.execute()
+        for i, msg in enumerate(good):
+            batch.append(task_message(msg))
+            if len(batch) == size or i == len(good) - 1:
+                try:
+                    self.dispatch(self.job, batch)
+                except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
+                    self._undo_dispatch(good[i + 1 - len(batch):], e)
+                    return
+                for m in batch:
+                    self.trackers.setdefault((m["t"], m["p"]), PartitionTracker()).dispatched(
+                        m["o"])
+                batch = []
+
+    def _usable(self, msg: Message) -> bool:
+        error = msg.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("job %s: consumer error: %s", self.job_id, error)
+        return False
+
+    def _undo_dispatch(self, undelivered: list[Message], error: Exception) -> None:
+        """Seek each partition back to its first message not dispatched."""
+        self._note_error(f"could not dispatch tasks: {error}")
+        self.redis.decr(keys.in_flight(self.job_id), len(undelivered))
+        firsts: dict[TP, int] = {}
+        for msg in undelivered:
+            firsts.setdefault((msg.topic(), msg.partition()), msg.offset())
+        for (topic, partition), offset in firsts.items():
+            self._seek(topic, partition, offset)
+        self._stopping.wait(1.0)
+
+    def _seek(self, topic: str, partition: int, offset: int) -> None:
+        if self._consumer is not None:
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _rewind_partitions(self, partitions: list[TP]) -> None:
+        for key in partitions:
+            target = self.trackers[key].rewind()
+            if target is not None:
+                log.warning("job %s: re-dispatching %s[%d] from offset %d", self.job_id,
+                            key[0], key[1], target)
+                self._seek(key[0], key[1], target)
+
+    # --- periodic work -------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        self._collect_and_commit(list(self.trackers))
+        stalled = [k for k, t in self.trackers.items()
+                   if t.stalled_for() > self.settings.redispatch_after]
+        if stalled:
+            self._rewind_partitions(stalled)
+        self._apply_backpressure()
+        self._heartbeat()
+        self.error = None
+
+    def _collect_and_commit(self, partitions: list[TP]) -> None:
+        partitions = [p for p in partitions if p in self.trackers]
+        if not partitions:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        for topic, partition in partitions:
+            key = keys.done(self.job_id, topic, partition)
+            pipe.lrange(key, 0, DONE_CHUNK - 1)
+            pipe.ltrim(key, DONE_CHUNK, -1)
+        replies = pipe.execute()
+        offsets = []
+        for (topic, partition), done in zip(partitions, replies[::2], strict=True):
+            tracker = self.trackers[(topic, partition)]
+            tracker.finished(int(o) for o in done)
+            tracker.advance()
+            mark = tracker.watermark
+            if mark is not None and mark != tracker.committed:
+                offsets.append(TopicPartition(topic, partition, mark))
+        if offsets and self._consumer is not None:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            for tp in offsets:
+                self.trackers[(tp.topic, tp.partition)].committed = tp.offset
+
+    def _apply_backpressure(self) -> None:
+        limit = int(self.job.get("max_in_flight", 10_000))
+        in_flight = int(self.redis.get(keys.in_flight(self.job_id)) or 0)
+        if self._consumer is None:
+            return
+        assigned = self._consumer.assignment()
+        if not self.paused and in_flight > limit:
+            self.paused = True
+            self._consumer.pause(assigned)
+            log.warning("job %s: %d messages in flight (limit %d); pausing", self.job_id,
+                        in_flight, limit)
+        elif self.paused and in_flight < limit / 2:
+            self.paused = False
+            # pause() dropped what was prefetched: resume from the next undispatched offset.
+            for tp in assigned:
+                tracker = self.trackers.get((tp.topic, tp.partition))
+                if tracker is not None and tracker.high is not None:
+                    self._consumer.seek(TopicPartition(tp.topic, tp.partition, tracker.high))
+            self._consumer.resume(assigned)
+            log.info("job %s: %d in flight; resuming", self.job_id, in_flight)
+
+    def _heartbeat(self) -> None:
+        report = {
+            "ts": time.time(), "hash": self.job.get("hash"), "paused": self.paused,
+            "error": self.error,
+            "partitions": {f"{t}[{p}]": tr.committed for (t, p), tr in self.trackers.items()},
+        }
+        key = keys.reader_heartbeat(self.job_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, self.instance, json.dumps(report))
+        pipe.expire(key, HEARTBEAT_TTL_SECONDS)
+        pipe.execute()
+
+    def _finish(self) -> None:
+        """On stop: commit what is final, and withdraw the heartbeat."""
+        try:
+            self._collect_and_commit(list(self.trackers))
+            self.redis.hdel(keys.reader_heartbeat(self.job_id), self.instance)
+        except (KafkaException, redis.RedisError) as e:
+            log.warning("job %s: final commit failed: %s", self.job_id, e)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

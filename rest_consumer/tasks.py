@@ -1,0 +1,86 @@
+"""The Celery app and the task ``rest_consumer.deliver``.
+
+``celery -A rest_consumer.tasks worker|flower`` works because the app lives here. Task
+arguments carry the job id and hash, never a secret: workers read the job from the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+
+from rest_consumer import config
+from rest_consumer.config import DEFAULT_QUEUE, Settings
+from rest_consumer.worker import WorkerContext, deliver_messages
+
+
+def create_celery(settings: Settings) -> Celery:
+    """The Celery app, configured for at-least-once delivery on Redis (DESIGN §8)."""
+    app = Celery("rest_consumer", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.celery_broker_url,
+        broker_connection_retry_on_startup=True,
+        # Above any retry countdown plus a request timeout, or ETA tasks come back twice.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        task_default_queue=DEFAULT_QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_send_task_events=settings.worker_send_events,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        redis_max_connections=64,
+    )
+    app.rest_consumer_settings = settings  # type: ignore[attr-defined]
+    return app
+
+
+app = create_celery(config.from_env())
+_context: dict[str, WorkerContext] = {}
+
+
+def context() -> WorkerContext:
+    """This worker process's Redis client, HTTP pool and job cache (built after fork)."""
+    if "ctx" not in _context:
+        _context["ctx"] = WorkerContext(app.rest_consumer_settings)  # type: ignore[attr-defined]
+    return _context["ctx"]
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_: Any) -> None:
+    _context.clear()
+
+
+@app.task(name="rest_consumer.deliver", bind=True, acks_late=True)
+def deliver(self: Task, job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
+    """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes."""
+    deliver_messages(context(), job_id, job_hash, messages, publish_retry)
+
+
+def publish_retry(job_id: str, job_hash: str, message: dict[str, Any], delay: float,
+                  queue: str | None) -> None:
+    """Schedule one message's records that still need sending, ``delay`` seconds from now."""
+    deliver.apply_async((job_id, job_hash, [message]), countdown=delay,
+                        queue=queue or DEFAULT_QUEUE, argsrepr=describe(job_id, [message]),
+                        kwargsrepr="{}")
+
+
+def describe(job_id: str, messages: list[dict[str, Any]]) -> str:
+    """What Flower shows for a task: ``job=<id> <topic>[<partition>]@<offset>``."""
+    first = messages[0]
+    text = f"job={job_id} {first['t']}[{first['p']}]@{first['o']}"
+    if len(messages) > 1:
+        text += f" +{len(messages) - 1} more"
+    return text
+
+
+def dispatch(job: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    """The reader's dispatcher: one ``deliver`` task for these messages, on the job's queue."""
+    deliver.apply_async((job["id"], job["hash"], messages), queue=job.get("queue") or DEFAULT_QUEUE,
+                        argsrepr=describe(job["id"], messages), kwargsrepr="{}")

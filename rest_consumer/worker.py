@@ -1,0 +1,174 @@
+"""What a Celery worker does with one ``deliver`` task, independent of Celery itself."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from rest_consumer import outcomes
+from rest_consumer.config import Settings
+from rest_consumer.decoding import decode
+from rest_consumer.delivery import Sender, backoff
+from rest_consumer.errors import (
+    DecodeError,
+    DeliveryError,
+    MappingError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+)
+from rest_consumer.mapping import CompiledJob, RequestSpec
+from rest_consumer.store import JobStore
+
+log = logging.getLogger(__name__)
+
+RetryPublisher = Callable[[str, str, dict[str, Any], float, "str | None"], None]
+
+
+class WorkerContext:
+    """Per-process state: Redis, the HTTP pool, and compiled jobs cached by hash."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
+                                          health_check_interval=30)
+        self.store = JobStore(self.redis)
+        self.sender = Sender()
+        self._jobs: dict[str, CompiledJob] = {}
+        self._lock = threading.Lock()
+
+    def job(self, job_id: str, job_hash: str) -> CompiledJob | None:
+        """The job, from cache when the hash matches; the stored (newest) version otherwise."""
+        cached = self._jobs.get(job_id)
+        if cached is not None and cached.hash == job_hash:
+            return cached
+        stored = self.store.find(job_id)
+        if stored is None:
+            return None
+        with self._lock:
+            cached = self._jobs.get(job_id)
+            if cached is None or cached.hash != stored["hash"]:
+                cached = self._jobs[job_id] = CompiledJob(stored)
+        return cached
+
+
+@dataclass
+class _Result:
+    """What happened to the records of one message in this attempt."""
+
+    retry: list[int] = field(default_factory=list)
+    retry_after: float | None = None
+    delivered: int = 0
+
+
+def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
+                     messages: list[dict[str, Any]], publish_retry: RetryPublisher) -> None:
+    """Deliver each message; one bad message never affects the others."""
+    job = ctx.job(job_id, job_hash)
+    if job is None:
+        log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
+        return
+    for message in messages:
+        _deliver_one(ctx, job, message, publish_retry)
+
+
+def _deliver_one(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any],
+                 publish_retry: RetryPublisher) -> None:
+    pipe = ctx.redis.pipeline(transaction=False)
+    try:
+        decoded = decode(_b64(message.get("v")))
+    except DecodeError as e:
+        _log_failure(job.id, message, None, None, str(e))
+        outcomes.dead_letter(pipe, job.id, message, None, f"decode: {e}")
+        outcomes.record_final(pipe, job.id, message)
+        pipe.execute()
+        return
+    indexes = message.get("i") or range(len(decoded.records))
+    result = _Result()
+    for index in indexes:
+        _deliver_record(ctx, job, message, decoded.schema, decoded.records[index], index,
+                        result, pipe)
+    outcomes.count(pipe, job.id, "delivered", result.delivered)
+    attempt = int(message.get("a", 0))
+    if result.retry:
+        delay = backoff(attempt, job.retry_backoff, job.retry_backoff_max, result.retry_after)
+        outcomes.count(pipe, job.id, "retried", len(result.retry))
+        pipe.execute()
+        publish_retry(job.id, job.hash, {**message, "a": attempt + 1, "i": result.retry}, delay,
+                      job.job.get("queue"))
+        return
+    outcomes.record_final(pipe, job.id, message)
+    pipe.execute()
+
+
+def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any], schema: Any,
+                    record: Any, index: int, result: _Result, pipe: Any) -> None:
+    meta = _meta(message, index)
+    request: RequestSpec | None = None
+    values: dict[str, Any] = {}
+    try:
+        values = job.evaluate(schema, record, meta)
+        request = job.build(values, f"{job.id}:{message['t']}:{message['p']}:{message['o']}:"
+                                    f"{index}")
+        ctx.sender.send(request, job.timeout, job.retry_statuses)
+        result.delivered += 1
+    except MappingError as e:
+        _fail(pipe, job, message, index, values, f"mapping: {e}")
+    except RetryableDeliveryError as e:
+        if int(message.get("a", 0)) >= job.max_retries:
+            _fail(pipe, job, message, index, values, f"gave up after {job.max_retries} "
+                  f"retries: {e.reason}", e, request)
+            return
+        _log_failure(job.id, message, index, values.get("id"), f"{e.reason}; will retry",
+                     level=logging.INFO)
+        result.retry.append(index)
+        if e.retry_after is not None:
+            result.retry_after = max(result.retry_after or 0.0, e.retry_after)
+    except PermanentDeliveryError as e:
+        _fail(pipe, job, message, index, values, e.reason, e, request)
+
+
+def _fail(pipe: Any, job: CompiledJob, message: dict[str, Any], index: int,
+          values: dict[str, Any], reason: str, error: DeliveryError | None = None,
+          request: RequestSpec | None = None) -> None:
+    _log_failure(job.id, message, index, values.get("id"), reason)
+    outcomes.dead_letter(pipe, job.id, message, index, reason,
+                         status=error.status if error else None,
+                         excerpt=error.excerpt if error else "",
+                         request=request.public() if request else None,
+                         record_id=values.get("id"))
+
+
+def _log_failure(job_id: str, message: dict[str, Any], index: int | None, record_id: Any,
+                 reason: str, level: int = logging.WARNING) -> None:
+    log.log(level, "job %s %s[%s]@%s index=%s id=%s: %s", job_id, message["t"], message["p"],
+            message["o"], index, record_id, reason,
+            extra={"job": job_id, "topic": message["t"], "partition": message["p"],
+                   "offset": message["o"], "index": index})
+
+
+def _meta(message: dict[str, Any], index: int) -> dict[str, Any]:
+    return {
+        "topic": message["t"], "partition": message["p"], "offset": message["o"],
+        "key": _text(_b64(message.get("k"))), "timestamp": message.get("ts"),
+        "headers": {k: _text(_b64(v)) for k, v in message.get("h") or []},
+        "index": index,
+    }
+
+
+def _b64(value: str | None) -> bytes | None:
+    return None if value is None else base64.b64decode(value)
+
+
+def _text(value: bytes | None) -> str | None:
+    """UTF-8 where it can be; else the base64 text."""
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(value).decode()

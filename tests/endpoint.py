@@ -1,0 +1,95 @@
+"""A real HTTP server on loopback that records every request and answers as told."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    at: float = field(default_factory=time.time)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+Responder = Callable[[Received, int], tuple[int, dict[str, str]] | int]
+"""(request, how many times this path was seen before) -> status, or (status, headers)."""
+
+
+class RecordingEndpoint:
+    """Answers 200 unless ``respond`` says otherwise; ``received`` lists every request."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []  # answered 2xx
+        self.failed: list[Received] = []  # answered otherwise
+        self.respond: Responder = lambda request, seen: 200
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                parts = urlsplit(self.path)
+                request = Received(self.command, parts.path, parse_qs(parts.query),
+                                   dict(self.headers.items()), self.rfile.read(length))
+                status, headers = endpoint._record(request)
+                body = b'{"ok": true}' if status < 400 else b'{"error": "told to fail"}'
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def _record(self, request: Received) -> tuple[int, dict[str, str]]:
+        with self._lock:
+            key = request.path
+            seen = self._seen.get(key, 0)
+            self._seen[key] = seen + 1
+            answer = self.respond(request, seen)
+            status, headers = answer if isinstance(answer, tuple) else (answer, {})
+            (self.received if 200 <= status < 300 else self.failed).append(request)
+        return status, headers
+
+    def start(self) -> RecordingEndpoint:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.received]
