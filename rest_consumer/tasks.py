@@ -22,8 +22,7 @@ def create_celery(settings: Settings) -> Celery:
     app.conf.update(
         broker_url=settings.celery_broker_url,
         broker_connection_retry_on_startup=True,
-        # Above any retry countdown plus a request timeout, or ETA tasks come back twice.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=_transport_options(settings),
         result_backend=None,
         task_ignore_result=True,
         task_acks_late=True,
@@ -39,6 +38,23 @@ def create_celery(settings: Settings) -> Celery:
     )
     app.rest_consumer_settings = settings  # type: ignore[attr-defined]
     return app
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    visibility = settings.visibility_timeout
+    return {
+        # Above any retry countdown plus a request timeout, or ETA tasks come back twice.
+        "visibility_timeout": visibility,
+        # Sweep for tasks of dead workers a few times per visibility timeout (kombu's default
+        # sweeps every ~100 s whatever the timeout).
+        "unacked_restore_interval": max(1.0, min(60.0, visibility / 4)),
+        "unacked_restore_throttle": 1,
+        # A broker that vanishes without closing the connection must not hang a publish.
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+    }
 
 
 app = create_celery(config.from_env())

@@ -36,6 +36,7 @@ class RecordingEndpoint:
         self.received: list[Received] = []  # answered 2xx
         self.failed: list[Received] = []  # answered otherwise
         self.respond: Responder = lambda request, seen: 200
+        self.delay = 0.0  # seconds to wait before answering, for slow-endpoint tests
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -51,12 +52,15 @@ class RecordingEndpoint:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else each response waits 40 ms for a delayed ACK
 
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 parts = urlsplit(self.path)
                 request = Received(self.command, parts.path, parse_qs(parts.query),
                                    dict(self.headers.items()), self.rfile.read(length))
+                if endpoint.delay:
+                    time.sleep(endpoint.delay)
                 status, headers = endpoint._record(request)
                 body = b'{"ok": true}' if status < 400 else b'{"error": "told to fail"}'
                 self.send_response(status)
@@ -93,3 +97,7 @@ class RecordingEndpoint:
 
     def paths(self) -> list[str]:
         return [r.path for r in self.received]
+
+    def keys(self) -> set[str]:
+        """Distinct idempotency keys delivered (answered 2xx)."""
+        return {r.headers["Idempotency-Key"] for r in self.received}

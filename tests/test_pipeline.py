@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,242 @@ def test_aether_fixtures_arrive_as_exactly_the_requests_the_job_describes(
     assert counters(real_redis)["delivered"] == len(expected) + 1
     for name in ("worker", "reader"):
         assert "secret-token-xyz" not in pipeline.log(name)
+
+
+def json_values(n: int, start: int = 0) -> list[bytes]:
+    return [json.dumps({"id": f"p{i}", "name": f"n{i}", "age": i}).encode()
+            for i in range(start, start + n)]
+
+
+def simple_job(endpoint: Any, topic: str, **overrides: Any) -> dict[str, Any]:
+    job = {"id": "people", "owner": "tests", "type": "PUT", "topic": [topic],
+           "datamap": {"id": "$.msg.id", "name": "$.msg.name"},
+           "url": endpoint.url + "/p/{id}", "json_body": ["id", "name"],
+           "retry_backoff": 0.2, "retry_backoff_max": 1}
+    job.update(overrides)
+    return job
+
+
+def heartbeat_hash(client: redis.Redis, job_id: str = "people") -> set[str]:
+    return {json.loads(v)["hash"] for v in client.hvals(keys.reader_heartbeat(job_id))}
+
+
+def dead_letters(client: redis.Redis, job_id: str = "people") -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in fields.items()}
+            for _, fields in client.xrange(keys.dead_letters(job_id))]
+
+
+def kafka_committed(pipeline: Any, topic: str, partitions: int = 1) -> list[int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": pipeline.kafka,
+                         "group.id": f"{pipeline.env['CONSUMER_GROUP_PREFIX']}.people"})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                 timeout=10)
+        return [tp.offset for tp in tps]
+    finally:
+        consumer.close()
+
+
+def test_503_twice_then_200_delivers_every_record(pipeline: Any, endpoint: Any,
+                                                   real_redis: redis.Redis) -> None:
+    topic = "retry.503"
+    pipeline.create_topic(topic)
+    endpoint.respond = lambda request, seen: 503 if seen < 2 else 200
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, [fixture("person-10.avro"), *json_values(5)])
+    wait_for(lambda: len(endpoint.keys()) == 15, 60, what="15 deliveries")
+    wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
+    assert len(endpoint.received) == 15 and len(endpoint.failed) == 30
+    assert counters(real_redis)["retried"] == 30
+    assert dead_letters(real_redis) == []
+    wait_for(lambda: kafka_committed(pipeline, topic) == [6], 10, what="offset 6 committed")
+
+
+def test_a_400_is_dead_lettered_without_retrying(pipeline: Any, endpoint: Any,
+                                                  real_redis: redis.Redis) -> None:
+    topic = "dead.400"
+    pipeline.create_topic(topic)
+    endpoint.respond = lambda request, seen: 400 if request.path == "/p/p1" else 200
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, token="tok-400-secret"))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(3))
+    wait_for(lambda: len(dead_letters(real_redis)) == 1 and len(endpoint.keys()) == 2, 30,
+             what="one dead letter and two deliveries")
+    wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
+    assert [r.path for r in endpoint.failed] == ["/p/p1"]  # sent once, never retried
+    letter = dead_letters(real_redis)[0]
+    assert (letter["reason"], letter["status"], letter["offset"]) == ("HTTP 400", "400", "1")
+    assert "told to fail" in letter["excerpt"]
+    assert json.loads(letter["request"])["headers"]["Authorization"] == "***"
+    assert "tok-400-secret" not in json.dumps(dead_letters(real_redis))
+    assert counters(real_redis).get("retried", 0) == 0
+
+
+def test_poison_messages_are_dead_lettered_while_good_ones_flow(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    topic = "poison.mixed"
+    pipeline.create_topic(topic)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    values = [json_values(1, 0)[0], fixture("poison-binary.bin"), json_values(1, 1)[0],
+              fixture("poison-truncated.avro"), b'{"name": "no id"}', json_values(1, 2)[0]]
+    pipeline.produce(topic, values)
+    wait_for(lambda: len(dead_letters(real_redis)) == 3 and len(endpoint.keys()) == 3, 30,
+             what="3 dead letters and 3 deliveries")
+    letters = {int(d["offset"]): d["reason"] for d in dead_letters(real_redis)}
+    assert letters[1].startswith("decode: ") and letters[3].startswith("decode: corrupt Avro")
+    assert letters[4] == "mapping: url placeholder {id} has no value in this record"
+    wait_for(lambda: kafka_committed(pipeline, topic) == [6], 20, what="offset 6 committed")
+    worker_log = pipeline.log("worker")
+    assert "job people poison.mixed[0]@3" in worker_log
+
+
+def test_a_job_update_takes_effect_live(pipeline: Any, endpoint: Any,
+                                        real_redis: redis.Redis) -> None:
+    topic = "live.update"
+    pipeline.create_topic(topic)
+    store = JobStore(real_redis)
+    store.upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(1, 0))
+    wait_for(lambda: endpoint.paths() == ["/p/p0"], 30, what="the first delivery")
+    second, _ = store.upsert("people", simple_job(endpoint, topic,
+                                                  url=endpoint.url + "/v2/{id}"))
+    wait_for(lambda: heartbeat_hash(real_redis) == {second["hash"]}, 20,
+             what="the reader to run the new version")
+    pipeline.produce(topic, json_values(1, 1))
+    wait_for(lambda: endpoint.paths() == ["/p/p0", "/v2/p1"], 30, what="the second delivery")
+
+
+def test_stop_and_start(pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    topic = "stop.start"
+    pipeline.create_topic(topic)
+    store = JobStore(real_redis)
+    store.upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    wait_for(lambda: heartbeat_hash(real_redis), 30, what="the reader")
+    store.set_enabled("people", False)
+    wait_for(lambda: not real_redis.exists(keys.reader_heartbeat("people")), 20,
+             what="the reader to stop")
+    pipeline.produce(topic, json_values(2))
+    time.sleep(3)  # long enough for a running reader and worker to deliver
+    assert endpoint.received == []
+    store.set_enabled("people", True)
+    wait_for(lambda: len(endpoint.keys()) == 2, 30, what="deliveries after start")
+
+
+def test_a_worker_killed_mid_flight_loses_nothing(pipeline: Any, endpoint: Any,
+                                                  real_redis: redis.Redis) -> None:
+    topic = "kill.worker"
+    pipeline.create_topic(topic, partitions=2)
+    endpoint.delay = 0.02
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(300))
+    wait_for(lambda: len(endpoint.received) >= 40, 60, what="deliveries to start")
+    pipeline.kill("worker")  # SIGKILL, tasks in flight
+    assert len(endpoint.keys()) < 300
+    pipeline.start_worker("worker2")
+    wait_for(lambda: len(endpoint.keys()) == 300, 90, what="all 300 delivered")
+    wait_for(lambda: kafka_committed(pipeline, topic, 2) and
+             sum(kafka_committed(pipeline, topic, 2)) == 300, 30, what="all committed")
+
+
+def test_flushall_mid_run_loses_nothing(pipeline: Any, endpoint: Any,
+                                        real_redis: redis.Redis) -> None:
+    topic = "flush.all"
+    pipeline.create_topic(topic)
+    endpoint.delay = 0.02
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, token="tok-flush"))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(200))
+    wait_for(lambda: len(endpoint.received) >= 30, 60, what="deliveries to start")
+    real_redis.flushall()
+    wait_for(lambda: len(endpoint.keys()) == 200, 90, what="all 200 delivered")
+    assert all(r.headers["Authorization"] == "Bearer tok-flush" for r in endpoint.received)
+    assert JobStore(real_redis).get("people")["token"] == "tok-flush"
+    wait_for(lambda: kafka_committed(pipeline, topic) == [200], 30, what="all committed")
+
+
+def test_a_reader_restart_loses_nothing(pipeline: Any, endpoint: Any,
+                                        real_redis: redis.Redis) -> None:
+    topic = "reader.restart"
+    pipeline.create_topic(topic)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(100))
+    wait_for(lambda: len(endpoint.received) >= 20, 60, what="deliveries to start")
+    pipeline.kill("reader")
+    pipeline.produce(topic, json_values(100, 100))
+    pipeline.start_reader("reader2")
+    wait_for(lambda: len(endpoint.keys()) == 200, 60, what="all 200 delivered")
+    wait_for(lambda: kafka_committed(pipeline, topic) == [200], 30, what="all committed")
+
+
+def test_two_readers_share_a_jobs_partitions(pipeline: Any, endpoint: Any,
+                                             real_redis: redis.Redis) -> None:
+    topic = "two.readers"
+    pipeline.create_topic(topic, partitions=4)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader("reader1")
+    pipeline.start_reader("reader2")
+
+    def both_assigned() -> bool:
+        reports = [json.loads(v) for v in real_redis.hvals(keys.reader_heartbeat("people"))]
+        return len(reports) == 2 and all(r["partitions"] for r in reports)
+
+    wait_for(both_assigned, 40, what="both readers to hold partitions")
+    pipeline.produce(topic, json_values(80))
+    wait_for(lambda: len(endpoint.keys()) == 80, 60, what="all 80 delivered")
+    assert "assigned" in pipeline.log("reader1") and "assigned" in pipeline.log("reader2")
+
+
+def test_task_arguments_carry_no_secret_and_read_well_in_flower(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given a job with a secret and no worker, so its tasks wait in the Redis queue
+    topic = "queued.tasks"
+    pipeline.create_topic(topic)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic,
+                                                     basic_auth={"user": "u", "pw": "pw-x1"}))
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(3))
+    wait_for(lambda: real_redis.llen("rest_consumer") == 3, 30, what="3 queued tasks")
+    # Then no queued task message holds the secret, and each reads job=<id> topic[p]@offset
+    raw = real_redis.lrange("rest_consumer", 0, -1)
+    for message in raw:
+        assert b"pw-x1" not in message and base64.b64encode(b"u:pw-x1") not in message
+    reprs = sorted(json.loads(m)["headers"]["argsrepr"] for m in raw)
+    assert reprs == [f"job=people {topic}[0]@{i}" for i in range(3)]
+    pipeline.start_worker()
+    wait_for(lambda: len(endpoint.keys()) == 3, 30, what="deliveries")
+    assert endpoint.received[0].headers["Authorization"] == "Basic " + base64.b64encode(
+        b"u:pw-x1").decode()
+
+
+def test_messages_keep_their_key_headers_and_meta(pipeline: Any, endpoint: Any,
+                                                  real_redis: redis.Redis,
+                                                  tmp_path: Path) -> None:
+    topic = "meta.fields"
+    pipeline.create_topic(topic)
+    job = simple_job(endpoint, topic, datamap={"id": "$.msg.id", "key": "$.meta.key",
+                                               "source": "$.meta.headers.source",
+                                               "offset": "$.meta.offset"},
+                     json_body=["key", "source", "offset"])
+    JobStore(real_redis).upsert("people", job)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(1), key=b"k-1", headers=[("source", b"sensor")])
+    wait_for(lambda: endpoint.received, 30, what="the delivery")
+    assert endpoint.received[0].json() == {"key": "k-1", "source": "sensor", "offset": 0}
