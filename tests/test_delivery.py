@@ -1,0 +1,66 @@
+"""Sending and classifying outcomes against a real loopback server; backoff arithmetic."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from rest_consumer.delivery import MAX_RETRY_DELAY, Sender, backoff, retry_after
+from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
+from rest_consumer.mapping import RequestSpec
+from rest_consumer.services import free_port
+
+RETRY = frozenset({408, 429, *range(500, 600)})
+
+
+def spec(url: str) -> RequestSpec:
+    return RequestSpec("POST", url, {"Idempotency-Key": "k"}, b"{}", {"Authorization": "x"})
+
+
+def test_2xx_is_success_and_secret_headers_are_sent(endpoint: Any) -> None:
+    assert Sender().send(spec(endpoint.url + "/a"), 5, RETRY) == 200
+    assert endpoint.received[0].headers["Authorization"] == "x"
+
+
+def test_a_retryable_status_carries_retry_after(endpoint: Any) -> None:
+    endpoint.respond = lambda request, seen: (429, {"Retry-After": "7"})
+    with pytest.raises(RetryableDeliveryError) as caught:
+        Sender().send(spec(endpoint.url + "/a"), 5, RETRY)
+    assert (caught.value.status, caught.value.retry_after) == (429, 7.0)
+
+
+def test_other_statuses_are_permanent_with_an_excerpt(endpoint: Any) -> None:
+    endpoint.respond = lambda request, seen: 404
+    with pytest.raises(PermanentDeliveryError) as caught:
+        Sender().send(spec(endpoint.url + "/a"), 5, RETRY)
+    assert caught.value.status == 404 and "told to fail" in caught.value.excerpt
+
+
+def test_redirects_are_not_followed(endpoint: Any) -> None:
+    endpoint.respond = lambda request, seen: (302, {"Location": "http://10.0.0.1/"})
+    with pytest.raises(PermanentDeliveryError, match="HTTP 302"):
+        Sender().send(spec(endpoint.url + "/a"), 5, RETRY)
+
+
+def test_connection_refused_and_timeouts_are_retryable(endpoint: Any) -> None:
+    with pytest.raises(RetryableDeliveryError):
+        Sender().send(spec(f"http://127.0.0.1:{free_port()}/"), 2, RETRY)
+    endpoint.delay = 1.0
+    with pytest.raises(RetryableDeliveryError, match="Timeout"):
+        Sender().send(spec(endpoint.url + "/slow"), 0.2, RETRY)
+
+
+def test_backoff_is_full_jitter_under_the_cap() -> None:
+    rand = random.Random(1)
+    delays = [backoff(attempt, 1, 300, rand=rand) for attempt in range(12)]
+    assert all(0 <= d <= min(300, 2 ** a) for a, d in enumerate(delays))
+    assert backoff(3, 1, 300, asked=42) == 42
+    assert backoff(3, 1, 300, asked=10 ** 6) == MAX_RETRY_DELAY
+
+
+def test_retry_after_reads_seconds_and_dates() -> None:
+    assert retry_after("120") == 120
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert retry_after("soon") is None and retry_after(None) is None
