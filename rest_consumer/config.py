@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rest_consumer.errors import ConfigError
 
@@ -52,6 +54,10 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "INFO"
     log_format: str = "text"
+    # Aether governance defaults for jobs that set none (names as in Aether's consumer SDK).
+    mask_levels: tuple[Any, ...] = ()
+    emit_level: Any = None
+    emit_flag: Mapping[str, Any] | None = None
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by every consumer, producer and admin client."""
@@ -90,7 +96,43 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
         max_body_bytes=_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
+        **_governance(env),
     )
+
+
+def _governance(env: Mapping[str, str]) -> dict[str, Any]:
+    levels = _json_list(env, "AETHER_MASKING_SCHEMA_LEVELS")
+    emit_level = _json_value(env.get("AETHER_MASKING_SCHEMA_EMIT_LEVEL", ""))
+    if levels and emit_level not in levels:
+        raise ConfigError("AETHER_MASKING_SCHEMA_EMIT_LEVEL must be one of "
+                          "AETHER_MASKING_SCHEMA_LEVELS")
+    flag = None
+    if _boolean(env, "AETHER_EMIT_FLAG_REQUIRED", False):
+        flag = {"path": env.get("AETHER_EMIT_FLAG_FIELD_PATH") or "$.msg.approved",
+                "values": _json_list(env, "AETHER_EMIT_FLAG_VALUES") or [True]}
+    return {"mask_levels": tuple(levels), "emit_level": emit_level if levels else None,
+            "emit_flag": flag}
+
+
+def _json_value(raw: str) -> Any:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _json_list(env: Mapping[str, str], name: str) -> list[Any]:
+    """A JSON list, or comma-separated values each read as JSON where it parses."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return []
+    value = _json_value(raw)
+    if isinstance(value, list):
+        return value
+    return [_json_value(part) for part in raw.split(",")]
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

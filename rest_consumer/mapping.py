@@ -11,10 +11,13 @@ from urllib.parse import quote, urlencode
 
 from jsonpath_ng.ext import parse as parse_jsonpath
 
-from rest_consumer import jobs
+from rest_consumer import governance, jobs
+from rest_consumer.config import Settings
 from rest_consumer.errors import MappingError
 from rest_consumer.jobs import Job
 
+SKIP = object()
+"""Returned by :meth:`CompiledJob.governed` for a record the emit flag filters out."""
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRY_ON = ["408", "429", "500-599"]
 _ABSENT = object()
@@ -103,7 +106,8 @@ def _as_text(value: Any) -> str:
 class CompiledJob:
     """A job's datamap and templates compiled once; maps records to requests."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, defaults: Settings | None = None) -> None:
+        defaults = defaults or Settings()
         self.job = job
         self.id: str = job["id"]
         self.hash: str = job.get("hash", "")
@@ -121,10 +125,39 @@ class CompiledJob:
         self.retry_backoff = float(job.get("retry_backoff", 1))
         self.retry_backoff_max = float(job.get("retry_backoff_max", 300))
         self.auth_header = _static_auth(job)
+        self.mask_levels = list(job.get("mask_levels") or defaults.mask_levels)
+        self.emit_level = job.get("emit_level", defaults.emit_level)
+        flag = job.get("emit_flag") or defaults.emit_flag
+        self.emit_flag = (parse_jsonpath(flag["path"]), list(flag["values"])) if flag else None
+        self._mask_trees: dict[str, dict[str, Any]] = {}
+
+    def governed(self, schema: Any, record: Any, meta: dict[str, Any]) -> Any:
+        """The record as this job may see it: masked; ``_SKIP`` when its emit flag says no."""
+        if self.emit_flag is not None:
+            path, allowed = self.emit_flag
+            document = self._document(schema, record, meta)
+            flags = [m.value for m in path.find(document)]
+            if not any(_same(flag, value) for flag in flags for value in allowed):
+                return SKIP
+        if self.mask_levels and schema is not None:
+            record = governance.apply_mask(record, self._mask_tree(schema))
+        return record
+
+    def _mask_tree(self, schema: Any) -> dict[str, Any]:
+        key = json.dumps(schema, sort_keys=True)
+        tree = self._mask_trees.get(key)
+        if tree is None:
+            tree = governance.masked_fields(schema, self.mask_levels, self.emit_level)
+            if len(self._mask_trees) < 1000:
+                self._mask_trees[key] = tree
+        return tree
+
+    def _document(self, schema: Any, record: Any, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"schema": schema, "msg": record, "constant": self.constant, "meta": meta}
 
     def evaluate(self, schema: Any, record: Any, meta: dict[str, Any]) -> dict[str, Any]:
         """Datamap values: no match -> key absent, one -> its value, several -> a list."""
-        document = {"schema": schema, "msg": record, "constant": self.constant, "meta": meta}
+        document = self._document(schema, record, meta)
         values: dict[str, Any] = {}
         for key, path in self.datamap:
             try:
@@ -159,6 +192,11 @@ class CompiledJob:
         """Evaluate and build in one step; the idempotency key comes from ``meta``."""
         key = f"{self.id}:{meta['topic']}:{meta['partition']}:{meta['offset']}:{meta['index']}"
         return self.build(self.evaluate(schema, record, meta), key)
+
+
+def _same(flag: Any, value: Any) -> bool:
+    """Flag equality that keeps ``True`` apart from ``1``."""
+    return type(flag) is type(value) and flag == value
 
 
 def _static_auth(job: Job) -> str | None:

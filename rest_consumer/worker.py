@@ -22,7 +22,7 @@ from rest_consumer.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from rest_consumer.mapping import CompiledJob, RequestSpec
+from rest_consumer.mapping import SKIP, CompiledJob, RequestSpec
 from rest_consumer.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class WorkerContext:
     """Per-process state: Redis, the HTTP pool, and compiled jobs cached by hash."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
                                           health_check_interval=30)
         self.store = JobStore(self.redis)
@@ -52,7 +53,7 @@ class WorkerContext:
         with self._lock:
             cached = self._jobs.get(job_id)
             if cached is None or cached.hash != stored["hash"]:
-                cached = self._jobs[job_id] = CompiledJob(stored)
+                cached = self._jobs[job_id] = CompiledJob(stored, self.settings)
         return cached
 
 
@@ -63,6 +64,7 @@ class _Result:
     retry: list[int] = field(default_factory=list)
     retry_after: float | None = None
     delivered: int = 0
+    skipped: int = 0
 
 
 def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
@@ -93,6 +95,8 @@ def _deliver_one(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any],
         _deliver_record(ctx, job, message, decoded.schema, decoded.records[index], index,
                         result, pipe)
     outcomes.count(pipe, job.id, "delivered", result.delivered)
+    if result.skipped:
+        outcomes.count(pipe, job.id, "skipped", result.skipped)
     attempt = int(message.get("a", 0))
     if result.retry:
         delay = backoff(attempt, job.retry_backoff, job.retry_backoff_max, result.retry_after)
@@ -111,6 +115,10 @@ def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any
     request: RequestSpec | None = None
     values: dict[str, Any] = {}
     try:
+        record = job.governed(schema, record, meta)
+        if record is SKIP:
+            result.skipped += 1
+            return
         values = job.evaluate(schema, record, meta)
         request = job.build(values, f"{job.id}:{message['t']}:{message['p']}:{message['o']}:"
                                     f"{index}")
