@@ -17,6 +17,7 @@ from rest_consumer.config import Settings
 from rest_consumer.errors import ConfigError, JobNotFound, JobValidationError
 from rest_consumer.jobfiles import load_job_files
 from rest_consumer.openapi import openapi_document
+from rest_consumer.operations import operations
 from rest_consumer.status import job_state
 from rest_consumer.store import JobStore
 
@@ -28,7 +29,7 @@ routes = Blueprint("routes", __name__)
 
 
 def create_app(settings: Settings | None = None, *, store: JobStore | None = None,
-               kafka_ready: Any = None, load_files: bool = True) -> Flask:
+               kafka_ready: Any = None, dispatch: Any = None, load_files: bool = True) -> Flask:
     """The application factory; refuses to build an API nobody could authenticate to."""
     settings = settings or config.from_env()
     if not settings.has_api_credentials():
@@ -40,13 +41,22 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app.extensions["rest_consumer"] = {
         "settings": settings, "store": store,
         "kafka_ready": kafka_ready or _kafka_ready_check(settings),
+        "dispatch": dispatch or _celery_dispatch,
     }
     app.before_request(_authenticate)
     app.register_error_handler(Exception, _error_response)
     app.register_blueprint(routes)
+    app.register_blueprint(operations)
     if load_files:
         load_job_files(store, settings.jobs_dir)
     return app
+
+
+def _celery_dispatch(job: jobs.Job, messages: list[dict[str, Any]]) -> None:
+    """Replays go through Celery like the reader's tasks (imported late: it reads the env)."""
+    from rest_consumer.tasks import dispatch
+
+    dispatch(job, messages)
 
 
 def _ext(name: str) -> Any:

@@ -64,3 +64,11 @@ class RetryableDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Raised when a request failed in a way that retrying cannot fix (e.g. 400)."""
+
+
+class Throttled(RestConsumerError):
+    """Raised when a job's rate limit asks for a longer wait than a worker slot should hold."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"rate limited for {wait:.1f}s")
+        self.wait = wait

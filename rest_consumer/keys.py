@@ -72,3 +72,18 @@ def job_keys(job_id: str) -> list[str]:
 def done_pattern(job_id: str) -> str:
     """SCAN pattern for every ``done`` list of a job."""
     return f"done:{job_id}:*"
+
+
+def ratelimit(job_id: str) -> str:
+    """The job's theoretical arrival time of its next request (GCRA), on Redis's clock."""
+    return f"ratelimit:{job_id}"
+
+
+def oauth2_token(job_id: str) -> str:
+    """The job's cached OAuth2 access token (JSON with the job hash it was fetched for)."""
+    return f"oauth2:{job_id}"
+
+
+def oauth2_lock(job_id: str) -> str:
+    """Held by the one worker fetching a job's token, so the others wait for it."""
+    return f"oauth2_lock:{job_id}"

@@ -60,8 +60,10 @@ class ReaderManager:
             job = self.store.find(command.job_id)
             if job is None or not job.get("enabled", True):
                 self._stop(command.job_id, forget=job is None)
-            else:
-                self._run(job)
+                return
+            self._run(job)
+            if command.action == "set_offset" and command.offset is not None:
+                self.readers[job["id"]].request_seek(command.offset)
 
     def _run(self, job: Job) -> None:
         current = self.readers.get(job["id"])

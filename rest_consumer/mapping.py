@@ -125,6 +125,9 @@ class CompiledJob:
         self.retry_backoff = float(job.get("retry_backoff", 1))
         self.retry_backoff_max = float(job.get("retry_backoff_max", 300))
         self.auth_header = _static_auth(job)
+        self.oauth2: dict[str, Any] | None = job.get("oauth2")
+        self.ratelimit = float(job.get("ratelimit") or 0)
+        self.queue: str | None = job.get("queue")
         self.mask_levels = list(job.get("mask_levels") or defaults.mask_levels)
         self.emit_level = job.get("emit_level", defaults.emit_level)
         flag = job.get("emit_flag") or defaults.emit_flag

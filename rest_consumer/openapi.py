@@ -54,6 +54,47 @@ def _job_paths() -> dict[str, Any]:
     }
 
 
+def _operation_paths() -> dict[str, Any]:
+    anything = {"type": "object"}
+    offset = {"name": "offset", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": "^([0-9]+|earliest|latest)$"}}
+    replay_body = {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"ids": {"type": "array", "items": {"type": "string"}}}}}}}
+    preview_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "description": "a sample record, or {\"avro_base64\": …}"}}}}
+    page_params = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                    "maximum": 500}},
+        {"name": "before", "in": "query", "schema": {"type": "string",
+                                                     "pattern": "^[0-9]+(-[0-9]+)?$"}}]
+    return {
+        "/job/{job_id}/status": {"parameters": [_JOB_ID], "get": _op(
+            "State, partitions with committed offset and lag, counters, last error",
+            {"200": _json(anything, "status"), **_errors(401, 404)})},
+        "/job/{job_id}/dead_letters": {
+            "parameters": [_JOB_ID],
+            "get": _op("Dead letters, newest first, paged",
+                       {"200": _json(anything, "a page"), **_errors(400, 401, 404)},
+                       parameters=page_params),
+            "delete": _op("Purge the dead letters",
+                          {"200": _json(anything, "purged"), **_errors(401, 404)}),
+        },
+        "/job/{job_id}/dead_letters/replay": {"parameters": [_JOB_ID], "post": _op(
+            "Send dead letters again (all, or the ids given)",
+            {"200": _json(anything, "replayed"), **_errors(400, 401, 404, 415)},
+            requestBody=replay_body)},
+        "/job/{job_id}/preview": {"parameters": [_JOB_ID], "post": _op(
+            "The request(s) the job would send for a sample message; nothing is sent",
+            {"200": _json(anything, "requests"), **_errors(400, 401, 404, 415)},
+            requestBody=preview_body)},
+        "/job/{job_id}/set_offset/{offset}": {"parameters": [_JOB_ID, offset], "post": _op(
+            "Move every partition of the job to an offset, earliest or latest",
+            {"200": _json(anything, "moved the group's offsets"),
+             "202": _json(anything, "sent to the running readers"),
+             "409": _json(_ERROR, "Kafka refused"), **_errors(400, 401, 404)})},
+    }
+
+
 def _service_paths() -> dict[str, Any]:
     anything = {"type": "object"}
     public = {"security": []}
@@ -81,7 +122,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "rest-consumer", "version": __version__,
                  "description": "Deliver Aether records from Apache Kafka to REST endpoints."},
         "security": [{"basic": []}, {"bearer": []}],
-        "paths": {**_service_paths(), **_job_paths()},
+        "paths": {**_service_paths(), **_job_paths(), **_operation_paths()},
         "components": {
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},

@@ -15,6 +15,8 @@ DEAD_LETTER_CAP = 10_000
 
 def record_final(pipe: Any, job_id: str, message: dict[str, Any]) -> None:
     """A Kafka message reached its final outcome: the reader may commit past it."""
+    if message.get("r"):  # a replayed dead letter: its offset was committed long ago
+        return
     pipe.rpush(keys.done(job_id, message["t"], message["p"]), message["o"])
     pipe.decr(keys.in_flight(job_id))
 
@@ -33,7 +35,7 @@ def dead_letter(pipe: Any, job_id: str, message: dict[str, Any], index: int | No
         "index": "" if index is None else index,
         "record_id": "" if record_id is None else json.dumps(record_id, default=str),
         "request": json.dumps(request) if request else "",
-        "message": json.dumps({k: v for k, v in message.items() if k not in ("a", "i")}),
+        "message": json.dumps({k: v for k, v in message.items() if k not in ("a", "i", "r")}),
         "time": f"{time.time():.3f}",
     }
     pipe.xadd(keys.dead_letters(job_id), entry, maxlen=DEAD_LETTER_CAP, approximate=True)

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from rest_consumer import keys
 from rest_consumer.config import Settings
 from rest_consumer.jobs import Job
+from rest_consumer.offsets import resolve
 from rest_consumer.tracking import PartitionTracker
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class JobReader(threading.Thread):
         self.error: str | None = None
         self._stopping = threading.Event()
         self._rewind = threading.Event()
+        self._seek_request: int | str | None = None
         self._consumer: Consumer | None = None
         self._last_tick = 0.0
 
@@ -71,6 +73,10 @@ class JobReader(threading.Thread):
     def request_rewind(self) -> None:
         """Ask the thread to seek back to its watermarks (Redis lost the tasks)."""
         self._rewind.set()
+
+    def request_seek(self, offset: int | str) -> None:
+        """Ask the thread to move every assigned partition to ``offset`` and commit it."""
+        self._seek_request = offset
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -112,6 +118,9 @@ class JobReader(threading.Thread):
                 if self._rewind.is_set():
                     self._rewind.clear()
                     self._rewind_partitions(list(self.trackers))
+                if self._seek_request is not None:
+                    target, self._seek_request = self._seek_request, None
+                    self._seek_all(target)
                 # Keep calling consume while paused so the member stays in the group.
                 messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
                 self._dispatch(messages)
@@ -201,6 +210,28 @@ class JobReader(threading.Thread):
                 log.warning("job %s: re-dispatching %s[%d] from offset %d", self.job_id,
                             key[0], key[1], target)
                 self._seek(key[0], key[1], target)
+
+    def _seek_all(self, offset: int | str) -> None:
+        """set_offset: forget what is out, move each assigned partition, commit at once."""
+        if self._consumer is None:
+            return
+        moved = []
+        for tp in self._consumer.assignment():
+            target = resolve(self._consumer, tp, offset)
+            try:
+                self._seek(tp.topic, tp.partition, target)
+            except KafkaException as e:  # not fetching yet: try again on the next loop
+                log.info("job %s: set_offset deferred (%s)", self.job_id, e)
+                self._seek_request = offset
+                return
+            tracker = self.trackers.setdefault((tp.topic, tp.partition), PartitionTracker())
+            tracker.rewind()
+            tracker.high = tracker.committed = target
+            moved.append(TopicPartition(tp.topic, tp.partition, target))
+        if moved:
+            self._consumer.commit(offsets=moved, asynchronous=False)
+        log.info("job %s: set_offset %s -> %s", self.job_id, offset,
+                 ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in moved))
 
     # --- periodic work -------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +23,11 @@ from rest_consumer.errors import (
     MappingError,
     PermanentDeliveryError,
     RetryableDeliveryError,
+    Throttled,
 )
 from rest_consumer.mapping import SKIP, CompiledJob, RequestSpec
+from rest_consumer.oauth2 import TokenSource
+from rest_consumer.ratelimit import RateLimiter
 from rest_consumer.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,8 @@ class WorkerContext:
                                           health_check_interval=30)
         self.store = JobStore(self.redis)
         self.sender = Sender()
+        self.limiter = RateLimiter(self.redis)
+        self.tokens = TokenSource(self.redis, self.sender.pool)
         self._jobs: dict[str, CompiledJob] = {}
         self._lock = threading.Lock()
 
@@ -65,6 +72,7 @@ class _Result:
     retry_after: float | None = None
     delivered: int = 0
     skipped: int = 0
+    failed_attempt: bool = False  # False when every retry is only a rate-limit wait
 
 
 def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
@@ -100,10 +108,12 @@ def _deliver_one(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any],
     attempt = int(message.get("a", 0))
     if result.retry:
         delay = backoff(attempt, job.retry_backoff, job.retry_backoff_max, result.retry_after)
-        outcomes.count(pipe, job.id, "retried", len(result.retry))
+        if result.failed_attempt:
+            outcomes.count(pipe, job.id, "retried", len(result.retry))
+            attempt += 1
         pipe.execute()
-        publish_retry(job.id, job.hash, {**message, "a": attempt + 1, "i": result.retry}, delay,
-                      job.job.get("queue"))
+        publish_retry(job.id, job.hash, {**message, "a": attempt, "i": result.retry}, delay,
+                      job.queue)
         return
     outcomes.record_final(pipe, job.id, message)
     pipe.execute()
@@ -122,8 +132,11 @@ def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any
         values = job.evaluate(schema, record, meta)
         request = job.build(values, f"{job.id}:{message['t']}:{message['p']}:{message['o']}:"
                                     f"{index}")
-        ctx.sender.send(request, job.timeout, job.retry_statuses)
+        _send(ctx, job, request)
         result.delivered += 1
+    except Throttled as e:
+        result.retry.append(index)
+        result.retry_after = max(result.retry_after or 0.0, e.wait)
     except MappingError as e:
         _fail(pipe, job, message, index, values, f"mapping: {e}")
     except RetryableDeliveryError as e:
@@ -134,10 +147,35 @@ def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any
         _log_failure(job.id, message, index, values.get("id"), f"{e.reason}; will retry",
                      level=logging.INFO)
         result.retry.append(index)
+        result.failed_attempt = True
         if e.retry_after is not None:
             result.retry_after = max(result.retry_after or 0.0, e.retry_after)
     except PermanentDeliveryError as e:
         _fail(pipe, job, message, index, values, e.reason, e, request)
+
+
+def _send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec) -> None:
+    """Send within the job's rate limit, with its OAuth2 token (renewed once on a 401)."""
+    if job.ratelimit:
+        wait, reserved = ctx.limiter.reserve(job.id, job.ratelimit)
+        if not reserved:
+            raise Throttled(wait)
+        time.sleep(wait)
+    if job.oauth2 is None:
+        ctx.sender.send(request, job.timeout, job.retry_statuses)
+        return
+    authorization = ctx.tokens.authorization(job.id, job.hash, job.oauth2)
+    try:
+        ctx.sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
+    except PermanentDeliveryError as e:
+        if e.status != 401:
+            raise
+        authorization = ctx.tokens.authorization(job.id, job.hash, job.oauth2, renew=True)
+        ctx.sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
+
+
+def _with_auth(request: RequestSpec, authorization: str) -> RequestSpec:
+    return dataclasses.replace(request, secret_headers={"Authorization": authorization})
 
 
 def _fail(pipe: Any, job: CompiledJob, message: dict[str, Any], index: int,

@@ -1,0 +1,91 @@
+"""OAuth2 client credentials: one token per job, shared by all workers through Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+
+from rest_consumer import keys
+from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
+
+EXPIRY_MARGIN_SECONDS = 30
+LOCK_SECONDS = 30
+FETCH_TIMEOUT = 30.0
+
+
+class TokenSource:
+    """Fetches a job's token once, caches it in Redis until it expires, renews on demand."""
+
+    def __init__(self, client: Any, pool: urllib3.PoolManager) -> None:
+        self.redis = client
+        self.pool = pool
+
+    def authorization(self, job_id: str, job_hash: str, oauth2: dict[str, Any],
+                      renew: bool = False) -> str:
+        """The ``Authorization`` header value for the job's requests."""
+        if not renew:
+            cached = self._cached(job_id, job_hash)
+            if cached:
+                return cached
+        lock = keys.oauth2_lock(job_id)
+        if self.redis.set(lock, "1", nx=True, ex=LOCK_SECONDS):
+            try:
+                return self._fetch(job_id, job_hash, oauth2)
+            finally:
+                self.redis.delete(lock)
+        return self._wait_for_other_worker(job_id, job_hash, oauth2)
+
+    def _cached(self, job_id: str, job_hash: str) -> str | None:
+        raw = self.redis.get(keys.oauth2_token(job_id))
+        if raw:
+            entry = json.loads(raw)
+            if entry.get("hash") == job_hash:
+                return str(entry["authorization"])
+        return None
+
+    def _wait_for_other_worker(self, job_id: str, job_hash: str, oauth2: dict[str, Any]) -> str:
+        deadline = time.monotonic() + FETCH_TIMEOUT
+        while time.monotonic() < deadline:
+            cached = self._cached(job_id, job_hash)
+            if cached:
+                return cached
+            if not self.redis.exists(keys.oauth2_lock(job_id)):
+                break
+            time.sleep(0.05)
+        return self._fetch(job_id, job_hash, oauth2)
+
+    def _fetch(self, job_id: str, job_hash: str, oauth2: dict[str, Any]) -> str:
+        form = {"grant_type": "client_credentials"}
+        if oauth2.get("scope"):
+            form["scope"] = oauth2["scope"]
+        basic = base64.b64encode(f"{oauth2['client_id']}:{oauth2['client_secret']}".encode())
+        try:
+            response = self.pool.request(
+                "POST", oauth2["token_url"], body=urlencode(form),
+                headers={"Content-Type": "application/x-www-form-urlencoded",
+                         "Authorization": "Basic " + basic.decode(), "Accept": "application/json"},
+                timeout=urllib3.Timeout(total=FETCH_TIMEOUT), redirect=False, retries=False)
+        except urllib3.exceptions.HTTPError as e:
+            raise RetryableDeliveryError(f"OAuth2 token endpoint unreachable: {e}") from e
+        if response.status >= 500 or response.status == 429:
+            raise RetryableDeliveryError(f"OAuth2 token endpoint answered {response.status}",
+                                         response.status)
+        try:
+            body = json.loads(response.data)
+            token = body["access_token"]
+        except (ValueError, KeyError, TypeError):
+            raise PermanentDeliveryError(
+                f"OAuth2 token endpoint answered {response.status} without an access_token",
+                response.status) from None
+        scheme = str(body.get("token_type") or "Bearer")
+        scheme = "Bearer" if scheme.lower() == "bearer" else scheme
+        authorization = f"{scheme} {token}"
+        ttl = max(1, int(body.get("expires_in") or 3600) - EXPIRY_MARGIN_SECONDS)
+        self.redis.set(keys.oauth2_token(job_id),
+                       json.dumps({"hash": job_hash, "authorization": authorization}), ex=ttl)
+        return authorization

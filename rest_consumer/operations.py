@@ -1,0 +1,154 @@
+"""API routes that operate a job: status, dead letters, preview, set_offset."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from confluent_kafka import KafkaException
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
+
+from rest_consumer import deadletters, keys, offsets
+from rest_consumer.control import Command, publish
+from rest_consumer.decoding import Decoded, decode
+from rest_consumer.errors import DecodeError, MappingError
+from rest_consumer.mapping import SKIP, CompiledJob
+from rest_consumer.status import job_state, reader_reports
+from rest_consumer.store import JobStore
+
+operations = Blueprint("operations", __name__)
+
+COUNTERS = ("dispatched", "delivered", "retried", "dead_lettered", "skipped")
+MAX_PAGE = 500
+
+
+def _ext(name: str) -> Any:
+    return current_app.extensions["rest_consumer"][name]
+
+
+def _store() -> JobStore:
+    return _ext("store")  # type: ignore[no-any-return]
+
+
+def _json_object() -> dict[str, Any]:
+    if not request.is_json:
+        raise UnsupportedMediaType("send a JSON body (Content-Type: application/json)")
+    body = request.get_json()
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+@operations.get("/job/<job_id>/status")
+def status(job_id: str) -> Response:
+    job = _store().get(job_id)
+    client = _store().redis
+    raw = client.hgetall(keys.counters(job_id))
+    counts = {name: int(raw.get(name.encode(), 0)) for name in COUNTERS}
+    last_error = client.get(keys.last_error(job_id))
+    body: dict[str, Any] = {
+        "id": job_id, **job_state(client, job), "counters": counts,
+        "in_flight": max(0, int(client.get(keys.in_flight(job_id)) or 0)),
+        "last_error": json.loads(last_error) if last_error else None,
+        "readers": reader_reports(client, job_id),
+    }
+    try:
+        body["partitions"] = offsets.partition_status(_ext("settings"), job)
+    except KafkaException as e:
+        body["partitions"], body["partitions_error"] = [], f"Kafka: {e}"
+    return jsonify(body)
+
+
+@operations.get("/job/<job_id>/dead_letters")
+def list_dead_letters(job_id: str) -> Response:
+    _store().get(job_id)
+    try:
+        limit = int(request.args.get("limit", 50))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
+    before = request.args.get("before")
+    if before is not None and not _is_stream_id(before):
+        raise BadRequest("before must be a dead-letter id such as 1700000000000-0")
+    return jsonify(deadletters.page(_store().redis, job_id, limit, before))
+
+
+def _is_stream_id(value: str) -> bool:
+    millis, _, seq = value.partition("-")
+    return millis.isdigit() and (seq == "" or seq.isdigit())
+
+
+@operations.post("/job/<job_id>/dead_letters/replay")
+def replay_dead_letters(job_id: str) -> Response:
+    job = _store().get(job_id)
+    ids = None
+    if request.content_length:
+        ids = _json_object().get("ids")
+        if ids is not None and (not isinstance(ids, list)
+                                or not all(isinstance(i, str) and _is_stream_id(i) for i in ids)):
+            raise BadRequest("ids must be a list of dead-letter ids")
+    sent = deadletters.replay(_store().redis, job, _ext("dispatch"), ids)
+    return jsonify(replayed=sent, count=len(sent))
+
+
+@operations.delete("/job/<job_id>/dead_letters")
+def purge_dead_letters(job_id: str) -> Response:
+    _store().get(job_id)
+    return jsonify(purged=deadletters.purge(_store().redis, job_id))
+
+
+@operations.post("/job/<job_id>/preview")
+def preview(job_id: str) -> Response:
+    job = CompiledJob(_store().get(job_id), _ext("settings"))
+    decoded = _sample(_json_object())
+    meta = {"topic": job.job["topic"][0], "partition": 0, "offset": 0, "key": None,
+            "timestamp": None, "headers": {}}
+    results = []
+    for index, record in enumerate(decoded.records):
+        item_meta = {**meta, "index": index}
+        try:
+            governed = job.governed(decoded.schema, record, item_meta)
+            if governed is SKIP:
+                results.append({"index": index, "skipped": "the emit flag filters it out"})
+                continue
+            spec = job.request_for(decoded.schema, governed, item_meta)
+            results.append({"index": index, "request": spec.public()})
+        except MappingError as e:
+            results.append({"index": index, "error": str(e)})
+    return jsonify(requests=results)
+
+
+def _sample(body: dict[str, Any]) -> Decoded:
+    if "avro_base64" not in body:
+        return Decoded(None, [body])
+    try:
+        return decode(base64.b64decode(body["avro_base64"], validate=True))
+    except (binascii.Error, TypeError, ValueError) as e:
+        raise BadRequest(f"avro_base64 is not base64: {e}") from e
+    except DecodeError as e:
+        raise BadRequest(str(e)) from e
+
+
+@operations.post("/job/<job_id>/set_offset/<offset>")
+def set_offset(job_id: str, offset: str) -> tuple[Response, int]:
+    job = _store().get(job_id)
+    target: int | str = offset
+    if offset not in ("earliest", "latest"):
+        if not offset.isdigit():
+            raise BadRequest("offset must be a non-negative integer, earliest or latest")
+        target = int(offset)
+    running = job.get("enabled", True) and reader_reports(_store().redis, job_id)
+    if running:
+        publish(_store().redis, Command(job_id, "set_offset", job["hash"], target))
+        return jsonify(id=job_id, offset=target, applied_by="readers"), 202
+    try:
+        partitions = offsets.alter_group_offsets(_ext("settings"), job, target)
+    except KafkaException as e:
+        raise Conflict(f"Kafka refused to move the group's offsets ({e}); stop the job's "
+                       "readers or start the job and try again") from e
+    return jsonify(id=job_id, offset=target, applied_by="consumer group",
+                   partitions=partitions), 200
