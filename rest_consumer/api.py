@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from rest_consumer import config, jobs
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app.extensions["rest_consumer"] = {
         "settings": settings, "store": store,
         "kafka_ready": kafka_ready or _kafka_ready_check(settings),
-        "dispatch": dispatch or _celery_dispatch,
+        "dispatch": dispatch or _celery_dispatch(settings),
     }
     app.before_request(_authenticate)
     app.register_error_handler(Exception, _error_response)
@@ -52,11 +53,18 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     return app
 
 
-def _celery_dispatch(job: jobs.Job, messages: list[dict[str, Any]]) -> None:
-    """Replays go through Celery like the reader's tasks (imported late: it reads the env)."""
-    from rest_consumer.tasks import dispatch
+def _celery_dispatch(settings: Settings) -> Any:
+    """Replays go through Celery like the reader's tasks, on a broker connection made lazily."""
+    made: list[Any] = []
 
-    dispatch(job, messages)
+    def dispatch(job: jobs.Job, messages: list[dict[str, Any]]) -> None:
+        if not made:
+            from rest_consumer.tasks import create_celery, make_dispatcher
+
+            made.append(make_dispatcher(create_celery(settings)))
+        made[0](job, messages)
+
+    return dispatch
 
 
 def _ext(name: str) -> Any:
@@ -73,6 +81,7 @@ ERROR_STATUS: list[tuple[type[BaseException], int, str]] = [
     (JobValidationError, 400, "invalid job"),
     (JobNotFound, 404, "job not found"),
     (redis.RedisError, 503, "Redis is unavailable"),
+    (OperationalError, 503, "the Celery broker is unavailable"),
 ]
 
 

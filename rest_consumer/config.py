@@ -36,7 +36,8 @@ class Settings:
     """Every setting of every process; build it with :func:`from_env`."""
 
     redis_url: str = DEFAULT_REDIS_URL
-    celery_broker_url: str = DEFAULT_REDIS_URL
+    celery_broker_url: str = ""
+    """Empty: the Celery broker is ``redis_url``."""
     kafka_bootstrap_servers: str = DEFAULT_KAFKA_BOOTSTRAP_SERVERS
     kafka_config: Mapping[str, str] = field(default_factory=dict)
     api_host: str = DEFAULT_API_HOST
@@ -63,6 +64,9 @@ class Settings:
         """librdkafka settings shared by every consumer, producer and admin client."""
         return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_config}
 
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
     def has_api_credentials(self) -> bool:
         """True when the API can authenticate anyone."""
         return bool((self.api_user and self.api_password) or self.api_token)
@@ -75,7 +79,7 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
     redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
     return Settings(
         redis_url=redis_url,
-        celery_broker_url=env.get("CELERY_BROKER_URL") or redis_url,
+        celery_broker_url=env.get("CELERY_BROKER_URL", ""),
         kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS")
         or DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
         kafka_config=_librdkafka_settings(env),

@@ -26,19 +26,22 @@ class TokenSource:
         self.pool = pool
 
     def authorization(self, job_id: str, job_hash: str, oauth2: dict[str, Any],
-                      renew: bool = False) -> str:
-        """The ``Authorization`` header value for the job's requests."""
-        if not renew:
-            cached = self._cached(job_id, job_hash)
-            if cached:
-                return cached
+                      refused: str | None = None) -> str:
+        """The ``Authorization`` header value for the job's requests.
+
+        ``refused`` is a value the endpoint answered 401 to: it is renewed, unless another
+        worker already did (so one rejection renews once, not once per worker).
+        """
+        cached = self._cached(job_id, job_hash)
+        if cached and cached != refused:
+            return cached
         lock = keys.oauth2_lock(job_id)
         if self.redis.set(lock, "1", nx=True, ex=LOCK_SECONDS):
             try:
                 return self._fetch(job_id, job_hash, oauth2)
             finally:
                 self.redis.delete(lock)
-        return self._wait_for_other_worker(job_id, job_hash, oauth2)
+        return self._wait_for_other_worker(job_id, job_hash, oauth2, refused)
 
     def _cached(self, job_id: str, job_hash: str) -> str | None:
         raw = self.redis.get(keys.oauth2_token(job_id))
@@ -48,11 +51,12 @@ class TokenSource:
                 return str(entry["authorization"])
         return None
 
-    def _wait_for_other_worker(self, job_id: str, job_hash: str, oauth2: dict[str, Any]) -> str:
+    def _wait_for_other_worker(self, job_id: str, job_hash: str, oauth2: dict[str, Any],
+                               refused: str | None) -> str:
         deadline = time.monotonic() + FETCH_TIMEOUT
         while time.monotonic() < deadline:
             cached = self._cached(job_id, job_hash)
-            if cached:
+            if cached and cached != refused:
                 return cached
             if not self.redis.exists(keys.oauth2_lock(job_id)):
                 break

@@ -60,6 +60,7 @@ class JobReader(threading.Thread):
         self._stopping = threading.Event()
         self._rewind = threading.Event()
         self._seek_request: int | str | None = None
+        self.max_in_flight = int(job.get("max_in_flight", 10_000))
         self._consumer: Consumer | None = None
         self._last_tick = 0.0
 
@@ -121,10 +122,11 @@ class JobReader(threading.Thread):
                 if self._seek_request is not None:
                     target, self._seek_request = self._seek_request, None
                     self._seek_all(target)
-                # Keep calling consume while paused so the member stays in the group.
-                messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.2)
+                # Keep calling consume while paused so the member stays in the group; never
+                # take more than the job's in-flight room (DESIGN §4: bounded memory).
+                messages = consumer.consume(num_messages=self._room(), timeout=0.2)
                 self._dispatch(messages)
-                if time.monotonic() - self._last_tick >= TICK_SECONDS:
+                if self._due_for_tick():
                     self._tick()
             self._finish()
         finally:
@@ -269,9 +271,23 @@ class JobReader(threading.Thread):
             for tp in offsets:
                 self.trackers[(tp.topic, tp.partition)].committed = tp.offset
 
+    def _local_in_flight(self) -> int:
+        return sum(len(t.pending) for t in self.trackers.values())
+
+    def _room(self) -> int:
+        """How many messages to take now: up to a batch, within ``max_in_flight``."""
+        return max(1, min(CONSUME_BATCH, self.max_in_flight - self._local_in_flight()))
+
+    def _due_for_tick(self) -> bool:
+        """Every second, and at once when the job reaches its in-flight limit."""
+        return (time.monotonic() - self._last_tick >= TICK_SECONDS
+                or self._local_in_flight() >= self.max_in_flight)
+
     def _apply_backpressure(self) -> None:
-        limit = int(self.job.get("max_in_flight", 10_000))
-        in_flight = int(self.redis.get(keys.in_flight(self.job_id)) or 0)
+        limit = self.max_in_flight
+        # Redis counts every reader's messages; the local count reacts without a round trip.
+        in_flight = max(int(self.redis.get(keys.in_flight(self.job_id)) or 0),
+                        self._local_in_flight())
         if self._consumer is None:
             return
         assigned = self._consumer.assignment()

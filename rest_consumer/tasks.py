@@ -6,6 +6,7 @@ arguments carry the job id and hash, never a secret: workers read the job from t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -20,7 +21,7 @@ def create_celery(settings: Settings) -> Celery:
     """The Celery app, configured for at-least-once delivery on Redis (DESIGN §8)."""
     app = Celery("rest_consumer", set_as_current=False)
     app.conf.update(
-        broker_url=settings.celery_broker_url,
+        broker_url=settings.broker_url(),
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
         result_backend=None,
@@ -96,7 +97,17 @@ def describe(job_id: str, messages: list[dict[str, Any]]) -> str:
     return text
 
 
-def dispatch(job: dict[str, Any], messages: list[dict[str, Any]]) -> None:
-    """The reader's dispatcher: one ``deliver`` task for these messages, on the job's queue."""
-    deliver.apply_async((job["id"], job["hash"], messages), queue=job.get("queue") or DEFAULT_QUEUE,
-                        argsrepr=describe(job["id"], messages), kwargsrepr="{}")
+def make_dispatcher(celery_app: Celery) -> Callable[[dict[str, Any], list[dict[str, Any]]], None]:
+    """A function sending one ``deliver`` task for some messages of a job, on the job's queue."""
+
+    def dispatch(job: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        celery_app.send_task(
+            "rest_consumer.deliver", (job["id"], job["hash"], messages),
+            queue=job.get("queue") or DEFAULT_QUEUE, argsrepr=describe(job["id"], messages),
+            kwargsrepr="{}")
+
+    return dispatch
+
+
+dispatch = make_dispatcher(app)
+"""The reader's dispatcher, on this module's app (configured from the environment)."""

@@ -170,7 +170,8 @@ def _send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec) -> None:
     except PermanentDeliveryError as e:
         if e.status != 401:
             raise
-        authorization = ctx.tokens.authorization(job.id, job.hash, job.oauth2, renew=True)
+        authorization = ctx.tokens.authorization(job.id, job.hash, job.oauth2,
+                                                 refused=authorization)
         ctx.sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
 
 

@@ -25,8 +25,8 @@ class Received:
         return json.loads(self.body)
 
 
-Responder = Callable[[Received, int], tuple[int, dict[str, str]] | int]
-"""(request, how many times this path was seen before) -> status, or (status, headers)."""
+Responder = Callable[[Received, int], Any]
+"""(request, times this path was seen before) -> status, (status, headers) or (…, body)."""
 
 
 class RecordingEndpoint:
@@ -61,8 +61,7 @@ class RecordingEndpoint:
                                    dict(self.headers.items()), self.rfile.read(length))
                 if endpoint.delay:
                     time.sleep(endpoint.delay)
-                status, headers = endpoint._record(request)
-                body = b'{"ok": true}' if status < 400 else b'{"error": "told to fail"}'
+                status, headers, body = endpoint._record(request)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -77,15 +76,16 @@ class RecordingEndpoint:
 
         return Handler
 
-    def _record(self, request: Received) -> tuple[int, dict[str, str]]:
+    def _record(self, request: Received) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
             key = request.path
             seen = self._seen.get(key, 0)
             self._seen[key] = seen + 1
             answer = self.respond(request, seen)
-            status, headers = answer if isinstance(answer, tuple) else (answer, {})
+            status, headers, *body = answer if isinstance(answer, tuple) else (answer, {})
             (self.received if 200 <= status < 300 else self.failed).append(request)
-        return status, headers
+        default = b'{"ok": true}' if status < 400 else b'{"error": "told to fail"}'
+        return status, headers, body[0] if body else default
 
     def start(self) -> RecordingEndpoint:
         self.thread.start()

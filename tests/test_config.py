@@ -12,7 +12,7 @@ from rest_consumer.errors import ConfigError
 
 def test_defaults_follow_the_design(tmp_path: Path) -> None:
     s = config.from_env({}, dotenv=tmp_path / "none")
-    assert s.redis_url == "redis://127.0.0.1:6379/0" == s.celery_broker_url
+    assert s.redis_url == "redis://127.0.0.1:6379/0" == s.broker_url()
     assert s.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert (s.api_host, s.api_port) == ("127.0.0.1", 9013)
     assert s.consumer_group_prefix == "rest-consumer"

@@ -1,0 +1,209 @@
+"""End to end job operations: status, set_offset, backpressure, rate limit, batching, queues,
+OAuth2 and dead-letter replay, on real Kafka, Redis, reader and worker processes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any
+
+import redis
+from test_pipeline import committed, counters, json_values, kafka_committed, simple_job
+
+from helpers import wait_for
+from rest_consumer import keys
+from rest_consumer.api import create_app
+from rest_consumer.config import Settings
+from rest_consumer.store import JobStore
+
+AUTH = {"Authorization": "Bearer t"}
+
+
+def api(pipeline: Any, real_redis: redis.Redis) -> Any:
+    settings = Settings(redis_url=pipeline.env["REDIS_URL"], api_token="t",
+                        kafka_bootstrap_servers=pipeline.kafka,
+                        consumer_group_prefix=pipeline.env["CONSUMER_GROUP_PREFIX"],
+                        jobs_dir=pipeline.workdir / "jobs")
+    return create_app(settings, store=JobStore(real_redis)).test_client()
+
+
+def test_status_reports_partitions_lag_counters_and_state(pipeline: Any, endpoint: Any,
+                                                          real_redis: redis.Redis) -> None:
+    topic = "ops.status"
+    pipeline.create_topic(topic, partitions=2)
+    endpoint.respond = lambda request, seen: 400 if request.path == "/p/p3" else 200
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    client = api(pipeline, real_redis)
+    assert client.get("/job/people/status", headers=AUTH).json["state"] == "pending"
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(10))
+    wait_for(lambda: sum(kafka_committed(pipeline, topic, 2)) == 10, 60, what="all committed")
+    status = wait_for(lambda: (s := client.get("/job/people/status", headers=AUTH).json)
+                      and s["state"] == "running" and s["counters"]["delivered"] == 9 and s,
+                      20, what="a running status")
+    assert status["counters"] == {"dispatched": 10, "delivered": 9, "retried": 0,
+                                  "dead_lettered": 1, "skipped": 0}
+    assert status["in_flight"] == 0 and status["last_error"]["reason"] == "HTTP 400"
+    assert sum(p["high_watermark"] for p in status["partitions"]) == 10
+    assert all(p["lag"] == 0 for p in status["partitions"])
+    pipeline.stop("reader")
+    stopped = client.get("/job/people/status", headers=AUTH).json
+    assert stopped["state"] == "pending" and stopped["readers"] == []
+
+
+def test_set_offset_while_running_and_while_stopped(pipeline: Any, endpoint: Any,
+                                                    real_redis: redis.Redis) -> None:
+    topic = "ops.set_offset"
+    pipeline.create_topic(topic)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    client = api(pipeline, real_redis)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(5))
+    wait_for(lambda: kafka_committed(pipeline, topic) == [5], 60, what="5 committed")
+    # Running: the readers seek and commit
+    answer = client.post("/job/people/set_offset/earliest", headers=AUTH)
+    assert answer.status_code == 202 and answer.json["applied_by"] == "readers"
+    wait_for(lambda: len(endpoint.received) == 10, 30, what="5 deliveries again")
+    # Stopped: the group's offsets are altered directly
+    client.post("/job/people/stop", headers=AUTH)
+    wait_for(lambda: not real_redis.exists(keys.reader_heartbeat("people")), 20,
+             what="the reader to stop")
+    wait_for(lambda: client.post("/job/people/set_offset/3", headers=AUTH).status_code == 200,
+             30, what="Kafka to accept the new offsets once the group is empty")
+    assert kafka_committed(pipeline, topic) == [3]
+    client.post("/job/people/start", headers=AUTH)
+    wait_for(lambda: len(endpoint.received) == 12, 30, what="offsets 3 and 4 again")
+    assert sorted(r.path for r in endpoint.received[10:]) == ["/p/p3", "/p/p4"]
+
+
+def test_backpressure_bounds_redis_during_an_outage_and_loses_nothing(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given an endpoint down (503) for 12 s and a job allowed 50 messages in flight
+    topic = "ops.backpressure"
+    pipeline.create_topic(topic)
+    outage_until = time.time() + 12
+    endpoint.respond = lambda request, seen: 503 if time.time() < outage_until else 200
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, max_in_flight=50,
+                                                     retry_backoff=0.5, retry_backoff_max=2,
+                                                     max_retries=1000))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    baseline = real_redis.info("memory")["used_memory"]
+    # When 2,000 messages are produced during the outage
+    pipeline.produce(topic, json_values(2000))
+    peak_in_flight = peak_memory = 0
+    while time.time() < outage_until:
+        peak_in_flight = max(peak_in_flight, int(real_redis.get(keys.in_flight("people")) or 0))
+        peak_memory = max(peak_memory, real_redis.info("memory")["used_memory"] - baseline)
+        time.sleep(0.2)
+    # Then Redis holds at most about max_in_flight messages, and all arrive after recovery
+    assert 0 < peak_in_flight <= 51
+    assert peak_memory < 2 * 1024 * 1024, f"Redis grew by {peak_memory} bytes"
+    wait_for(lambda: len(endpoint.keys()) == 2000, 120, what="all 2000 delivered")
+
+
+def test_ratelimit_spaces_requests_across_two_workers(pipeline: Any, endpoint: Any,
+                                                      real_redis: redis.Redis) -> None:
+    topic = "ops.ratelimit"
+    pipeline.create_topic(topic, partitions=2)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, ratelimit=0.25))
+    pipeline.start_worker("worker1")
+    pipeline.start_worker("worker2")
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(16))
+    wait_for(lambda: len(endpoint.keys()) == 16, 60, what="16 deliveries")
+    times = sorted(r.at for r in endpoint.received)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.25 - 0.03, gaps
+    assert "succeeded" in pipeline.log("worker1") and "succeeded" in pipeline.log("worker2")
+
+
+def test_batches_pack_messages_and_keep_per_message_retries(pipeline: Any, endpoint: Any,
+                                                            real_redis: redis.Redis) -> None:
+    topic = "ops.batch"
+    pipeline.create_topic(topic)
+    endpoint.respond = lambda request, seen: 503 if request.path == "/p/p7" and not seen else 200
+    pipeline.produce(topic, json_values(120))
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, batch_size=50))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    wait_for(lambda: len(endpoint.keys()) == 120, 60, what="120 deliveries")
+    wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
+    assert len(endpoint.received) == 120 and counters(real_redis)["retried"] == 1
+    tasks = pipeline.log("worker").count("rest_consumer.deliver[")
+    assert tasks <= 8, f"{tasks} tasks for 120 messages in batches of 50 (+1 retry)"
+
+
+def test_a_job_queue_is_served_only_by_its_own_workers(pipeline: Any, endpoint: Any,
+                                                       real_redis: redis.Redis) -> None:
+    topic = "ops.queue"
+    pipeline.create_topic(topic)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, queue="dedicated"))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(3))
+    wait_for(lambda: real_redis.llen("dedicated") == 3, 30, what="3 tasks on the job's queue")
+    time.sleep(2)
+    assert endpoint.received == []
+    pipeline.start_worker("dedicated-worker", "-Q", "dedicated")
+    wait_for(lambda: len(endpoint.keys()) == 3, 30, what="the dedicated pool to deliver")
+
+
+def test_oauth2_token_is_fetched_once_shared_and_renewed_on_401(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given a token endpoint and an API that only accepts the current token
+    topic = "ops.oauth2"
+    pipeline.create_topic(topic, partitions=2)
+    issued: list[str] = []
+
+    def respond(request: Any, seen: int) -> Any:
+        if request.path == "/token":
+            issued.append(f"tok{len(issued)}")
+            body = json.dumps({"access_token": issued[-1], "expires_in": 3600})
+            return 200, {"Content-Type": "application/json"}, body.encode()
+        return 200 if request.headers.get("Authorization") == f"Bearer {issued[-1]}" else 401
+
+    endpoint.respond = respond
+    oauth2 = {"token_url": endpoint.url + "/token", "client_id": "cid",
+              "client_secret": "csecret-123", "scope": "write"}
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, oauth2=oauth2))
+    pipeline.start_worker("worker1")
+    pipeline.start_worker("worker2")
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(20))
+    wait_for(lambda: len([r for r in endpoint.received if r.path != "/token"]) == 20, 60,
+             what="20 deliveries")
+    assert issued == ["tok0"]
+    token_request = next(r for r in endpoint.received if r.path == "/token")
+    assert b"grant_type=client_credentials" in token_request.body and b"scope=write" in \
+        token_request.body
+    # When the server rotates its token, the workers renew once and carry on
+    issued.append("rotated")
+    pipeline.produce(topic, json_values(5, 20))
+    wait_for(lambda: len([r for r in endpoint.received if r.path.startswith("/p/")]) == 25, 60,
+             what="5 more deliveries")
+    assert issued[-1] != "rotated" and len(issued) == 3
+    for name in ("worker1", "worker2", "reader"):
+        assert "csecret-123" not in pipeline.log(name)
+
+
+def test_dead_letters_replayed_through_the_api_are_delivered(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    topic = "ops.replay"
+    pipeline.create_topic(topic)
+    healthy = {"yes": False}
+    endpoint.respond = lambda request, seen: 200 if healthy["yes"] else 422
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    client = api(pipeline, real_redis)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(4))
+    wait_for(lambda: client.get("/job/people/dead_letters", headers=AUTH).json["total"] == 4,
+             30, what="4 dead letters")
+    healthy["yes"] = True
+    assert client.post("/job/people/dead_letters/replay", headers=AUTH).json["count"] == 4
+    wait_for(lambda: len(endpoint.keys()) == 4, 30, what="4 replayed deliveries")
+    assert client.get("/job/people/dead_letters", headers=AUTH).json["total"] == 0
