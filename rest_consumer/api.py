@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
-from rest_consumer import config, jobs
+from rest_consumer import config, jobs, metrics
 from rest_consumer.config import Settings
 from rest_consumer.errors import ConfigError, JobNotFound, JobValidationError
 from rest_consumer.jobfiles import load_job_files
@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    store = store or JobStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+    store = store or JobStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5),
+                              settings.destination_allowlist)
     app.extensions["rest_consumer"] = {
         "settings": settings, "store": store,
         "kafka_ready": kafka_ready or _kafka_ready_check(settings),
@@ -214,6 +215,11 @@ def stop_job(job_id: str) -> Response:
 @routes.get("/job_schema")
 def job_schema() -> Response:
     return jsonify(jobs.SCHEMA)
+
+
+@routes.get("/metrics")
+def prometheus_metrics() -> Response:
+    return Response(metrics.render(_store()), mimetype="text/plain; version=0.0.4")
 
 
 @routes.get("/openapi.json")

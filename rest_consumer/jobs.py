@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from jsonpath_ng.ext import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 
+from rest_consumer import destinations
 from rest_consumer.errors import JobValidationError
 
 Job = dict[str, Any]
@@ -37,7 +38,7 @@ _PLACEHOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def prepare(doc: Any, job_id: str, stored: Job | None,
-            secret_digest: Callable[[str], str]) -> Job:
+            secret_digest: Callable[[str], str], allowlist: tuple[str, ...] = ()) -> Job:
     """Validate an incoming document and return the job to store, with ``modified`` and ``hash``.
 
     ``"***"`` in a secret field keeps the secret of ``stored``. Raises
@@ -50,7 +51,7 @@ def prepare(doc: Any, job_id: str, stored: Job | None,
     if job.setdefault("id", job_id) != job_id:
         problems.append({"field": "id", "message": f"must match the id in the URL ({job_id!r})"})
     problems += _keep_stored_secrets(job, stored)
-    problems += validate(job)
+    problems += validate(job, allowlist)
     if problems:
         raise JobValidationError(problems)
     job["hash"] = job_hash(job, secret_digest)
@@ -58,11 +59,12 @@ def prepare(doc: Any, job_id: str, stored: Job | None,
     return job
 
 
-def validate(job: Job) -> list[Problem]:
+def validate(job: Job, allowlist: tuple[str, ...] = ()) -> list[Problem]:
     """Every problem of a job: the schema's, and what a schema cannot check."""
     problems = [_schema_problem(e) for e in _VALIDATOR.iter_errors(job)]
     seen = {(p["field"], p["message"]) for p in problems}
     problems += [p for p in _semantic_problems(job) if (p["field"], p["message"]) not in seen]
+    problems += list(_destination_problems(job, allowlist))
     return sorted(problems, key=lambda p: (p["field"], p["message"]))
 
 
@@ -99,6 +101,14 @@ def _semantic_problems(job: Job) -> Iterator[Problem]:
     yield from _auth_problems(job)
     yield from _retry_on_problems(_typed(job, "retry_on", list))
     yield from _governance_problems(job)
+
+
+def _destination_problems(job: Job, allowlist: tuple[str, ...]) -> Iterator[Problem]:
+    for field, url in (("url", job.get("url")),
+                       ("oauth2.token_url", _typed(job, "oauth2", dict).get("token_url"))):
+        if isinstance(url, str) and _is_http_url(url):
+            if (message := destinations.url_problem(url, allowlist)) is not None:
+                yield {"field": field, "message": message}
 
 
 def _typed(job: Job, field: str, kind: type) -> Any:

@@ -66,7 +66,8 @@ def reader_heartbeat(job_id: str) -> str:
 
 def job_keys(job_id: str) -> list[str]:
     """The per-job tracking keys removed with the job (``done`` lists are found by pattern)."""
-    return [counters(job_id), in_flight(job_id), last_error(job_id), reader_heartbeat(job_id)]
+    return [counters(job_id), in_flight(job_id), last_error(job_id), reader_heartbeat(job_id),
+            latency(job_id), ratelimit(job_id), oauth2_token(job_id), dead_letters(job_id)]
 
 
 def done_pattern(job_id: str) -> str:
@@ -87,3 +88,8 @@ def oauth2_token(job_id: str) -> str:
 def oauth2_lock(job_id: str) -> str:
     """Held by the one worker fetching a job's token, so the others wait for it."""
     return f"oauth2_lock:{job_id}"
+
+
+def latency(job_id: str) -> str:
+    """Hash of the job's request-duration histogram: bucket index -> count, and ``sum``."""
+    return f"latency:{job_id}"

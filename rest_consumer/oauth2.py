@@ -32,16 +32,23 @@ class TokenSource:
         ``refused`` is a value the endpoint answered 401 to: it is renewed, unless another
         worker already did (so one rejection renews once, not once per worker).
         """
-        cached = self._cached(job_id, job_hash)
-        if cached and cached != refused:
-            return cached
         lock = keys.oauth2_lock(job_id)
-        if self.redis.set(lock, "1", nx=True, ex=LOCK_SECONDS):
-            try:
+        deadline = time.monotonic() + FETCH_TIMEOUT
+        while True:
+            cached = self._cached(job_id, job_hash)
+            if cached and cached != refused:
+                return cached
+            if self.redis.set(lock, "1", nx=True, ex=LOCK_SECONDS):
+                try:  # check again: the previous holder may have stored a token meanwhile
+                    cached = self._cached(job_id, job_hash)
+                    if cached and cached != refused:
+                        return cached
+                    return self._fetch(job_id, job_hash, oauth2)
+                finally:
+                    self.redis.delete(lock)
+            if time.monotonic() > deadline:  # the fetching worker hangs: fetch ourselves
                 return self._fetch(job_id, job_hash, oauth2)
-            finally:
-                self.redis.delete(lock)
-        return self._wait_for_other_worker(job_id, job_hash, oauth2, refused)
+            time.sleep(0.05)  # another worker is fetching: wait for its token
 
     def _cached(self, job_id: str, job_hash: str) -> str | None:
         raw = self.redis.get(keys.oauth2_token(job_id))
@@ -50,18 +57,6 @@ class TokenSource:
             if entry.get("hash") == job_hash:
                 return str(entry["authorization"])
         return None
-
-    def _wait_for_other_worker(self, job_id: str, job_hash: str, oauth2: dict[str, Any],
-                               refused: str | None) -> str:
-        deadline = time.monotonic() + FETCH_TIMEOUT
-        while time.monotonic() < deadline:
-            cached = self._cached(job_id, job_hash)
-            if cached and cached != refused:
-                return cached
-            if not self.redis.exists(keys.oauth2_lock(job_id)):
-                break
-            time.sleep(0.05)
-        return self._fetch(job_id, job_hash, oauth2)
 
     def _fetch(self, job_id: str, job_hash: str, oauth2: dict[str, Any]) -> str:
         form = {"grant_type": "client_credentials"}

@@ -105,6 +105,9 @@ def _service_paths() -> dict[str, Any]:
                                 "503": _json(anything, "not ready")}, **public)},
         "/job_schema": {"get": _op("The job JSON Schema",
                                    {"200": _json(anything, "JSON Schema"), **_errors(401)})},
+        "/metrics": {"get": _op("Prometheus metrics of every job", {
+            "200": {"description": "text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)})},
         "/openapi.json": {"get": _op("This document",
                                      {"200": _json(anything, "OpenAPI"), **_errors(401)})},
     }

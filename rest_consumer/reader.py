@@ -99,6 +99,9 @@ class JobReader(threading.Thread):
 
     def _consumer_config(self) -> dict[str, Any]:
         return {
+            # A dead reader's partitions move to the others after 10 s, not Kafka's 45 s.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 3_000,
             **self.settings.kafka_client_config(),
             "group.id": f"{self.settings.consumer_group_prefix}.{self.job_id}",
             "enable.auto.commit": False,
@@ -309,14 +312,27 @@ class JobReader(threading.Thread):
     def _heartbeat(self) -> None:
         report = {
             "ts": time.time(), "hash": self.job.get("hash"), "paused": self.paused,
-            "error": self.error,
-            "partitions": {f"{t}[{p}]": tr.committed for (t, p), tr in self.trackers.items()},
+            "error": self.error, "partitions": self._partition_report(),
         }
         key = keys.reader_heartbeat(self.job_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, self.instance, json.dumps(report))
         pipe.expire(key, HEARTBEAT_TTL_SECONDS)
         pipe.execute()
+
+    def _partition_report(self) -> dict[str, dict[str, Any]]:
+        """Committed watermark, high watermark (as last fetched: no broker call) and lag."""
+        report = {}
+        for (topic, partition), tracker in self.trackers.items():
+            high = None
+            if self._consumer is not None:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True)
+            mark = tracker.committed
+            lag = high - mark if high is not None and high >= 0 and mark is not None else None
+            report[f"{topic}[{partition}]"] = {"topic": topic, "partition": partition,
+                                               "committed": mark, "high": high, "lag": lag}
+        return report
 
     def _finish(self) -> None:
         """On stop: commit what is final, and withdraw the heartbeat."""

@@ -19,8 +19,9 @@ from rest_consumer.jobs import Job
 class JobStore:
     """Stores validated jobs; every change publishes its control message in the same transaction."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, allowlist: tuple[str, ...] = ()) -> None:
         self.redis = client
+        self.allowlist = allowlist
         self._hash_key: bytes | None = None
 
     def find(self, job_id: str) -> Job | None:
@@ -52,7 +53,7 @@ class JobStore:
         def change(pipe: Any) -> tuple[Job, bool]:
             raw = pipe.get(keys.job(job_id))
             stored = json.loads(raw) if raw else None
-            job = jobs.prepare(doc, job_id, stored, digest)
+            job = jobs.prepare(doc, job_id, stored, digest, self.allowlist)
             pipe.multi()
             self._write(pipe, job, stored)
             publish(pipe, Command(job_id, "upsert", job["hash"]))
@@ -67,7 +68,7 @@ class JobStore:
         def change(pipe: Any) -> Job | None:
             if pipe.exists(keys.job(job_id)):
                 return None
-            job = jobs.prepare(doc, job_id, None, digest)
+            job = jobs.prepare(doc, job_id, None, digest, self.allowlist)
             pipe.multi()
             self._write(pipe, job, None)
             publish(pipe, Command(job_id, "upsert", job["hash"]))

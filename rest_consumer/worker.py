@@ -13,10 +13,11 @@ from typing import Any
 
 import redis
 
-from rest_consumer import outcomes
+from rest_consumer import metrics, outcomes
 from rest_consumer.config import Settings
 from rest_consumer.decoding import decode
 from rest_consumer.delivery import Sender, backoff
+from rest_consumer.destinations import DestinationGuard
 from rest_consumer.errors import (
     DecodeError,
     DeliveryError,
@@ -44,6 +45,7 @@ class WorkerContext:
                                           health_check_interval=30)
         self.store = JobStore(self.redis)
         self.sender = Sender()
+        self.guard = DestinationGuard(settings.destination_allowlist)
         self.limiter = RateLimiter(self.redis)
         self.tokens = TokenSource(self.redis, self.sender.pool)
         self._jobs: dict[str, CompiledJob] = {}
@@ -132,7 +134,7 @@ def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any
         values = job.evaluate(schema, record, meta)
         request = job.build(values, f"{job.id}:{message['t']}:{message['p']}:{message['o']}:"
                                     f"{index}")
-        _send(ctx, job, request)
+        _send(ctx, job, request, pipe)
         result.delivered += 1
     except Throttled as e:
         result.retry.append(index)
@@ -154,25 +156,36 @@ def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any
         _fail(pipe, job, message, index, values, e.reason, e, request)
 
 
-def _send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec) -> None:
+def _send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec, pipe: Any) -> None:
     """Send within the job's rate limit, with its OAuth2 token (renewed once on a 401)."""
+    ctx.guard.check(request.url)
+    if job.oauth2 is not None:
+        ctx.guard.check(job.oauth2["token_url"])
     if job.ratelimit:
         wait, reserved = ctx.limiter.reserve(job.id, job.ratelimit)
         if not reserved:
             raise Throttled(wait)
         time.sleep(wait)
     if job.oauth2 is None:
-        ctx.sender.send(request, job.timeout, job.retry_statuses)
+        _timed_send(ctx, job, request, pipe)
         return
     authorization = ctx.tokens.authorization(job.id, job.hash, job.oauth2)
     try:
-        ctx.sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
+        _timed_send(ctx, job, _with_auth(request, authorization), pipe)
     except PermanentDeliveryError as e:
         if e.status != 401:
             raise
         authorization = ctx.tokens.authorization(job.id, job.hash, job.oauth2,
                                                  refused=authorization)
-        ctx.sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
+        _timed_send(ctx, job, _with_auth(request, authorization), pipe)
+
+
+def _timed_send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec, pipe: Any) -> None:
+    started = time.perf_counter()
+    try:
+        ctx.sender.send(request, job.timeout, job.retry_statuses)
+    finally:
+        metrics.observe_latency(pipe, job.id, time.perf_counter() - started)
 
 
 def _with_auth(request: RequestSpec, authorization: str) -> RequestSpec:

@@ -1,0 +1,91 @@
+"""Prometheus metrics. Workers and readers write numbers to Redis; the API's ``/metrics``
+renders them all, so one scrape covers every process on every machine."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from rest_consumer import keys
+from rest_consumer.status import job_state, reader_reports
+from rest_consumer.store import JobStore
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def observe_latency(pipe: Any, job_id: str, seconds: float) -> None:
+    """Count one request's duration in the job's histogram (one bucket, not cumulative)."""
+    key = keys.latency(job_id)
+    pipe.hincrby(key, str(bisect.bisect_left(LATENCY_BUCKETS, seconds)), 1)
+    pipe.hincrbyfloat(key, "sum", seconds)
+
+
+class RedisCollector:
+    """Collects every job's metrics from Redis at scrape time."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        outcomes = CounterMetricFamily("rest_consumer_messages", "Records by final outcome",
+                                       labels=["job", "outcome"])
+        dispatched = CounterMetricFamily("rest_consumer_dispatched",
+                                         "Kafka messages handed to workers", labels=["job"])
+        retries = CounterMetricFamily("rest_consumer_retries", "Retried records", labels=["job"])
+        in_flight = GaugeMetricFamily("rest_consumer_in_flight",
+                                      "Messages dispatched and not yet final", labels=["job"])
+        dead = GaugeMetricFamily("rest_consumer_dead_letters", "Dead letters kept",
+                                 labels=["job"])
+        running = GaugeMetricFamily("rest_consumer_job_running", "1 when a reader runs the job",
+                                    labels=["job", "state"])
+        lag = GaugeMetricFamily("rest_consumer_consumer_lag",
+                                "Messages behind the high watermark, per partition",
+                                labels=["job", "topic", "partition"])
+        latency = HistogramMetricFamily("rest_consumer_request_duration_seconds",
+                                        "HTTP request duration", labels=["job"])
+        client = self.store.redis
+        for job in self.store.list():
+            job_id = job["id"]
+            counts = {k.decode(): int(v) for k, v in client.hgetall(keys.counters(job_id)).items()}
+            for outcome in ("delivered", "dead_lettered", "skipped"):
+                outcomes.add_metric([job_id, outcome], counts.get(outcome, 0))
+            dispatched.add_metric([job_id], counts.get("dispatched", 0))
+            retries.add_metric([job_id], counts.get("retried", 0))
+            in_flight.add_metric([job_id], max(0, int(client.get(keys.in_flight(job_id)) or 0)))
+            dead.add_metric([job_id], int(client.xlen(keys.dead_letters(job_id))))
+            state = job_state(client, job)["state"]
+            running.add_metric([job_id, state], 1 if state == "running" else 0)
+            for report in reader_reports(client, job_id):
+                for partition in report.get("partitions", {}).values():
+                    if isinstance(partition, dict) and partition.get("lag") is not None:
+                        lag.add_metric([job_id, partition["topic"], str(partition["partition"])],
+                                       partition["lag"])
+            buckets, total = _histogram(client.hgetall(keys.latency(job_id)))
+            latency.add_metric([job_id], buckets, total)
+        yield from (outcomes, dispatched, retries, in_flight, dead, running, lag, latency)
+
+
+def _histogram(raw: dict[bytes, bytes]) -> tuple[list[tuple[str, float]], float]:
+    counts = {k.decode(): float(v) for k, v in raw.items()}
+    buckets, running = [], 0.0
+    for i, bound in enumerate((*LATENCY_BUCKETS, float("inf"))):
+        running += counts.get(str(i), 0.0)
+        buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
+    return buckets, counts.get("sum", 0.0)
+
+
+def render(store: JobStore) -> bytes:
+    """The Prometheus text exposition of every job's metrics."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(RedisCollector(store))  # type: ignore[arg-type]
+    return generate_latest(registry)
