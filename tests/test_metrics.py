@@ -1,0 +1,32 @@
+"""Metrics written by workers to Redis and rendered by the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import valid_job
+from rest_consumer import keys, metrics, outcomes
+from rest_consumer.api import create_app
+from rest_consumer.config import Settings
+from rest_consumer.store import JobStore
+
+
+def test_metrics_render_counters_gauges_and_the_latency_histogram(settings: Settings,
+                                                                  any_redis: Any) -> None:
+    store = JobStore(any_redis)
+    store.upsert("people", valid_job(token="tok-metrics"))
+    outcomes.count(any_redis, "people", "delivered", 7)
+    outcomes.count(any_redis, "people", "retried", 2)
+    any_redis.set(keys.in_flight("people"), 3)
+    for seconds in (0.004, 0.2, 0.3):
+        metrics.observe_latency(any_redis, "people", seconds)
+    client = create_app(settings, store=store, kafka_ready=lambda: None).test_client()
+    assert client.get("/metrics").status_code == 401
+    text = client.get("/metrics", headers={"Authorization": "Bearer tok-123"}).data.decode()
+    assert 'rest_consumer_messages_total{job="people",outcome="delivered"} 7.0' in text
+    assert 'rest_consumer_retries_total{job="people"} 2.0' in text
+    assert 'rest_consumer_in_flight{job="people"} 3.0' in text
+    assert 'rest_consumer_request_duration_seconds_bucket{job="people",le="0.005"} 1.0' in text
+    assert 'rest_consumer_request_duration_seconds_bucket{job="people",le="0.25"} 2.0' in text
+    assert 'rest_consumer_request_duration_seconds_count{job="people"} 3.0' in text
+    assert "tok-metrics" not in text
