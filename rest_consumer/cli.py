@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -121,3 +123,60 @@ def worker(ctx: click.Context, queues: str, pool: str, concurrency: int) -> None
     app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency),
                      "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
                      *ctx.args])
+
+
+@main.command()
+@click.argument("topic")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--demo", type=int, default=0, help="also send N synthetic Aether Person records")
+def produce(topic: str, files: tuple[Path, ...], demo: int) -> None:
+    """Send Avro container files, JSON-lines files or demo records to TOPIC."""
+    from rest_consumer import producing
+
+    settings = _settings()
+    if not files and not demo:
+        raise click.UsageError("give FILES, --demo N, or both")
+    try:
+        values = [v for path in files for v in producing.messages_from_file(path)]
+    except (ValueError, UnicodeDecodeError) as e:
+        raise click.ClickException(str(e)) from e
+    values += list(producing.demo_messages(demo))
+    writer = producing.TopicWriter(settings.kafka_client_config())
+    with click.progressbar(values, label=f"producing to {topic}", file=sys.stderr) as bar:
+        for value in bar:
+            writer.write(topic, value)
+    undelivered = writer.close()
+    if undelivered or writer.errors:
+        raise click.ClickException(f"{undelivered} undelivered; errors: {writer.errors[:3]}")
+    click.echo(f"produced {len(values)} message(s) to {topic}")
+
+
+@main.command()
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5555, show_default=True)
+def flower(address: str, port: int) -> None:
+    """Run Flower with basic auth (FLOWER_BASIC_AUTH, else API_USER:API_PASSWORD)."""
+    settings = _settings()
+    auth = os.environ.get("FLOWER_BASIC_AUTH") or (
+        f"{settings.api_user}:{settings.api_password}"
+        if settings.api_user and settings.api_password else "")
+    if not auth:
+        raise click.ClickException("set FLOWER_BASIC_AUTH=user:password (or API_USER and "
+                                   "API_PASSWORD): Flower can shut workers down")
+    # Through the environment, not argv, so the password never shows in `ps`.
+    os.environ["FLOWER_BASIC_AUTH"] = auth
+    from rest_consumer.tasks import app
+
+    app.start(["flower", f"--address={address}", f"--port={port}"])
+
+
+@main.command()
+def dev() -> None:
+    """A complete local pipeline with a demo job, endpoint and data; Ctrl-C stops it all."""
+    from rest_consumer.devrun import DevPipeline
+
+    _settings()
+    try:
+        DevPipeline().run()
+    except RestConsumerError as e:
+        raise click.ClickException(str(e)) from e
