@@ -1,0 +1,96 @@
+"""The user-facing commands against real services: dev, produce, Flower."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+from test_pipeline import simple_job
+
+from conftest import FIXTURES
+from helpers import descendants, spawn, stop, wait_for
+from rest_consumer.services import free_port
+from rest_consumer.store import JobStore
+
+
+def test_produce_sends_files_and_demo_records(pipeline: Any, endpoint: Any,
+                                              real_redis: redis.Redis) -> None:
+    topic = "cli.produce"
+    pipeline.create_topic(topic)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    proc = spawn("produce", topic, str(FIXTURES / "person-10.avro"),
+                 str(FIXTURES / "person-10.jsonl"), "--demo", "25", env=pipeline.env,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "produced 14 message(s)" in out
+    wait_for(lambda: len(endpoint.keys()) == 10 + 10 + 25, 60, what="45 deliveries")
+
+
+def flower_get(port: int, path: str, auth: str) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_flower_shows_readable_tasks_and_no_secret(pipeline: Any, endpoint: Any,
+                                                   real_redis: redis.Redis) -> None:
+    topic = "cli.flower"
+    pipeline.create_topic(topic)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, token="flower-secret-9"))
+    port = free_port()
+    flower = spawn("flower", "--port", str(port),
+                   env={**pipeline.env, "FLOWER_BASIC_AUTH": "ops:flower-pw"},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pipeline.start_worker()
+        pipeline.start_reader()
+        wait_for(lambda: flower_get(port, "/api/workers?refresh=1", "ops:flower-pw"), 30,
+                 what="Flower to see the worker")
+        pipeline.produce(topic, [json.dumps({"id": f"f{i}", "name": "n"}).encode()
+                                 for i in range(3)])
+        wait_for(lambda: len(endpoint.keys()) == 3, 30, what="3 deliveries")
+        tasks = wait_for(lambda: (t := flower_get(port, "/api/tasks", "ops:flower-pw"))
+                         and len(t) >= 3 and t, 30, what="Flower to list the tasks")
+        shown = sorted(task["args"] for task in tasks.values())
+        assert shown == [f"job=people {topic}[0]@{i}" for i in range(3)]
+        assert "flower-secret-9" not in json.dumps(tasks)
+        try:
+            flower_get(port, "/api/tasks", "ops:wrong")
+            raise AssertionError("Flower answered without the right credentials")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+    finally:
+        stop(flower)
+
+
+def test_dev_runs_the_whole_pipeline_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    env = {"REDIS_URL": "", "KAFKA_BOOTSTRAP_SERVERS": "", "DEV_LOG_DIR": str(tmp_path),
+           "API_PORT": str(free_port()), "FLOWER_PORT": str(free_port())}
+    proc = spawn("dev", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "delivered #5:" in line:
+                break
+        assert any("rest-consumer is running." in line for line in lines), "".join(lines)
+        children = descendants(proc.pid)
+        assert len(children) >= 6  # redis, kafka, api, reader, worker, flower
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        alive = [pid for pid in children if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert alive == []
+    finally:
+        stop(proc)
