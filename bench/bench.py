@@ -1,0 +1,319 @@
+"""rest-consumer benchmark: end-to-end throughput, latency, CPU and memory, with baselines.
+
+Everything runs on this machine in one process tree: Kafka, Redis, nginx (the sink), the
+pipeline under test. Figures are reported as ratios against baselines run in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    REPO,
+    Nginx,
+    ProcessWatch,
+    create_topic,
+    produce,
+    rest_consumer,
+    spawn,
+    stop_all,
+    wait_until,
+)
+
+from rest_consumer.services import LocalServices
+from rest_consumer.store import JobStore
+
+RESULTS = REPO / "bench" / "results"
+PARTITIONS = 4
+
+
+@dataclass
+class Result:
+    name: str
+    kind: str  # "ours" or "baseline"
+    messages: int
+    seconds: float
+    throughput: float
+    cpu_ms_per_msg: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    redis_peak_mb: float | None = None
+
+
+class RedisPeak(threading.Thread):
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(daemon=True)
+        self.client, self.peak, self.stopping = client, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            self.peak = max(self.peak, int(self.client.info("memory")["used_memory"]))
+
+
+class Bench:
+    def __init__(self, workdir: Path, quick: bool) -> None:
+        self.workdir = workdir
+        self.quick = quick
+        self.services = LocalServices(workdir / "services").start()
+        self.env = {**self.services.env(), "LOG_LEVEL": "WARNING", "JOBS_DIR": str(workdir),
+                    "PYTHONPATH": str(REPO / "bench")}
+        self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
+        self.nginx = Nginx(workdir / "nginx")
+        self.nginx.start()
+        self.results: list[Result] = []
+
+    def close(self) -> None:
+        self.nginx.stop()
+        self.services.stop()
+
+    def _log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def _await_sink(self, n: int, timeout: float) -> None:
+        wait_until(lambda: self.nginx.count() >= n, timeout, f"{n} requests at nginx")
+
+    def _finish(self, name: str, kind: str, n: int, began: float, watch: ProcessWatch | None,
+                peak: RedisPeak | None) -> Result:
+        entries = self.nginx.entries()[:n]
+        last = max(received for received, _ in entries)
+        seconds = last - began
+        cpu = watch.stop() if watch else None
+        latencies = sorted((received - produced) * 1000 for received, produced in entries
+                           if produced is not None)
+        result = Result(name, kind, n, round(seconds, 3), round(n / seconds, 1))
+        if cpu is not None:
+            result.cpu_ms_per_msg = round(cpu * 1000 / n, 3)
+            result.peak_rss_mb = {k: round(v / 2**20, 1) for k, v in watch.peak_rss.items()}
+        if latencies:
+            result.p50_ms = round(statistics.median(latencies), 1)
+            result.p99_ms = round(latencies[int(len(latencies) * 0.99) - 1], 1)
+        if peak is not None:
+            peak.stopping.set()
+            result.redis_peak_mb = round(peak.peak / 2**20, 1)
+        self.results.append(result)
+        print(f"  {name}: {result.throughput:.0f} msg/s"
+              + (f", {result.cpu_ms_per_msg} ms CPU/msg" if cpu is not None else "")
+              + (f", p50 {result.p50_ms} ms, p99 {result.p99_ms} ms" if latencies else ""),
+              flush=True)
+        return result
+
+    # --- rest-consumer itself --------------------------------------------------------------
+
+    def ours(self, batch: int, workers: int, n: int, events: bool = False) -> Result:
+        name = f"rest-consumer batch={batch} workers={workers}" + (" events" if events else "")
+        topic = f"bench.ours.{batch}.{workers}.{int(events)}.{int(time.time())}"
+        create_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], topic, PARTITIONS)
+        JobStore(self.redis).upsert(f"bench-{batch}-{workers}-{int(events)}", {
+            "owner": "bench", "type": "POST", "topic": [topic],
+            "datamap": {"id": "$.msg.id", "name": "$.msg.name", "ts": "$.meta.timestamp"},
+            "url": self.nginx.url + "/ingest/{id}", "json_body": ["id", "name"],
+            "headers": {"X-Produced": "{ts}"}, "batch_size": batch, "max_in_flight": n * 2})
+        env = {**self.env, "WORKER_SEND_EVENTS": "true" if events else "false"}
+        procs = [spawn(rest_consumer("reader"), env, self._log("reader"))]
+        procs += [spawn(rest_consumer("worker", "--pool", "threads", "-c", "4"), env,
+                        self._log(f"worker{i}")) for i in range(workers)]
+        try:
+            return self._measure_pipeline(name, topic, n, procs)
+        finally:
+            stop_all(procs)
+            self.redis.flushall()
+
+    def _measure_pipeline(self, name: str, topic: str, n: int,
+                          procs: list[subprocess.Popen[bytes]]) -> Result:
+        bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
+        self.nginx.reset_log()
+        produce(bootstrap, topic, 200)
+        self._await_sink(200, 60)  # warm: processes up, partitions assigned, pools open
+        time.sleep(0.5)
+        self.nginx.reset_log()
+        pids = {"reader": procs[0].pid, **{f"worker{i}": p.pid for i, p in enumerate(procs[1:])}}
+        watch = ProcessWatch(pids)
+        watch.start()
+        peak = RedisPeak(self.redis)
+        peak.start()
+        began = produce(bootstrap, topic, n, start=200)
+        self._await_sink(n, 300)
+        return self._finish(name, "ours", n, began, watch, peak)
+
+    # --- baselines -------------------------------------------------------------------------
+
+    def direct(self, n: int) -> Result:
+        topic = f"bench.direct.{int(time.time())}"
+        bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
+        create_topic(bootstrap, topic, PARTITIONS)
+        produce(bootstrap, topic, 200)
+        self.nginx.reset_log()
+        proc = spawn([sys.executable, str(REPO / "bench" / "direct_loop.py"), bootstrap, topic,
+                      self.nginx.url, str(n + 200)], self.env, self._log("direct"))
+        try:
+            self._await_sink(200, 60)
+            self.nginx.reset_log()
+            watch = ProcessWatch({"direct": proc.pid})
+            watch.start()
+            began = produce(bootstrap, topic, n, start=200)
+            self._await_sink(n, 300)
+            return self._finish("direct loop (urllib3, no Celery)", "baseline", n, began, watch,
+                                None)
+        finally:
+            stop_all([proc])
+
+    def naive(self, n: int) -> Result:
+        topic = f"bench.naive.{int(time.time())}"
+        bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
+        create_topic(bootstrap, topic, PARTITIONS)
+        worker = spawn([sys.executable, "-m", "celery", "-A", "naive_app", "worker",
+                        "--pool", "prefork", "--loglevel", "WARNING"], self.env,
+                       self._log("naive-worker"))
+        loop = spawn([sys.executable, str(REPO / "bench" / "naive_loop.py"), bootstrap, topic,
+                      self.nginx.url, str(n + 200)], self.env, self._log("naive-loop"))
+        try:
+            return self._naive_measure(topic, n, loop, worker)
+        finally:
+            stop_all([loop, worker])
+            self.redis.flushall()
+
+    def _naive_measure(self, topic: str, n: int, loop: Any, worker: Any) -> Result:
+        bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
+        self.nginx.reset_log()
+        produce(bootstrap, topic, 200)
+        self._await_sink(200, 60)
+        time.sleep(0.5)
+        self.nginx.reset_log()
+        watch = ProcessWatch({"loop": loop.pid, "worker": worker.pid})
+        watch.start()
+        began = produce(bootstrap, topic, n, start=200)
+        self._await_sink(n, 300)
+        result = self._finish("naive Celery (requests, defaults, prefork)", "baseline", n, began,
+                              watch, None)
+        result.p50_ms = result.p99_ms = None
+        return result
+
+    def ceiling(self, n: int, events: bool) -> Result:
+        env = {**self.env, "WORKER_SEND_EVENTS": "true" if events else "false"}
+        worker = spawn([sys.executable, "-m", "celery", "-A", "ceiling_app", "worker",
+                        "--pool", "threads", "-c", "4", "--loglevel", "WARNING",
+                        "--without-gossip", "--without-mingle", "-Q", "ceiling"], env,
+                       self._log("ceiling"))
+        from ceiling_app import app
+
+        args = ("job", "hash", [{"t": "t", "p": 0, "o": 0, "v": "e30="}])
+        try:
+            for _ in range(100):
+                app.send_task("ceiling.noop", args, queue="ceiling")
+            wait_until(lambda: self._drained("ceiling"), 60, "the warm-up tasks")
+            watch = ProcessWatch({"worker": worker.pid})
+            watch.start()
+            began = time.time()
+            for _ in range(n):
+                app.send_task("ceiling.noop", args, queue="ceiling")
+            wait_until(lambda: self._drained("ceiling"), 300, "the no-op tasks")
+            seconds = time.time() - began
+            cpu = watch.stop()
+            name = "Celery ceiling (no-op tasks)" + (" events" if events else "")
+            result = Result(name, "baseline", n, round(seconds, 3), round(n / seconds, 1),
+                            round(cpu * 1000 / n, 3),
+                            peak_rss_mb={k: round(v / 2**20, 1) for k, v in
+                                         watch.peak_rss.items()})
+            self.results.append(result)
+            print(f"  {name}: {result.throughput:.0f} tasks/s", flush=True)
+            return result
+        finally:
+            stop_all([worker])
+            self.redis.flushall()
+
+    def _drained(self, queue: str) -> bool:
+        return self.redis.llen(queue) == 0 and self.redis.hlen("unacked") == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (about 3 minutes)")
+    args = parser.parse_args()
+    scale = 1 if args.quick else 4
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rc-bench-") as tmp:
+        bench = Bench(Path(tmp), args.quick)
+        try:
+            capacity = bench.nginx.capacity()
+            print(f"  nginx capacity (wrk): {capacity:.0f} req/s", flush=True)
+            direct = bench.direct(6000 * scale)
+            naive = bench.naive(2000 * scale)
+            ceiling = bench.ceiling(4000 * scale, events=False)
+            bench.ceiling(2000 * scale, events=True)
+            per_message = [bench.ours(1, w, 4000 * scale) for w in (1, 2)]
+            bench.ours(1, 1, 2000 * scale, events=True)
+            batched = [bench.ours(50, w, 10000 * scale) for w in (1, 2)]
+        finally:
+            bench.close()
+    best_single = max(per_message, key=lambda r: r.throughput)
+    one_worker = per_message[0]
+    best_batched = max(batched, key=lambda r: r.throughput)
+    ratios = {
+        "per_message_vs_naive": best_single.throughput / naive.throughput,
+        "per_message_vs_ceiling": one_worker.throughput / ceiling.throughput,
+        "batched_vs_direct": best_batched.throughput / direct.throughput,
+    }
+    write_reports(bench.results, capacity, ratios)
+    print(f"RESULT per_message_vs_naive={ratios['per_message_vs_naive']:.2f} "
+          f"per_message_vs_ceiling={ratios['per_message_vs_ceiling']:.2f} "
+          f"batched_vs_direct={ratios['batched_vs_direct']:.2f} "
+          f"p99_ms={best_single.p99_ms} cpu_ms_per_msg={best_single.cpu_ms_per_msg}")
+
+
+def write_reports(results: list[Result], capacity: float, ratios: dict[str, float]) -> None:
+    lines = ["| configuration | messages | msg/s | CPU ms/msg | p50 ms | p99 ms | peak RSS MB | "
+             "Redis peak MB |", "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in results:
+        rss = ", ".join(f"{k} {v}" for k, v in r.peak_rss_mb.items())
+        lines.append(f"| {r.name} | {r.messages} | {r.throughput:.0f} | {_n(r.cpu_ms_per_msg)} | "
+                     f"{_n(r.p50_ms)} | {_n(r.p99_ms)} | {rss} | {_n(r.redis_peak_mb)} |")
+    lines += ["", f"nginx capacity (wrk, 1 thread, 16 connections): {capacity:.0f} req/s", ""]
+    lines += [f"- {k} = {v:.2f}" for k, v in ratios.items()]
+    (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "results.json").write_text(json.dumps(
+        {"results": [asdict(r) for r in results], "nginx_capacity": capacity,
+         "ratios": ratios}, indent=2))
+    chart(results)
+
+
+def _n(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def chart(results: list[Result]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  (matplotlib missing: no chart)")
+        return
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    names = [r.name for r in results]
+    colors = ["#4c72b0" if r.kind == "ours" else "#999999" for r in results]
+    ax.barh(names, [r.throughput for r in results], color=colors)
+    ax.invert_yaxis()
+    ax.set_xlabel("messages per second, end to end (Kafka -> HTTP 200)")
+    ax.set_title("rest-consumer throughput on this 2-core machine (grey: baselines)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "throughput.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

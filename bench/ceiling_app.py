@@ -1,0 +1,15 @@
+"""The Celery ceiling: rest-consumer's own Celery settings draining no-op tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_consumer import config
+from rest_consumer.tasks import create_celery
+
+app = create_celery(config.from_env())
+
+
+@app.task(name="ceiling.noop", acks_late=True)
+def noop(job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
+    """Same arguments as ``deliver``; does nothing."""

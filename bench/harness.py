@@ -1,0 +1,231 @@
+"""Pieces the benchmark is made of: nginx as the sink, process measurement, producing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from rest_consumer.services import _die_with_parent, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  log_format bench '$msec $http_x_produced';
+  access_log {dir}/access.log bench;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 '{{}}'; }}
+  }}
+}}
+"""
+
+
+class Nginx:
+    """nginx answering 200 to everything; its access log counts and times the requests."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "access.log"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + 10
+        while not self.log.exists() or not _port_open(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("nginx did not start: " + (self.dir / "error.log").read_text())
+            time.sleep(0.05)
+
+    def reset_log(self) -> None:
+        """Start a fresh access log (nginx reopens it on SIGUSR1)."""
+        self.log.unlink(missing_ok=True)
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not self.log.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def count(self) -> int:
+        try:
+            with open(self.log, "rb") as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
+
+    def entries(self) -> list[tuple[float, float | None]]:
+        rows = []
+        for line in self.log.read_text().splitlines():
+            received, _, produced = line.partition(" ")
+            rows.append((float(received), float(produced) / 1000 if produced not in ("", "-")
+                         else None))
+        return rows
+
+    def capacity(self) -> float:
+        """Requests per second that wrk gets from this nginx (1 thread, 16 connections, 3 s)."""
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            return float("nan")
+        out = subprocess.run([wrk, "-t1", "-c16", "-d3s", self.url + "/"], capture_output=True,
+                             text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Requests/sec:"):
+                return float(line.split()[1])
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class ProcessWatch:
+    """CPU seconds and peak RSS of some process trees, sampled in the background."""
+
+    pids: dict[str, int]
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    _start_cpu: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _trees(self) -> dict[str, list[psutil.Process]]:
+        trees = {}
+        for name, pid in self.pids.items():
+            try:
+                root = psutil.Process(pid)
+                trees[name] = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                trees[name] = []
+        return trees
+
+    def cpu(self) -> float:
+        total = 0.0
+        for procs in self._trees().values():
+            for proc in procs:
+                try:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
+        return total
+
+    def start(self) -> None:
+        self._start_cpu = self.cpu()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for name, procs in self._trees().items():
+                rss = 0
+                for proc in procs:
+                    try:
+                        rss += proc.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        pass
+                self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
+
+    def stop(self) -> float:
+        """CPU seconds used since start."""
+        self._stop.set()
+        return self.cpu() - self._start_cpu
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(30)
+
+
+def produce(bootstrap: str, topic: str, count: int, start: int = 0) -> float:
+    """Produce ``count`` small JSON messages as fast as possible; returns when it began."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "batch.num.messages": 10000, "queue.buffering.max.messages": 1000000})
+    began = time.time()
+    for i in range(start, start + count):
+        value = json.dumps({"id": f"m{i}", "name": f"name {i}", "n": i}).encode()
+        while True:
+            try:
+                producer.produce(topic, value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+    return began
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(args, env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO,
+                                preexec_fn=_die_with_parent)
+
+
+def rest_consumer(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rest_consumer", *args]
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
