@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,9 +67,9 @@ class RedisPeak(threading.Thread):
 
 
 class Bench:
-    def __init__(self, workdir: Path, quick: bool) -> None:
+    def __init__(self, workdir: Path, logs: Path) -> None:
         self.workdir = workdir
-        self.quick = quick
+        self.logs = logs
         self.services = LocalServices(workdir / "services").start()
         self.env = {**self.services.env(), "LOG_LEVEL": "WARNING", "JOBS_DIR": str(workdir),
                     "PYTHONPATH": str(REPO / "bench")}
@@ -82,7 +83,7 @@ class Bench:
         self.services.stop()
 
     def _log(self, name: str) -> Path:
-        return self.workdir / f"{name}.log"
+        return self.logs / f"{name}.log"
 
     def _await_sink(self, n: int, timeout: float) -> None:
         wait_until(lambda: self.nginx.count() >= n, timeout, f"{n} requests at nginx")
@@ -246,8 +247,11 @@ def main() -> None:
     args = parser.parse_args()
     scale = 1 if args.quick else 4
     RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = RESULTS / "raw"  # process logs of the last run, kept for a look when one fails
+    shutil.rmtree(raw, ignore_errors=True)
+    raw.mkdir()
     with tempfile.TemporaryDirectory(prefix="rc-bench-") as tmp:
-        bench = Bench(Path(tmp), args.quick)
+        bench = Bench(Path(tmp), raw)
         try:
             capacity = bench.nginx.capacity()
             print(f"  nginx capacity (wrk): {capacity:.0f} req/s", flush=True)

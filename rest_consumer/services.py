@@ -229,7 +229,9 @@ class KafkaBroker:
         self._wait_ready()
 
     def _format(self, jars: Path, props: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the tool would read a leading "-" as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
         argv = self._java(jars, "kafka.tools.StorageTool", "format", "--standalone",
                           "-t", cluster_id, "-c", str(props))
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
