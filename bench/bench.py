@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -73,6 +74,7 @@ class Bench:
         self.services = LocalServices(workdir / "services").start()
         self.env = {**self.services.env(), "LOG_LEVEL": "WARNING", "JOBS_DIR": str(workdir),
                     "PYTHONPATH": str(REPO / "bench")}
+        os.environ.update(self.env)  # for the Celery app this process publishes with
         self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
         self.nginx = Nginx(workdir / "nginx")
         self.nginx.start()
