@@ -58,12 +58,12 @@ def _celery_dispatch(settings: Settings) -> Any:
     """Replays go through Celery like the reader's tasks, on a broker connection made lazily."""
     made: list[Any] = []
 
-    def dispatch(job: jobs.Job, messages: list[dict[str, Any]]) -> None:
+    def dispatch(job: jobs.Job, groups: list[list[dict[str, Any]]]) -> None:
         if not made:
             from rest_consumer.tasks import create_celery, make_dispatcher
 
             made.append(make_dispatcher(create_celery(settings)))
-        made[0](job, messages)
+        made[0](job, groups)
 
     return dispatch
 

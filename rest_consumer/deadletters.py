@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from rest_consumer import keys
-
-Dispatch = Callable[[dict[str, Any], list[dict[str, Any]]], None]
+from rest_consumer.jobs import Dispatcher
 
 
 def _entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
@@ -36,7 +34,7 @@ def page(client: Any, job_id: str, limit: int = 50, before: str | None = None) -
             "next": letters[-1]["id"] if more else None}
 
 
-def replay(client: Any, job: dict[str, Any], dispatch: Dispatch,
+def replay(client: Any, job: dict[str, Any], dispatch: Dispatcher,
            ids: list[str] | None = None) -> list[str]:
     """Send dead letters again as fresh deliveries (all, or the ids given); returns those sent."""
     stream = keys.dead_letters(job["id"])
@@ -50,7 +48,7 @@ def replay(client: Any, job: dict[str, Any], dispatch: Dispatch,
         index = fields.get(b"index", b"").decode()
         # "r": a replay is outside the reader's watermark: its outcome moves no offset.
         message.update({"r": 1, "a": 0, **({"i": [int(index)]} if index else {})})
-        dispatch(job, [message])
+        dispatch(job, [[message]])
         client.xdel(stream, entry_id)
         sent.append(_text(entry_id))
     return sent

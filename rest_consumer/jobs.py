@@ -21,6 +21,10 @@ from rest_consumer.errors import JobValidationError
 
 Job = dict[str, Any]
 Problem = dict[str, str]
+TaskMessage = dict[str, Any]
+"""One Kafka message as a ``deliver`` task carries it (see ``reader.task_message``)."""
+Dispatcher = Callable[[Job, list[list[TaskMessage]]], None]
+"""Sends one ``deliver`` task per group of messages (``tasks.make_dispatcher``)."""
 
 SCHEMA: dict[str, Any] = json.loads(
     resources.files("rest_consumer").joinpath("job_schema.json").read_text()

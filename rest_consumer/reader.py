@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -15,13 +14,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from rest_consumer import keys
 from rest_consumer.config import Settings
-from rest_consumer.jobs import Job
+from rest_consumer.jobs import Dispatcher, Job
 from rest_consumer.offsets import resolve
 from rest_consumer.tracking import PartitionTracker
 
 log = logging.getLogger(__name__)
 
-Dispatcher = Callable[[Job, list[dict[str, Any]]], None]
 CONSUME_BATCH = 500
 TICK_SECONDS = 1.0
 HEARTBEAT_TTL_SECONDS = 60
@@ -163,27 +161,23 @@ class JobReader(threading.Thread):
     # --- dispatching ---------------------------------------------------------------------
 
     def _dispatch(self, messages: list[Message]) -> None:
-        batch: list[dict[str, Any]] = []
-        size = int(self.job.get("batch_size", 1))
         good = [m for m in messages if self._usable(m)]
         if not good:
             return
+        size = int(self.job.get("batch_size", 1))
+        payloads = [task_message(m) for m in good]
+        groups = [payloads[i:i + size] for i in range(0, len(payloads), size)]
         pipe = self.redis.pipeline(transaction=False)
         pipe.incrby(keys.in_flight(self.job_id), len(good))
         pipe.hincrby(keys.counters(self.job_id), "dispatched", len(good))
         pipe.execute()
-        for i, msg in enumerate(good):
-            batch.append(task_message(msg))
-            if len(batch) == size or i == len(good) - 1:
-                try:
-                    self.dispatch(self.job, batch)
-                except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
-                    self._undo_dispatch(good[i + 1 - len(batch):], e)
-                    return
-                for m in batch:
-                    self.trackers.setdefault((m["t"], m["p"]), PartitionTracker()).dispatched(
-                        m["o"])
-                batch = []
+        try:
+            self.dispatch(self.job, groups)
+        except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
+            self._undo_dispatch(good, e)
+            return
+        for m in payloads:
+            self.trackers.setdefault((m["t"], m["p"]), PartitionTracker()).dispatched(m["o"])
 
     def _usable(self, msg: Message) -> bool:
         error = msg.error()

@@ -6,7 +6,6 @@ arguments carry the job id and hash, never a secret: workers read the job from t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -14,6 +13,7 @@ from celery.signals import worker_process_init
 
 from rest_consumer import config
 from rest_consumer.config import DEFAULT_QUEUE, Settings
+from rest_consumer.jobs import Dispatcher
 from rest_consumer.worker import WorkerContext, deliver_messages
 
 
@@ -97,14 +97,20 @@ def describe(job_id: str, messages: list[dict[str, Any]]) -> str:
     return text
 
 
-def make_dispatcher(celery_app: Celery) -> Callable[[dict[str, Any], list[dict[str, Any]]], None]:
-    """A function sending one ``deliver`` task for some messages of a job, on the job's queue."""
+def make_dispatcher(celery_app: Celery) -> Dispatcher:
+    """A function sending one ``deliver`` task per group of messages, on the job's queue.
 
-    def dispatch(job: dict[str, Any], messages: list[dict[str, Any]]) -> None:
-        celery_app.send_task(
-            "rest_consumer.deliver", (job["id"], job["hash"], messages),
-            queue=job.get("queue") or DEFAULT_QUEUE, argsrepr=describe(job["id"], messages),
-            kwargsrepr="{}")
+    All of one call's tasks go to Redis in one pipeline (kombu's publish batch): about a
+    third of the CPU of one ``send_task`` round trip each, measured in bench/.
+    """
+
+    def dispatch(job: dict[str, Any], groups: list[list[dict[str, Any]]]) -> None:
+        queue = job.get("queue") or DEFAULT_QUEUE
+        with celery_app.producer_or_acquire() as producer, producer.batch(max_size=1000):
+            for messages in groups:
+                celery_app.send_task(
+                    "rest_consumer.deliver", (job["id"], job["hash"], messages), queue=queue,
+                    argsrepr=describe(job["id"], messages), kwargsrepr="{}", producer=producer)
 
     return dispatch
 

@@ -79,46 +79,48 @@ class _Result:
 
 def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
                      messages: list[dict[str, Any]], publish_retry: RetryPublisher) -> None:
-    """Deliver each message; one bad message never affects the others."""
+    """Deliver each message; one bad message never affects the others.
+
+    Outcomes of the whole task go to Redis in one pipeline; retries are scheduled after it.
+    """
     job = ctx.job(job_id, job_hash)
     if job is None:
         log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
         return
-    for message in messages:
-        _deliver_one(ctx, job, message, publish_retry)
+    pipe = ctx.redis.pipeline(transaction=False)
+    retries = [retry for message in messages
+               if (retry := _deliver_one(ctx, job, message, pipe)) is not None]
+    pipe.execute()
+    for message, delay in retries:
+        publish_retry(job.id, job.hash, message, delay, job.queue)
 
 
 def _deliver_one(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any],
-                 publish_retry: RetryPublisher) -> None:
-    pipe = ctx.redis.pipeline(transaction=False)
+                 pipe: Any) -> tuple[dict[str, Any], float] | None:
+    """Deliver one message's records; returns the retry to schedule, if any."""
     try:
         decoded = decode(_b64(message.get("v")))
     except DecodeError as e:
         _log_failure(job.id, message, None, None, str(e))
         outcomes.dead_letter(pipe, job.id, message, None, f"decode: {e}")
         outcomes.record_final(pipe, job.id, message)
-        pipe.execute()
-        return
-    indexes = message.get("i") or range(len(decoded.records))
+        return None
     result = _Result()
-    for index in indexes:
+    for index in message.get("i") or range(len(decoded.records)):
         _deliver_record(ctx, job, message, decoded.schema, decoded.records[index], index,
                         result, pipe)
     outcomes.count(pipe, job.id, "delivered", result.delivered)
     if result.skipped:
         outcomes.count(pipe, job.id, "skipped", result.skipped)
+    if not result.retry:
+        outcomes.record_final(pipe, job.id, message)
+        return None
     attempt = int(message.get("a", 0))
-    if result.retry:
-        delay = backoff(attempt, job.retry_backoff, job.retry_backoff_max, result.retry_after)
-        if result.failed_attempt:
-            outcomes.count(pipe, job.id, "retried", len(result.retry))
-            attempt += 1
-        pipe.execute()
-        publish_retry(job.id, job.hash, {**message, "a": attempt, "i": result.retry}, delay,
-                      job.queue)
-        return
-    outcomes.record_final(pipe, job.id, message)
-    pipe.execute()
+    delay = backoff(attempt, job.retry_backoff, job.retry_backoff_max, result.retry_after)
+    if result.failed_attempt:
+        outcomes.count(pipe, job.id, "retried", len(result.retry))
+        attempt += 1
+    return {**message, "a": attempt, "i": result.retry}, delay
 
 
 def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any], schema: Any,

@@ -68,7 +68,7 @@ def test_replay_sends_each_again_and_removes_it(client: FlaskClient, fake_redis:
         "dead_letters"]]
     one = client.post("/job/people/dead_letters/replay", json={"ids": ids[:1]}, headers=AUTH)
     assert one.json == {"replayed": ids[:1], "count": 1}
-    assert sent[0][1][0] == {"t": "aether.Person", "p": 0, "o": 2, "k": None, "v": "e30=",
+    assert sent[0][1][0][0] == {"t": "aether.Person", "p": 0, "o": 2, "k": None, "v": "e30=",
                              "r": 1, "a": 0, "i": [0]}
     rest = client.post("/job/people/dead_letters/replay", headers=AUTH).json
     assert rest["count"] == 2
