@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -112,7 +114,7 @@ class CompiledJob:
         self.id: str = job["id"]
         self.hash: str = job.get("hash", "")
         self.method: str = job["type"]
-        self.datamap = [(key, parse_jsonpath(path)) for key, path in job["datamap"].items()]
+        self.datamap = [(key, compile_path(path)) for key, path in job["datamap"].items()]
         self.constant: dict[str, Any] = job.get("constant", {})
         self.url = _Template.compile(job["url"], is_url=True)
         self.headers = {name: _Template.compile(t, is_url=False)
@@ -131,7 +133,7 @@ class CompiledJob:
         self.mask_levels = list(job.get("mask_levels") or defaults.mask_levels)
         self.emit_level = job.get("emit_level", defaults.emit_level)
         flag = job.get("emit_flag") or defaults.emit_flag
-        self.emit_flag = (parse_jsonpath(flag["path"]), list(flag["values"])) if flag else None
+        self.emit_flag = (compile_path(flag["path"]), list(flag["values"])) if flag else None
         self._mask_trees: dict[str, dict[str, Any]] = {}
 
     def governed(self, schema: Any, record: Any, meta: dict[str, Any]) -> Any:
@@ -139,7 +141,7 @@ class CompiledJob:
         if self.emit_flag is not None:
             path, allowed = self.emit_flag
             document = self._document(schema, record, meta)
-            flags = [m.value for m in path.find(document)]
+            flags = path(document)
             if not any(_same(flag, value) for flag in flags for value in allowed):
                 return SKIP
         if self.mask_levels and schema is not None:
@@ -164,7 +166,7 @@ class CompiledJob:
         values: dict[str, Any] = {}
         for key, path in self.datamap:
             try:
-                found = [match.value for match in path.find(document)]
+                found = path(document)
             except Exception as e:  # a JSONPath filter can fail on odd data
                 raise MappingError(f"datamap {key!r} failed: {type(e).__name__}: {e}") from e
             if len(found) == 1:
@@ -195,6 +197,30 @@ class CompiledJob:
         """Evaluate and build in one step; the idempotency key comes from ``meta``."""
         key = f"{self.id}:{meta['topic']}:{meta['partition']}:{meta['offset']}:{meta['index']}"
         return self.build(self.evaluate(schema, record, meta), key)
+
+
+_PLAIN_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def compile_path(path: str) -> Callable[[Any], list[Any]]:
+    """A JSONPath as a function returning its matches' values.
+
+    Plain field paths such as ``$.msg.id`` (most datamaps) become dictionary look-ups, about
+    20 times cheaper than jsonpath-ng's ``find``; everything else goes to jsonpath-ng.
+    """
+    if _PLAIN_PATH.match(path):
+        fields = tuple(path[2:].split("."))
+
+        def lookup(document: Any) -> list[Any]:
+            for name in fields:
+                if not isinstance(document, dict) or name not in document:
+                    return []
+                document = document[name]
+            return [document]
+
+        return lookup
+    expression = parse_jsonpath(path)
+    return lambda document: [match.value for match in expression.find(document)]
 
 
 def _same(flag: Any, value: Any) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,11 +20,9 @@ from rest_consumer.store import JobStore
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def observe_latency(pipe: Any, job_id: str, seconds: float) -> None:
-    """Count one request's duration in the job's histogram (one bucket, not cumulative)."""
-    key = keys.latency(job_id)
-    pipe.hincrby(key, str(bisect.bisect_left(LATENCY_BUCKETS, seconds)), 1)
-    pipe.hincrbyfloat(key, "sum", seconds)
+def latency_bucket(seconds: float) -> str:
+    """The histogram field one request's duration counts in (one bucket, not cumulative)."""
+    return str(bisect.bisect_left(LATENCY_BUCKETS, seconds))
 
 
 class RedisCollector:

@@ -1,50 +1,80 @@
 """What workers record in Redis: final outcomes (for the reader's watermark), counters,
-the job's last error and its dead letters."""
+request latencies, the job's last error and its dead letters."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter, defaultdict
 from typing import Any
 
 from rest_consumer import keys
+from rest_consumer.metrics import latency_bucket
 
 DEAD_LETTER_CAP = 10_000
 """Approximate length at which a job's dead-letter stream is trimmed (oldest first)."""
 
 
-def record_final(pipe: Any, job_id: str, message: dict[str, Any]) -> None:
-    """A Kafka message reached its final outcome: the reader may commit past it."""
-    if message.get("r"):  # a replayed dead letter: its offset was committed long ago
-        return
-    pipe.rpush(keys.done(job_id, message["t"], message["p"]), message["o"])
-    pipe.decr(keys.in_flight(job_id))
+class TaskOutcomes:
+    """Everything one ``deliver`` task learned, written to Redis in a handful of commands."""
 
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.counters: Counter[str] = Counter()
+        self.final: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self.finished = 0
+        self.latency: Counter[str] = Counter()
+        self.latency_sum = 0.0
+        self.letters: list[dict[str, Any]] = []
+        self.error: dict[str, Any] | None = None
 
-def count(pipe: Any, job_id: str, counter: str, amount: int = 1) -> None:
-    pipe.hincrby(keys.counters(job_id), counter, amount)
+    def count(self, counter: str, amount: int = 1) -> None:
+        self.counters[counter] += amount
 
+    def record_final(self, message: dict[str, Any]) -> None:
+        """A Kafka message reached its final outcome: the reader may commit past it."""
+        if message.get("r"):  # a replayed dead letter: its offset was committed long ago
+            return
+        self.final[(message["t"], message["p"])].append(message["o"])
+        self.finished += 1
 
-def dead_letter(pipe: Any, job_id: str, message: dict[str, Any], index: int | None,
-                reason: str, *, status: int | None = None, excerpt: str = "",
-                request: dict[str, Any] | None = None, record_id: Any = None) -> None:
-    """Append to the job's capped dead-letter stream; the message itself is kept for replay."""
-    entry = {
-        "reason": reason, "status": "" if status is None else status, "excerpt": excerpt,
-        "topic": message["t"], "partition": message["p"], "offset": message["o"],
-        "index": "" if index is None else index,
-        "record_id": "" if record_id is None else json.dumps(record_id, default=str),
-        "request": json.dumps(request) if request else "",
-        "message": json.dumps({k: v for k, v in message.items() if k not in ("a", "i", "r")}),
-        "time": f"{time.time():.3f}",
-    }
-    pipe.xadd(keys.dead_letters(job_id), entry, maxlen=DEAD_LETTER_CAP, approximate=True)
-    count(pipe, job_id, "dead_lettered")
-    last_error(pipe, job_id, message, index, reason)
+    def observe_latency(self, seconds: float) -> None:
+        self.latency[latency_bucket(seconds)] += 1
+        self.latency_sum += seconds
 
+    def dead_letter(self, message: dict[str, Any], index: int | None, reason: str, *,
+                    status: int | None = None, excerpt: str = "",
+                    request: dict[str, Any] | None = None, record_id: Any = None) -> None:
+        """A dead letter; the message itself is kept, for replay."""
+        self.letters.append({
+            "reason": reason, "status": "" if status is None else status, "excerpt": excerpt,
+            "topic": message["t"], "partition": message["p"], "offset": message["o"],
+            "index": "" if index is None else index,
+            "record_id": "" if record_id is None else json.dumps(record_id, default=str),
+            "request": json.dumps(request) if request else "",
+            "message": json.dumps({k: v for k, v in message.items() if k not in ("a", "i", "r")}),
+            "time": f"{time.time():.3f}",
+        })
+        self.count("dead_lettered")
+        self.error = {"reason": reason, "topic": message["t"], "partition": message["p"],
+                      "offset": message["o"], "index": index, "time": time.time()}
 
-def last_error(pipe: Any, job_id: str, message: dict[str, Any], index: int | None,
-               reason: str) -> None:
-    pipe.set(keys.last_error(job_id), json.dumps({
-        "reason": reason, "topic": message["t"], "partition": message["p"],
-        "offset": message["o"], "index": index, "time": time.time()}))
+    def write(self, pipe: Any) -> None:
+        """Queue the Redis commands on ``pipe``; the caller executes it."""
+        job_id = self.job_id
+        for (topic, partition), offsets in self.final.items():
+            pipe.rpush(keys.done(job_id, topic, partition), *offsets)
+        if self.finished:
+            pipe.decrby(keys.in_flight(job_id), self.finished)
+        for counter, amount in self.counters.items():
+            if amount:
+                pipe.hincrby(keys.counters(job_id), counter, amount)
+        if self.latency:
+            for bucket, amount in self.latency.items():
+                pipe.hincrby(keys.latency(job_id), bucket, amount)
+            pipe.hincrbyfloat(keys.latency(job_id), "sum", self.latency_sum)
+        for letter in self.letters:
+            pipe.xadd(keys.dead_letters(job_id), letter, maxlen=DEAD_LETTER_CAP,
+                      approximate=True)
+        if self.error is not None:
+            pipe.set(keys.last_error(job_id), json.dumps(self.error))

@@ -13,7 +13,6 @@ from typing import Any
 
 import redis
 
-from rest_consumer import metrics, outcomes
 from rest_consumer.config import Settings
 from rest_consumer.decoding import decode
 from rest_consumer.delivery import Sender, backoff
@@ -28,6 +27,7 @@ from rest_consumer.errors import (
 )
 from rest_consumer.mapping import SKIP, CompiledJob, RequestSpec
 from rest_consumer.oauth2 import TokenSource
+from rest_consumer.outcomes import TaskOutcomes
 from rest_consumer.ratelimit import RateLimiter
 from rest_consumer.store import JobStore
 
@@ -87,44 +87,45 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     if job is None:
         log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
         return
-    pipe = ctx.redis.pipeline(transaction=False)
+    out = TaskOutcomes(job.id)
     retries = [retry for message in messages
-               if (retry := _deliver_one(ctx, job, message, pipe)) is not None]
+               if (retry := _deliver_one(ctx, job, message, out)) is not None]
+    pipe = ctx.redis.pipeline(transaction=False)
+    out.write(pipe)
     pipe.execute()
     for message, delay in retries:
         publish_retry(job.id, job.hash, message, delay, job.queue)
 
 
 def _deliver_one(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any],
-                 pipe: Any) -> tuple[dict[str, Any], float] | None:
+                 out: TaskOutcomes) -> tuple[dict[str, Any], float] | None:
     """Deliver one message's records; returns the retry to schedule, if any."""
     try:
         decoded = decode(_b64(message.get("v")))
     except DecodeError as e:
         _log_failure(job.id, message, None, None, str(e))
-        outcomes.dead_letter(pipe, job.id, message, None, f"decode: {e}")
-        outcomes.record_final(pipe, job.id, message)
+        out.dead_letter(message, None, f"decode: {e}")
+        out.record_final(message)
         return None
     result = _Result()
     for index in message.get("i") or range(len(decoded.records)):
         _deliver_record(ctx, job, message, decoded.schema, decoded.records[index], index,
-                        result, pipe)
-    outcomes.count(pipe, job.id, "delivered", result.delivered)
-    if result.skipped:
-        outcomes.count(pipe, job.id, "skipped", result.skipped)
+                        result, out)
+    out.count("delivered", result.delivered)
+    out.count("skipped", result.skipped)
     if not result.retry:
-        outcomes.record_final(pipe, job.id, message)
+        out.record_final(message)
         return None
     attempt = int(message.get("a", 0))
     delay = backoff(attempt, job.retry_backoff, job.retry_backoff_max, result.retry_after)
     if result.failed_attempt:
-        outcomes.count(pipe, job.id, "retried", len(result.retry))
+        out.count("retried", len(result.retry))
         attempt += 1
     return {**message, "a": attempt, "i": result.retry}, delay
 
 
 def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any], schema: Any,
-                    record: Any, index: int, result: _Result, pipe: Any) -> None:
+                    record: Any, index: int, result: _Result, out: TaskOutcomes) -> None:
     meta = _meta(message, index)
     request: RequestSpec | None = None
     values: dict[str, Any] = {}
@@ -136,16 +137,16 @@ def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any
         values = job.evaluate(schema, record, meta)
         request = job.build(values, f"{job.id}:{message['t']}:{message['p']}:{message['o']}:"
                                     f"{index}")
-        _send(ctx, job, request, pipe)
+        _send(ctx, job, request, out)
         result.delivered += 1
     except Throttled as e:
         result.retry.append(index)
         result.retry_after = max(result.retry_after or 0.0, e.wait)
     except MappingError as e:
-        _fail(pipe, job, message, index, values, f"mapping: {e}")
+        _fail(out, job, message, index, values, f"mapping: {e}")
     except RetryableDeliveryError as e:
         if int(message.get("a", 0)) >= job.max_retries:
-            _fail(pipe, job, message, index, values, f"gave up after {job.max_retries} "
+            _fail(out, job, message, index, values, f"gave up after {job.max_retries} "
                   f"retries: {e.reason}", e, request)
             return
         _log_failure(job.id, message, index, values.get("id"), f"{e.reason}; will retry",
@@ -155,10 +156,11 @@ def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any
         if e.retry_after is not None:
             result.retry_after = max(result.retry_after or 0.0, e.retry_after)
     except PermanentDeliveryError as e:
-        _fail(pipe, job, message, index, values, e.reason, e, request)
+        _fail(out, job, message, index, values, e.reason, e, request)
 
 
-def _send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec, pipe: Any) -> None:
+def _send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec,
+          out: TaskOutcomes) -> None:
     """Send within the job's rate limit, with its OAuth2 token (renewed once on a 401)."""
     ctx.guard.check(request.url)
     if job.oauth2 is not None:
@@ -169,36 +171,37 @@ def _send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec, pipe: Any)
             raise Throttled(wait)
         time.sleep(wait)
     if job.oauth2 is None:
-        _timed_send(ctx, job, request, pipe)
+        _timed_send(ctx, job, request, out)
         return
     authorization = ctx.tokens.authorization(job.id, job.hash, job.oauth2)
     try:
-        _timed_send(ctx, job, _with_auth(request, authorization), pipe)
+        _timed_send(ctx, job, _with_auth(request, authorization), out)
     except PermanentDeliveryError as e:
         if e.status != 401:
             raise
         authorization = ctx.tokens.authorization(job.id, job.hash, job.oauth2,
                                                  refused=authorization)
-        _timed_send(ctx, job, _with_auth(request, authorization), pipe)
+        _timed_send(ctx, job, _with_auth(request, authorization), out)
 
 
-def _timed_send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec, pipe: Any) -> None:
+def _timed_send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec,
+                out: TaskOutcomes) -> None:
     started = time.perf_counter()
     try:
         ctx.sender.send(request, job.timeout, job.retry_statuses)
     finally:
-        metrics.observe_latency(pipe, job.id, time.perf_counter() - started)
+        out.observe_latency(time.perf_counter() - started)
 
 
 def _with_auth(request: RequestSpec, authorization: str) -> RequestSpec:
     return dataclasses.replace(request, secret_headers={"Authorization": authorization})
 
 
-def _fail(pipe: Any, job: CompiledJob, message: dict[str, Any], index: int,
+def _fail(out: TaskOutcomes, job: CompiledJob, message: dict[str, Any], index: int,
           values: dict[str, Any], reason: str, error: DeliveryError | None = None,
           request: RequestSpec | None = None) -> None:
     _log_failure(job.id, message, index, values.get("id"), reason)
-    outcomes.dead_letter(pipe, job.id, message, index, reason,
+    out.dead_letter(message, index, reason,
                          status=error.status if error else None,
                          excerpt=error.excerpt if error else "",
                          request=request.public() if request else None,

@@ -89,3 +89,16 @@ def test_a_get_without_json_body_has_no_body() -> None:
     job = CompiledJob({k: v for k, v in valid_job(type="GET").items() if k != "json_body"})
     request = job.request_for(None, {"id": "x"}, META)
     assert request.body is None and "Content-Type" not in request.headers
+
+
+@pytest.mark.parametrize("path", ["$.msg.id", "$.msg.household.id", "$.msg.missing.deeper",
+                                  "$.msg.tags", "$.msg.list.id", "$.schema.name"])
+def test_the_plain_path_fast_lane_agrees_with_jsonpath_ng(path: str) -> None:
+    from jsonpath_ng.ext import parse
+
+    from rest_consumer.mapping import compile_path
+
+    document = {"schema": {"name": "Person"}, "msg": {
+        "id": "x", "household": {"id": "h"}, "tags": ["a", "b"], "list": [{"id": 1}],
+        "missing": None}}
+    assert compile_path(path)(document) == [m.value for m in parse(path).find(document)]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import valid_job
-from rest_consumer import keys, metrics, outcomes
+from rest_consumer import keys
 from rest_consumer.api import create_app
 from rest_consumer.config import Settings
+from rest_consumer.outcomes import TaskOutcomes
 from rest_consumer.store import JobStore
 
 
@@ -15,11 +16,15 @@ def test_metrics_render_counters_gauges_and_the_latency_histogram(settings: Sett
                                                                   any_redis: Any) -> None:
     store = JobStore(any_redis)
     store.upsert("people", valid_job(token="tok-metrics"))
-    outcomes.count(any_redis, "people", "delivered", 7)
-    outcomes.count(any_redis, "people", "retried", 2)
-    any_redis.set(keys.in_flight("people"), 3)
+    out = TaskOutcomes("people")
+    out.count("delivered", 7)
+    out.count("retried", 2)
     for seconds in (0.004, 0.2, 0.3):
-        metrics.observe_latency(any_redis, "people", seconds)
+        out.observe_latency(seconds)
+    pipe = any_redis.pipeline()
+    out.write(pipe)
+    pipe.execute()
+    any_redis.set(keys.in_flight("people"), 3)
     client = create_app(settings, store=store, kafka_ready=lambda: None).test_client()
     assert client.get("/metrics").status_code == 401
     text = client.get("/metrics", headers={"Authorization": "Bearer tok-123"}).data.decode()

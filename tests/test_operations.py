@@ -10,9 +10,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from conftest import FIXTURES, valid_job
-from rest_consumer import outcomes
 from rest_consumer.api import create_app
 from rest_consumer.config import Settings
+from rest_consumer.outcomes import TaskOutcomes
 from rest_consumer.store import JobStore
 
 AUTH = {"Authorization": "Bearer tok-123"}
@@ -32,11 +32,14 @@ def client(settings: Settings, fake_redis: Any, sent: list[Any]) -> FlaskClient:
 
 
 def add_dead_letters(client_redis: Any, n: int) -> None:
+    out = TaskOutcomes("people")
     for offset in range(n):
         message = {"t": "aether.Person", "p": 0, "o": offset, "k": None, "v": "e30=", "a": 3}
-        outcomes.dead_letter(client_redis, "people", message, 0, f"HTTP 400 #{offset}",
-                             status=400, excerpt="bad", request={"url": "http://x"},
-                             record_id=f"id-{offset}")
+        out.dead_letter(message, 0, f"HTTP 400 #{offset}", status=400, excerpt="bad",
+                        request={"url": "http://x"}, record_id=f"id-{offset}")
+    pipe = client_redis.pipeline()
+    out.write(pipe)
+    pipe.execute()
 
 
 def test_dead_letters_are_paged_newest_first(client: FlaskClient, fake_redis: Any) -> None:
