@@ -41,6 +41,9 @@ from rest_consumer.store import JobStore
 
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 4
+POOL = os.environ.get("BENCH_POOL", "threads")
+CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "4")
+"""The worker setup, the same for rest-consumer's workers and the Celery ceiling."""
 
 
 @dataclass
@@ -128,7 +131,7 @@ class Bench:
             "headers": {"X-Produced": "{ts}"}, "batch_size": batch, "max_in_flight": n * 2})
         env = {**self.env, "WORKER_SEND_EVENTS": "true" if events else "false"}
         procs = [spawn(rest_consumer("reader"), env, self._log("reader"))]
-        procs += [spawn(rest_consumer("worker", "--pool", "threads", "-c", "4"), env,
+        procs += [spawn(rest_consumer("worker", "--pool", POOL, "-c", CONCURRENCY), env,
                         self._log(f"worker{i}")) for i in range(workers)]
         try:
             return self._measure_pipeline(name, topic, n, procs)
@@ -209,7 +212,7 @@ class Bench:
     def ceiling(self, n: int, events: bool) -> Result:
         env = {**self.env, "WORKER_SEND_EVENTS": "true" if events else "false"}
         worker = spawn([sys.executable, "-m", "celery", "-A", "ceiling_app", "worker",
-                        "--pool", "threads", "-c", "4", "--loglevel", "WARNING",
+                        "--pool", POOL, "-c", CONCURRENCY, "--loglevel", "WARNING",
                         "--without-gossip", "--without-mingle", "-Q", "ceiling"], env,
                        self._log("ceiling"))
         from ceiling_app import app
