@@ -128,7 +128,7 @@ class JobReader(threading.Thread):
                 messages = consumer.consume(num_messages=self._room(), timeout=0.2)
                 self._dispatch(messages)
                 if self._due_for_tick():
-                    self._tick()
+                    self._tick_unless_redis_is_down()
             self._finish()
         finally:
             consumer.close()
@@ -167,12 +167,14 @@ class JobReader(threading.Thread):
         size = int(self.job.get("batch_size", 1))
         payloads = [task_message(m) for m in good]
         groups = [payloads[i:i + size] for i in range(0, len(payloads), size)]
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incrby(keys.in_flight(self.job_id), len(good))
-        pipe.hincrby(keys.counters(self.job_id), "dispatched", len(good))
-        pipe.execute()
         try:
             self.dispatch(self.job, groups)
+            # Counted after the tasks are out: a worker may decrement first, never the reverse
+            # of a count that was never undone.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.incrby(keys.in_flight(self.job_id), len(good))
+            pipe.hincrby(keys.counters(self.job_id), "dispatched", len(good))
+            pipe.execute()
         except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
             self._undo_dispatch(good, e)
             return
@@ -190,7 +192,6 @@ class JobReader(threading.Thread):
     def _undo_dispatch(self, undelivered: list[Message], error: Exception) -> None:
         """Seek each partition back to its first message not dispatched."""
         self._note_error(f"could not dispatch tasks: {error}")
-        self.redis.decr(keys.in_flight(self.job_id), len(undelivered))
         firsts: dict[TP, int] = {}
         for msg in undelivered:
             firsts.setdefault((msg.topic(), msg.partition()), msg.offset())
@@ -233,6 +234,18 @@ class JobReader(threading.Thread):
                  ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in moved))
 
     # --- periodic work -------------------------------------------------------------------
+
+    def _tick_unless_redis_is_down(self) -> None:
+        """Redis down (restart, failover): keep the consumer and its state, try again soon.
+
+        Tearing the consumer down would re-read everything not yet committed, duplicating
+        every task that Redis (with AOF) still holds.
+        """
+        try:
+            self._tick()
+        except redis.RedisError as e:
+            self._last_tick = time.monotonic()
+            self._note_error(f"Redis: {e}")
 
     def _tick(self) -> None:
         self._last_tick = time.monotonic()

@@ -29,17 +29,22 @@ Responder = Callable[[Received, int], Any]
 """(request, times this path was seen before) -> status, (status, headers) or (…, body)."""
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients killed mid-request (fault tests) reset connections: not worth a trace."""
+
+
 class RecordingEndpoint:
     """Answers 200 unless ``respond`` says otherwise; ``received`` lists every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.received: list[Received] = []  # answered 2xx
         self.failed: list[Received] = []  # answered otherwise
         self.respond: Responder = lambda request, seen: 200
         self.delay = 0.0  # seconds to wait before answering, for slow-endpoint tests
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _QuietServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
