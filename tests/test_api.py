@@ -46,7 +46,10 @@ def test_the_api_refuses_to_start_without_credentials(any_redis: Any) -> None:
 @pytest.mark.parametrize("method,path", [
     ("GET", "/jobs"), ("GET", "/jobs/alice"), ("GET", "/job/people"), ("POST", "/job/people"),
     ("DELETE", "/job/people"), ("POST", "/job/people/start"), ("POST", "/job/people/stop"),
-    ("GET", "/job_schema"), ("GET", "/openapi.json"),
+    ("GET", "/job_schema"), ("GET", "/openapi.json"), ("GET", "/metrics"),
+    ("GET", "/job/people/status"), ("POST", "/job/people/preview"),
+    ("POST", "/job/people/set_offset/0"), ("GET", "/job/people/dead_letters"),
+    ("POST", "/job/people/dead_letters/replay"), ("DELETE", "/job/people/dead_letters"),
 ])
 def test_every_job_route_refuses_missing_or_wrong_credentials(
         client: FlaskClient, method: str, path: str, headers: dict[str, str]) -> None:
@@ -195,3 +198,13 @@ def test_job_files_load_at_start_and_never_override(settings: Settings, any_redi
     assert store.get("people")["owner"] == "api"
     assert store.get("fresh")["owner"] == "alice"
     assert store.ids() == ["fresh", "people"]
+
+
+@pytest.mark.parametrize("job_id", ["a:b", "a*", "job%0Aevil", "x" * 129, "a%20b"])
+def test_ids_that_could_escape_keys_or_group_names_are_refused(client: FlaskClient,
+                                                               job_id: str) -> None:
+    doc = valid_job()
+    del doc["id"]
+    response = client.post(f"/job/{job_id}", json=doc, headers=BASIC)
+    assert response.status_code == 400
+    assert response.json["details"][0]["field"] == "id"
