@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -171,12 +170,11 @@ rest-consumer is running.
   Flower  http://127.0.0.1:{env['FLOWER_PORT']}   (same credentials)
   demo endpoint {self.endpoint.url}
 Try:
+  export REDIS_URL={env["REDIS_URL"]} KAFKA_BOOTSTRAP_SERVERS={env["KAFKA_BOOTSTRAP_SERVERS"]}
   curl -u {user}:{password} {api}/job/{DEMO_JOB}/status
-  rest-consumer produce {DEMO_TOPIC} --demo 20      (with the REDIS_URL/KAFKA_* above)
+  .venv/bin/rest-consumer produce {DEMO_TOPIC} --demo 20
 Ctrl-C stops everything.
 """, fg="cyan")
-        click.echo(json.dumps({"REDIS_URL": env["REDIS_URL"],
-                               "KAFKA_BOOTSTRAP_SERVERS": env["KAFKA_BOOTSTRAP_SERVERS"]}))
 
     def _stop_everything(self) -> None:
         for proc in self.procs.values():

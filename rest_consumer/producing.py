@@ -72,7 +72,10 @@ class TopicWriter:
     """A producer that reports delivery failures instead of losing them."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self.producer = Producer({**config, "linger.ms": 20, "enable.idempotence": True})
+        # log_level 3: errors only (librdkafka warns while a new broker's coordinator loads);
+        # delivery failures still reach _delivered.
+        self.producer = Producer({**config, "linger.ms": 20, "enable.idempotence": True,
+                                  "log_level": 3})
         self.errors: list[str] = []
 
     def write(self, topic: str, value: bytes) -> None:
