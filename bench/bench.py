@@ -41,7 +41,7 @@ from rest_consumer.store import JobStore
 
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 4
-POOL = os.environ.get("BENCH_POOL", "threads")
+POOL = os.environ.get("BENCH_POOL", "prefork")
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "4")
 """The worker setup, the same for rest-consumer's workers and the Celery ceiling."""
 

@@ -111,9 +111,11 @@ def reader() -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("-Q", "--queues", default="rest_consumer", show_default=True,
               help="comma-separated Celery queues to serve")
-@click.option("--pool", default="threads", show_default=True,
-              help="Celery pool: threads suits HTTP-bound work; prefork, solo, gevent too")
-@click.option("-c", "--concurrency", default=16, show_default=True)
+@click.option("--pool", default="prefork", show_default=True,
+              help="Celery pool: prefork spreads decoding, mapping and sending over all cores "
+                   "(measured in bench/); threads for many slow endpoints per process")
+@click.option("-c", "--concurrency", default=max(4, 2 * (os.cpu_count() or 1)),
+              show_default="2 x CPUs, at least 4")
 @click.pass_context
 def worker(ctx: click.Context, queues: str, pool: str, concurrency: int) -> None:
     """Run a Celery worker for ``deliver`` (extra arguments go to ``celery worker``)."""

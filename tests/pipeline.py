@@ -39,7 +39,7 @@ class Pipeline:
         return self.start(name, "reader")
 
     def start_worker(self, name: str = "worker", *args: str) -> subprocess.Popen[str]:
-        return self.start(name, "worker", "-c", "8", *args)
+        return self.start(name, "worker", "-c", "4", *args)
 
     def stop(self, name: str) -> int:
         return stop(self.procs.pop(name))

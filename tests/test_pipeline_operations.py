@@ -109,15 +109,17 @@ def test_ratelimit_spaces_requests_across_two_workers(pipeline: Any, endpoint: A
                                                       real_redis: redis.Redis) -> None:
     topic = "ops.ratelimit"
     pipeline.create_topic(topic, partitions=2)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, ratelimit=0.25))
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, ratelimit=0.2))
     pipeline.start_worker("worker1")
     pipeline.start_worker("worker2")
+    wait_for(lambda: all("ready." in pipeline.log(w) for w in ("worker1", "worker2")), 30,
+             what="both workers to be ready, so both get tasks")
     pipeline.start_reader()
-    pipeline.produce(topic, json_values(16))
-    wait_for(lambda: len(endpoint.keys()) == 16, 60, what="16 deliveries")
+    pipeline.produce(topic, json_values(40))
+    wait_for(lambda: len(endpoint.keys()) == 40, 60, what="40 deliveries")
     times = sorted(r.at for r in endpoint.received)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.25 - 0.03, gaps
+    assert min(gaps) >= 0.2 - 0.03, gaps
     assert "succeeded" in pipeline.log("worker1") and "succeeded" in pipeline.log("worker2")
 
 
