@@ -17,7 +17,7 @@ import psutil
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from rest_consumer.services import _die_with_parent, free_port
+from rest_consumer.services import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,7 +69,7 @@ class Nginx:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(self.dir)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=die_with_parent)
         deadline = time.monotonic() + 10
         while not self.log.exists() or not _port_open(self.port):
             if time.monotonic() > deadline:
@@ -205,7 +205,7 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     with open(log, "ab") as out:
         return subprocess.Popen(args, env={**os.environ, **env}, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=REPO,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
 
 
 def rest_consumer(*args: str) -> list[str]:

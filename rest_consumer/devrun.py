@@ -20,7 +20,7 @@ import redis
 from rest_consumer import config, producing
 from rest_consumer.errors import ServiceError
 from rest_consumer.jobfiles import load_job_files
-from rest_consumer.services import LocalServices, _die_with_parent, free_port
+from rest_consumer.services import LocalServices, die_with_parent, free_port
 from rest_consumer.store import JobStore
 
 DEMO_JOB = "demo-people"
@@ -135,7 +135,7 @@ class DevPipeline:
         with open(self.logs / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "rest_consumer", *args], env=env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         click.echo(f"  started {name} (log: {self.logs / (name + '.log')})")
 
     def _wait_ready(self, env: dict[str, str]) -> None:

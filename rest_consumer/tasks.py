@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery
 from celery.signals import worker_process_init
 
 from rest_consumer import config
@@ -74,8 +74,8 @@ def _reset_after_fork(**_: Any) -> None:
     _context.clear()
 
 
-@app.task(name="rest_consumer.deliver", bind=True, acks_late=True)
-def deliver(self: Task, job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
+@app.task(name="rest_consumer.deliver", acks_late=True)
+def deliver(job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
     """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes."""
     deliver_messages(context(), job_id, job_hash, messages, publish_retry)
 
