@@ -12,3 +12,4 @@ setup:
 
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/mypy

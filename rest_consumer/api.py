@@ -73,7 +73,7 @@ def _ext(name: str) -> Any:
 
 
 def _store() -> JobStore:
-    return _ext("store")  # type: ignore[no-any-return]
+    return _ext("store")
 
 
 # --- errors: one table, one handler ---------------------------------------------------------
@@ -86,7 +86,7 @@ ERROR_STATUS: list[tuple[type[BaseException], int, str]] = [
 ]
 
 
-def _error_response(error: Exception) -> Response | tuple[Response, int]:
+def _error_response(error: Exception) -> Any:
     if isinstance(error, HTTPException):
         response = error.get_response()
         response.data = jsonify(error=error.name.lower(), details=error.description).data

@@ -60,7 +60,7 @@ class Settings:
     emit_level: Any = None
     emit_flag: Mapping[str, Any] | None = None
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every consumer, producer and admin client."""
         return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_config}
 
@@ -84,7 +84,7 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
         or DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
         kafka_config=_librdkafka_settings(env),
         api_host=env.get("API_HOST") or DEFAULT_API_HOST,
-        api_port=_number(env, "API_PORT", DEFAULT_API_PORT, int),
+        api_port=int(_number(env, "API_PORT", DEFAULT_API_PORT, int)),
         api_user=env.get("API_USER", ""),
         api_password=env.get("API_PASSWORD", ""),
         api_token=env.get("API_TOKEN", ""),
@@ -97,7 +97,7 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
             h.strip().lower() for h in env.get("DESTINATION_ALLOWLIST", "").split(",") if h.strip()
         ),
         worker_send_events=_boolean(env, "WORKER_SEND_EVENTS", True),
-        max_body_bytes=_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int),
+        max_body_bytes=int(_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
         **_governance(env),

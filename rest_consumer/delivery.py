@@ -43,7 +43,7 @@ class Sender:
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
-        return conns  # type: ignore[no-any-return]
+        return conns
 
     def _connect(self, key: _Key, timeout: float) -> http.client.HTTPConnection:
         scheme, host, port = key

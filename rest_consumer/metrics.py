@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -51,7 +52,7 @@ class RedisCollector:
         client = self.store.redis
         for job in self.store.list():
             job_id = job["id"]
-            counts = {k.decode(): int(v) for k, v in client.hgetall(keys.counters(job_id)).items()}
+            counts = {_text(k): int(v) for k, v in client.hgetall(keys.counters(job_id)).items()}
             for outcome in ("delivered", "dead_lettered", "skipped"):
                 outcomes.add_metric([job_id, outcome], counts.get(outcome, 0))
             dispatched.add_metric([job_id], counts.get("dispatched", 0))
@@ -70,8 +71,12 @@ class RedisCollector:
         yield from (outcomes, dispatched, retries, in_flight, dead, running, lag, latency)
 
 
-def _histogram(raw: dict[bytes, bytes]) -> tuple[list[tuple[str, float]], float]:
-    counts = {k.decode(): float(v) for k, v in raw.items()}
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _histogram(raw: dict[Any, Any]) -> tuple[list[tuple[str, float]], float]:
+    counts = {_text(k): float(v) for k, v in raw.items()}
     buckets, running = [], 0.0
     for i, bound in enumerate((*LATENCY_BUCKETS, float("inf"))):
         running += counts.get(str(i), 0.0)
@@ -84,5 +89,5 @@ def render(store: JobStore) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
-    registry.register(RedisCollector(store))  # type: ignore[arg-type]
+    registry.register(RedisCollector(store))
     return generate_latest(registry)

@@ -27,7 +27,7 @@ def _consumer(settings: Settings, job_id: str) -> Consumer:
 def job_partitions(consumer: Consumer, job: Job) -> list[TopicPartition]:
     """Every partition of the job's topics, regex subscriptions resolved now."""
     topics = consumer.list_topics(timeout=TIMEOUT).topics
-    names = set()
+    names: set[str] = set()
     for wanted in job["topic"]:
         if wanted.startswith("^"):
             names.update(t for t in topics if re.match(wanted, t))

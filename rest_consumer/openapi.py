@@ -97,7 +97,7 @@ def _operation_paths() -> dict[str, Any]:
 
 def _service_paths() -> dict[str, Any]:
     anything = {"type": "object"}
-    public = {"security": []}
+    public: dict[str, Any] = {"security": []}
     return {
         "/healthz": {"get": _op("Liveness", {"200": _json(anything, "alive")}, **public)},
         "/readyz": {"get": _op("Readiness: Redis and Kafka reachable",

@@ -30,7 +30,7 @@ def _ext(name: str) -> Any:
 
 
 def _store() -> JobStore:
-    return _ext("store")  # type: ignore[no-any-return]
+    return _ext("store")
 
 
 def _json_object() -> dict[str, Any]:

@@ -37,8 +37,14 @@ def task_message(msg: Message) -> dict[str, Any]:
         "v": None if value is None else base64.b64encode(value).decode(),
         "ts": msg.timestamp()[1],
         "h": [[k, None if v is None else base64.b64encode(v).decode()]
-              for k, v in (msg.headers() or [])],
+              for k, v in _headers(msg)],
     }
+
+
+def _headers(msg: Message) -> list[tuple[str, bytes | None]]:
+    headers: Any = msg.headers() or []
+    return [(str(k), v if v is None or isinstance(v, bytes) else str(v).encode())
+            for k, v in headers]
 
 
 class JobReader(threading.Thread):
@@ -194,7 +200,8 @@ class JobReader(threading.Thread):
         self._note_error(f"could not dispatch tasks: {error}")
         firsts: dict[TP, int] = {}
         for msg in undelivered:
-            firsts.setdefault((msg.topic(), msg.partition()), msg.offset())
+            firsts.setdefault((str(msg.topic()), int(msg.partition() or 0)),
+                              int(msg.offset() or 0))
         for (topic, partition), offset in firsts.items():
             self._seek(topic, partition, offset)
         self._stopping.wait(1.0)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -59,7 +60,7 @@ class JobStore:
             publish(pipe, Command(job_id, "upsert", job["hash"]))
             return job, stored is None
 
-        return self.redis.transaction(change, keys.job(job_id), value_from_callable=True)
+        return self._transaction(change, keys.job(job_id))
 
     def create_if_absent(self, job_id: str, doc: Any) -> Job | None:
         """Store a job only when none has its id (config files never override); None if one did."""
@@ -74,7 +75,7 @@ class JobStore:
             publish(pipe, Command(job_id, "upsert", job["hash"]))
             return job
 
-        return self.redis.transaction(change, keys.job(job_id), value_from_callable=True)
+        return self._transaction(change, keys.job(job_id))
 
     def restore(self, job: Job) -> bool:
         """Put back a job that Redis lost (flush, failover) unless one was stored since."""
@@ -85,7 +86,7 @@ class JobStore:
             self._write(pipe, job, None)
             return True
 
-        return self.redis.transaction(change, keys.job(job["id"]), value_from_callable=True)
+        return self._transaction(change, keys.job(job["id"]))
 
     def set_enabled(self, job_id: str, enabled: bool) -> Job:
         """Start or stop a job: set ``enabled`` and tell the readers."""
@@ -98,7 +99,7 @@ class JobStore:
             publish(pipe, Command(job_id, "start" if enabled else "stop", job["hash"]))
             return job
 
-        return self.redis.transaction(change, keys.job(job_id), value_from_callable=True)
+        return self._transaction(change, keys.job(job_id))
 
     def delete(self, job_id: str) -> Job:
         """Remove a job, its indexes and its tracking keys; tell the readers."""
@@ -111,13 +112,18 @@ class JobStore:
             publish(pipe, Command(job_id, "delete", stored["hash"]))
             return stored
 
-        return self.redis.transaction(change, keys.job(job_id), value_from_callable=True)
+        return self._transaction(change, keys.job(job_id))
+
+    def _transaction(self, change: Callable[[Any], Any], key: str) -> Any:
+        """Run ``change`` under WATCH ``key``, retried if the key changes meanwhile."""
+        return self.redis.transaction(change, key, value_from_callable=True)
 
     def secret_digest(self, value: str) -> str:
         """Keyed HMAC of a secret, used in place of the secret when hashing a job."""
         if self._hash_key is None:
             self.redis.set(keys.HASH_KEY, secrets.token_hex(32), nx=True)
-            self._hash_key = bytes(self.redis.get(keys.HASH_KEY) or b"")
+            stored = self.redis.get(keys.HASH_KEY) or b""
+            self._hash_key = stored if isinstance(stored, bytes) else str(stored).encode()
         return hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()
 
     @staticmethod

@@ -37,7 +37,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         redis_max_connections=64,
     )
-    app.rest_consumer_settings = settings  # type: ignore[attr-defined]
+    app.rest_consumer_settings = settings
     return app
 
 
@@ -65,7 +65,7 @@ _context: dict[str, WorkerContext] = {}
 def context() -> WorkerContext:
     """This worker process's Redis client, HTTP pool and job cache (built after fork)."""
     if "ctx" not in _context:
-        _context["ctx"] = WorkerContext(app.rest_consumer_settings)  # type: ignore[attr-defined]
+        _context["ctx"] = WorkerContext(app.rest_consumer_settings)
     return _context["ctx"]
 
 
