@@ -323,3 +323,20 @@ def test_messages_keep_their_key_headers_and_meta(pipeline: Any, endpoint: Any,
     pipeline.produce(topic, json_values(1), key=b"k-1", headers=[("source", b"sensor")])
     wait_for(lambda: endpoint.received, 30, what="the delivery")
     assert endpoint.received[0].json() == {"key": "k-1", "source": "sensor", "offset": 0}
+
+
+def test_sigterm_stops_reader_and_worker_cleanly_after_committing(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    topic = "sigterm.clean"
+    pipeline.create_topic(topic)
+    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(5))
+    wait_for(lambda: len(endpoint.keys()) == 5, 30, what="5 deliveries")
+    wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
+    assert pipeline.stop("reader") == 0
+    assert pipeline.stop("worker") == 0
+    assert "job people: reader stopped" in pipeline.log("reader")
+    assert kafka_committed(pipeline, topic) == [5]
+    assert real_redis.hlen(keys.reader_heartbeat("people")) == 0
