@@ -163,11 +163,15 @@ def _check(probe: Any) -> str:
 
 
 def _kafka_ready_check(settings: Settings) -> Any:
-    def probe() -> None:
-        from confluent_kafka.admin import AdminClient
+    """A probe that reuses one admin client, made at the first probe, for every later one."""
+    admins: list[Any] = []
 
-        admin = AdminClient({**settings.kafka_client_config(), "log_level": 0})
-        if not admin.list_topics(timeout=3).brokers:
+    def probe() -> None:
+        if not admins:
+            from confluent_kafka.admin import AdminClient
+
+            admins.append(AdminClient({**settings.kafka_client_config(), "log_level": 0}))
+        if not admins[0].list_topics(timeout=3).brokers:
             raise ConnectionError("no broker answered")
 
     return probe

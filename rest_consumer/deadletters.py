@@ -7,11 +7,12 @@ from typing import Any
 
 from rest_consumer import keys
 from rest_consumer.jobs import Dispatcher
+from rest_consumer.store import as_text
 
 
 def _entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     data = {k.decode(): v.decode() for k, v in fields.items()}
-    shown: dict[str, Any] = {"id": _text(entry_id)}
+    shown: dict[str, Any] = {"id": as_text(entry_id)}
     for name in ("reason", "excerpt", "topic"):
         shown[name] = data.get(name, "")
     for name in ("status", "partition", "offset", "index"):
@@ -50,7 +51,7 @@ def replay(client: Any, job: dict[str, Any], dispatch: Dispatcher,
         message.update({"r": 1, "a": 0, **({"i": [int(index)]} if index else {})})
         dispatch(job, [[message]])
         client.xdel(stream, entry_id)
-        sent.append(_text(entry_id))
+        sent.append(as_text(entry_id))
     return sent
 
 
@@ -60,7 +61,3 @@ def purge(client: Any, job_id: str) -> int:
     count = int(client.xlen(stream))
     client.delete(stream)
     return count
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -16,7 +16,7 @@ from prometheus_client.core import (
 
 from rest_consumer import keys
 from rest_consumer.status import job_state, reader_reports
-from rest_consumer.store import JobStore
+from rest_consumer.store import JobStore, as_text
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -52,7 +52,7 @@ class RedisCollector:
         client = self.store.redis
         for job in self.store.list():
             job_id = job["id"]
-            counts = {_text(k): int(v) for k, v in client.hgetall(keys.counters(job_id)).items()}
+            counts = {as_text(k): int(v) for k, v in client.hgetall(keys.counters(job_id)).items()}
             for outcome in ("delivered", "dead_lettered", "skipped"):
                 outcomes.add_metric([job_id, outcome], counts.get(outcome, 0))
             dispatched.add_metric([job_id], counts.get("dispatched", 0))
@@ -71,12 +71,8 @@ class RedisCollector:
         yield from (outcomes, dispatched, retries, in_flight, dead, running, lag, latency)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _histogram(raw: dict[Any, Any]) -> tuple[list[tuple[str, float]], float]:
-    counts = {_text(k): float(v) for k, v in raw.items()}
+    counts = {as_text(k): float(v) for k, v in raw.items()}
     buckets, running = [], 0.0
     for i, bound in enumerate((*LATENCY_BUCKETS, float("inf"))):
         running += counts.get(str(i), 0.0)

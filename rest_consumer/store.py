@@ -36,12 +36,12 @@ class JobStore:
         return job
 
     def ids(self) -> list[str]:
-        return sorted(_text(i) for i in self.redis.smembers(keys.JOB_IDS))
+        return sorted(as_text(i) for i in self.redis.smembers(keys.JOB_IDS))
 
     def list(self, owner: str | None = None) -> list[Job]:
         """Every job, or one owner's, ordered by id."""
         index = keys.owner_jobs(owner) if owner is not None else keys.JOB_IDS
-        ids = sorted(_text(i) for i in self.redis.smembers(index))
+        ids = sorted(as_text(i) for i in self.redis.smembers(index))
         if not ids:
             return []
         raws = self.redis.mget([keys.job(i) for i in ids])
@@ -142,6 +142,7 @@ class JobStore:
         pipe.sadd(keys.owner_jobs(job["owner"]), job["id"])
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text, whether or not the client decodes responses."""
     return value.decode() if isinstance(value, bytes) else value
 
