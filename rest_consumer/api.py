@@ -11,14 +11,14 @@ from typing import Any
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from kombu.exceptions import OperationalError
-from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+from werkzeug.exceptions import HTTPException
 
 from rest_consumer import config, jobs, metrics
 from rest_consumer.config import Settings
 from rest_consumer.errors import ConfigError, JobNotFound, JobValidationError
 from rest_consumer.jobfiles import load_job_files
 from rest_consumer.openapi import openapi_document
-from rest_consumer.operations import operations
+from rest_consumer.operations import json_body, operations
 from rest_consumer.status import job_state
 from rest_consumer.store import JobStore
 
@@ -33,8 +33,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
                kafka_ready: Any = None, dispatch: Any = None, load_files: bool = True) -> Flask:
     """The application factory; refuses to build an API nobody could authenticate to."""
     settings = settings or config.from_env()
-    if not settings.has_api_credentials():
-        raise ConfigError("set API_USER and API_PASSWORD, or API_TOKEN: the API needs credentials")
+    if (problem := settings.credential_problem()) is not None:
+        raise ConfigError(problem)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -136,10 +136,6 @@ def _shown(job: jobs.Job) -> dict[str, Any]:
     return {**jobs.redact(job), **job_state(_store().redis, job)}
 
 
-def _json_body() -> Any:
-    if not request.is_json:
-        raise UnsupportedMediaType("send the job as JSON (Content-Type: application/json)")
-    return request.get_json()
 
 
 @routes.get("/healthz")
@@ -149,9 +145,17 @@ def healthz() -> Response:
 
 @routes.get("/readyz")
 def readyz() -> tuple[Response, int]:
+    """Ready or not for anyone; which check failed, and why, only with admin credentials
+    (the reasons name internal hosts and ports)."""
     checks = {"redis": _check(lambda: _store().redis.ping()), "kafka": _check(_ext("kafka_ready"))}
     ready = all(v == "ok" for v in checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+    if _credentials_match(_ext("settings"), request.headers.get("Authorization", "")):
+        body["checks"] = checks
+    for name, outcome in checks.items():
+        if outcome != "ok":
+            log.warning("readiness: %s %s", name, outcome)
+    return jsonify(body), 200 if ready else 503
 
 
 def _check(probe: Any) -> str:
@@ -194,7 +198,7 @@ def get_job(job_id: str) -> Response:
 
 @routes.post("/job/<job_id>")
 def upsert_job(job_id: str) -> tuple[Response, int]:
-    job, created = _store().upsert(job_id, _json_body())
+    job, created = _store().upsert(job_id, json_body())
     log.info("job %s %s by the API", job_id, "created" if created else "updated")
     return jsonify(_shown(job)), 201 if created else 200
 

@@ -165,6 +165,10 @@ def flower(address: str, port: int) -> None:
     if not auth:
         raise click.ClickException("set FLOWER_BASIC_AUTH=user:password (or API_USER and "
                                    "API_PASSWORD): Flower can shut workers down")
+    problem = config.weak_secret_problem("the Flower password", auth.partition(":")[2],
+                                         config.MIN_PASSWORD_CHARS)
+    if problem is not None:
+        raise click.ClickException(problem)
     # Through the environment, not argv, so the password never shows in `ps`.
     os.environ["FLOWER_BASIC_AUTH"] = auth
     from rest_consumer.tasks import app

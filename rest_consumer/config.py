@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rest_consumer.decoding import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Limits
+from rest_consumer.destinations import Allowlist
 from rest_consumer.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -25,6 +27,14 @@ DEFAULT_VISIBILITY_TIMEOUT = 1800.0
 # first (DESIGN §4).
 DEFAULT_REDISPATCH_AFTER = 3600.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+MIN_PASSWORD_CHARS = 12
+MIN_TOKEN_CHARS = 16
+# Passwords shipped in examples and docs, or guessed first: refused whatever their length.
+KNOWN_DEFAULT_PASSWORDS = frozenset({
+    "change-me", "changeme", "change_me", "admin", "password", "secret", "rest-consumer",
+    "flower", "letmein", "123456", "12345678", "123456789012", "passwordpassword",
+    "adminadminadmin", "change-me-please", "s3cret",
+})
 DEFAULT_QUEUE = "rest_consumer"
 
 # KAFKA_* variables that are ours, not librdkafka settings.
@@ -50,7 +60,8 @@ class Settings:
     reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     redispatch_after: float = DEFAULT_REDISPATCH_AFTER
-    destination_allowlist: tuple[str, ...] = ()
+    destination_allowlist: Allowlist = field(default_factory=Allowlist)
+    decode_limits: Limits = field(default_factory=Limits)
     worker_send_events: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "INFO"
@@ -64,12 +75,38 @@ class Settings:
         """librdkafka settings shared by every consumer, producer and admin client."""
         return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_config}
 
+    def task_time_limits(self) -> tuple[float, float]:
+        """(soft, hard) limits of one ``deliver`` run: both below the visibility timeout, so
+        Redis never hands a running task to a second worker."""
+        return self.visibility_timeout * 0.5, self.visibility_timeout * 0.75
+
     def broker_url(self) -> str:
         return self.celery_broker_url or self.redis_url
 
     def has_api_credentials(self) -> bool:
         """True when the API can authenticate anyone."""
         return bool((self.api_user and self.api_password) or self.api_token)
+
+    def credential_problem(self) -> str | None:
+        """Why the API's credentials must not be used, or None when they are fit to serve."""
+        if not self.has_api_credentials():
+            return "set API_USER and API_PASSWORD, or API_TOKEN: the API needs credentials"
+        if self.api_password:
+            problem = weak_secret_problem("API_PASSWORD", self.api_password, MIN_PASSWORD_CHARS)
+            if problem:
+                return problem
+        if self.api_token:
+            return weak_secret_problem("API_TOKEN", self.api_token, MIN_TOKEN_CHARS)
+        return None
+
+
+def weak_secret_problem(name: str, value: str, min_chars: int) -> str | None:
+    """Why a password or token is too weak to serve with (never quoting it), or None."""
+    if value.strip().lower() in KNOWN_DEFAULT_PASSWORDS:
+        return f"{name} is a known default; choose your own"
+    if len(value) < min_chars:
+        return f"{name} must be at least {min_chars} characters long"
+    return None
 
 
 def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
@@ -93,9 +130,11 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
         reconcile_interval=_number(env, "RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL, float),
         visibility_timeout=_number(env, "VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, float),
         redispatch_after=_number(env, "REDISPATCH_AFTER", DEFAULT_REDISPATCH_AFTER, float),
-        destination_allowlist=tuple(
-            h.strip().lower() for h in env.get("DESTINATION_ALLOWLIST", "").split(",") if h.strip()
-        ),
+        destination_allowlist=Allowlist.parse(
+            tuple(env.get("DESTINATION_ALLOWLIST", "").split(","))),
+        decode_limits=Limits(
+            max_bytes=int(_number(env, "DECODE_MAX_BYTES", DEFAULT_MAX_BYTES, int)),
+            max_records=int(_number(env, "DECODE_MAX_RECORDS", DEFAULT_MAX_RECORDS, int))),
         worker_send_events=_boolean(env, "WORKER_SEND_EVENTS", True),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),

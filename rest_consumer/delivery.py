@@ -9,10 +9,10 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import urllib3
-
+from rest_consumer.destinations import DestinationGuard
 from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
 from rest_consumer.mapping import RequestSpec
 
@@ -22,7 +22,44 @@ MAX_BODY_READ = 64 * 1024
 MAX_RETRY_DELAY = 1200.0
 """Never hold a retry longer: the Redis visibility timeout must stay above it (celery#2599)."""
 
-_Key = tuple[str, str, int]
+_Key = tuple[str, str, int, str]
+"""(scheme, host, port, the checked address the connection goes to)."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """What came back: status, the first MAX_BODY_READ bytes, and Retry-After."""
+
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to a checked address; ``Host`` still carries the name."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to a checked address; SNI, certificate and ``Host`` use the name."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float,
+                 context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address = address
+        self.tls = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
 class Sender:
@@ -30,14 +67,14 @@ class Sender:
 
     Not ``requests`` (about 700 µs of CPU per request here) nor urllib3's pool (about 250 µs):
     a kept-alive ``http.client`` connection costs about 110 µs (DESIGN §8). No redirects, no
-    client-side retries: retries belong to Celery (a countdown), never to a sleep in a slot.
+    client-side retries: retries belong to the pipeline, never to a sleep in a slot. Every
+    request goes through the destination guard, and to the address it checked.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, guard: DestinationGuard) -> None:
+        self.guard = guard
         self._local = threading.local()
         self._tls = ssl.create_default_context()
-        # For the rare calls off the hot path (OAuth2 token requests).
-        self.pool = urllib3.PoolManager(num_pools=16, maxsize=4, retries=False)
 
     def _connections(self) -> dict[_Key, http.client.HTTPConnection]:
         conns = getattr(self._local, "conns", None)
@@ -46,30 +83,47 @@ class Sender:
         return conns
 
     def _connect(self, key: _Key, timeout: float) -> http.client.HTTPConnection:
-        scheme, host, port = key
+        scheme, host, port, address = key
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
+            return _PinnedHTTPSConnection(host, port, address, timeout, self._tls)
+        return _PinnedHTTPConnection(host, port, address, timeout)
 
     def send(self, request: RequestSpec, timeout: float, retry_statuses: frozenset[int]) -> int:
         """Send; return the 2xx status, or raise Retryable/PermanentDeliveryError."""
-        parts = urlsplit(request.url)
-        scheme = parts.scheme.lower()
-        key = (scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {**request.headers, **request.secret_headers}
-        status, data, retry_after_header = self._exchange(key, request.method, target,
-                                                          request.body, headers, timeout)
+        response = self.exchange(request.method, request.url, request.body, headers, timeout)
+        status = response.status
         if 200 <= status < 300:
             return status
-        excerpt = data[:EXCERPT_CHARS].decode("utf-8", errors="replace")
+        excerpt = response.body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
         if status in retry_statuses:
             raise RetryableDeliveryError(f"HTTP {status}", status, excerpt,
-                                         retry_after(retry_after_header))
+                                         retry_after(response.retry_after))
         raise PermanentDeliveryError(f"HTTP {status}", status, excerpt)
 
+    def exchange(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+                 timeout: float) -> Response:
+        """One request and its response, whatever the status; connection errors are
+        RetryableDeliveryError, a refused destination PermanentDeliveryError."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname or parts.username is not None:
+            raise PermanentDeliveryError(f"refusing to send to {scheme or '?'}://"
+                                         f"{parts.hostname or '?'}: not a plain http(s) URL")
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError as e:
+            raise PermanentDeliveryError(f"bad port in URL: {e}") from e
+        key = (scheme, parts.hostname, port, self.guard.address_for(parts.hostname, port))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            encoded = {k: v.encode("latin-1") for k, v in headers.items()}
+        except UnicodeEncodeError as e:
+            raise PermanentDeliveryError("a header value is not Latin-1 text") from e
+        return self._exchange(key, method, target, body, encoded, timeout)
+
     def _exchange(self, key: _Key, method: str, target: str, body: bytes | None,
-                  headers: dict[str, str], timeout: float) -> tuple[int, bytes, str | None]:
+                  headers: dict[str, bytes], timeout: float) -> Response:
         conns = self._connections()
         for attempt in (1, 2):
             conn = conns.get(key)
@@ -85,7 +139,7 @@ class Sender:
                 data = response.read(MAX_BODY_READ)
                 if response.will_close or not response.isclosed():
                     self._drop(key)  # the server closes it, or we did not read it all
-                return response.status, data, response.getheader("Retry-After")
+                return Response(response.status, data, response.getheader("Retry-After"))
             except (http.client.RemoteDisconnected, ConnectionResetError,
                     BrokenPipeError) as e:
                 self._drop(key)

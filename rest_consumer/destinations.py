@@ -1,4 +1,11 @@
-"""DESTINATION_ALLOWLIST: which hosts jobs may send to, with a guard against private targets."""
+"""Where jobs may send: DESTINATION_ALLOWLIST, and the guard against internal addresses.
+
+Internal addresses (loopback, private, link-local, CGNAT, unique-local, multicast,
+unspecified, and the IPv4-mapped, NAT64, 6to4 and Teredo forms of those) are refused unless a
+network entry of the allowlist names them. Host patterns (``api.example.org``,
+``*.example.org``, ``*``) match names only, never IP literals. An empty allowlist means any
+public destination.
+"""
 
 from __future__ import annotations
 
@@ -6,65 +13,177 @@ import fnmatch
 import ipaddress
 import socket
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from rest_consumer.errors import PermanentDeliveryError
+from rest_consumer.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 
-RESOLVE_CACHE_SECONDS = 60.0
+RESOLVE_CACHE_SECONDS = 30.0
 
-
-def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
-    """True when ``host`` matches a pattern such as ``api.example.org`` or ``*.example.org``."""
-    host = host.lower().strip("[]")
-    return any(fnmatch.fnmatchcase(host, pattern.strip("[]")) for pattern in patterns)
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
-def url_problem(url: str, patterns: tuple[str, ...]) -> str | None:
-    """Why a URL's (literal) host is not allowed, or None; templated hosts pass here."""
-    host = urlsplit(url).hostname
-    if not patterns or host is None or "{" in host:
+@dataclass(frozen=True)
+class Allowlist:
+    """Host patterns and IP networks; empty means any public destination."""
+
+    patterns: tuple[str, ...] = ()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: tuple[str, ...]) -> Allowlist:
+        """``DESTINATION_ALLOWLIST`` entries: networks (``10.1.0.0/16``, ``::1``) or patterns."""
+        patterns, networks = [], []
+        for entry in entries:
+            entry = entry.strip().lower()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                continue
+            except ValueError:
+                pass
+            if not all(c.isalnum() or c in "-.*" for c in entry):
+                raise ConfigError(f"DESTINATION_ALLOWLIST entry {entry!r} is neither a host "
+                                  "pattern nor an IP network")
+            patterns.append(entry)
+        return cls(tuple(patterns), tuple(networks))
+
+    @property
+    def restricts_names(self) -> bool:
+        """True when a name must match a pattern (any entry at all was given)."""
+        return bool(self.patterns or self.networks)
+
+    def name_allowed(self, host: str) -> bool:
+        if not self.restricts_names:
+            return True
+        return any(fnmatch.fnmatchcase(host.lower(), p) for p in self.patterns)
+
+    def in_networks(self, address: IPAddress) -> bool:
+        return any(address in net for net in self.networks if net.version == address.version)
+
+    def address_allowed(self, address: IPAddress) -> bool:
+        """A network entry allows any address it holds; otherwise only public ones pass."""
+        return self.in_networks(address) or not is_internal(address)
+
+
+def is_internal(address: IPAddress) -> bool:
+    """True for every address that is not a public unicast one, embedded forms included."""
+    if address.is_multicast or address.is_unspecified or not address.is_global:
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return is_internal(embedded)
+    return False
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def ip_literal(host: str) -> IPAddress | None:
+    """The address when ``host`` is an IP literal (brackets allowed), else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
         return None
-    if not host_allowed(host, patterns):
+
+
+def host_problem(host: str, allowlist: Allowlist) -> str | None:
+    """Why a literal host may not be a destination, or None."""
+    address = ip_literal(host)
+    if address is not None:
+        if not allowlist.address_allowed(address):
+            return (f"host {host!r} is an internal address; only a network entry of "
+                    "DESTINATION_ALLOWLIST allows one")
+        if allowlist.restricts_names and not allowlist.in_networks(address):
+            return f"address {host!r} is not in a network of DESTINATION_ALLOWLIST"
+        return None
+    # A name no pattern matches may still resolve into a network entry: checked at send time.
+    if not allowlist.name_allowed(host) and not allowlist.networks:
         return f"host {host!r} is not in DESTINATION_ALLOWLIST"
     return None
 
 
-def _is_internal(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-            or ip.is_multicast or ip.is_unspecified)
+def url_problem(url: str, allowlist: Allowlist) -> str | None:
+    """Why a URL's literal host is not allowed, or None; a templated host is checked at send."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError as e:
+        return f"malformed URL: {e}"
+    if host is None or "{" in host:
+        return None
+    return host_problem(host, allowlist)
 
 
 class DestinationGuard:
-    """Checks each request's host at send time (the URL may be templated)."""
+    """Resolves a request's host once, checks every address, and names the one to connect to.
 
-    def __init__(self, patterns: tuple[str, ...]) -> None:
-        self.patterns = patterns
-        self._resolved: dict[str, tuple[float, list[str]]] = {}
+    The connection goes to the address that was checked, so a name cannot resolve to a
+    public address for the check and to an internal one for the connection (DNS rebinding).
+    """
 
-    def check(self, url: str) -> None:
-        """Raise PermanentDeliveryError when the request may not go to this URL's host."""
-        if not self.patterns:
-            return
-        host = urlsplit(url).hostname or ""
-        if not host_allowed(host, self.patterns):
+    def __init__(self, allowlist: Allowlist) -> None:
+        self.allowlist = allowlist
+        self._resolved: dict[tuple[str, int], tuple[float, str]] = {}
+
+    def address_for(self, host: str, port: int) -> str:
+        """The checked address to connect to; PermanentDeliveryError when refused,
+        RetryableDeliveryError when the name does not resolve now."""
+        literal = ip_literal(host)
+        if literal is not None:
+            if (problem := host_problem(host, self.allowlist)) is not None:
+                raise PermanentDeliveryError(problem)
+            return str(literal)
+        named = self.allowlist.name_allowed(host)
+        if not named and not self.allowlist.networks:
             raise PermanentDeliveryError(f"host {host!r} is not in DESTINATION_ALLOWLIST")
-        for address in self._addresses(host):
-            # An allowed name that resolves inside the network is refused unless that
-            # address is allowed itself (SSRF through DNS).
-            if _is_internal(address) and not host_allowed(address, self.patterns):
-                raise PermanentDeliveryError(
-                    f"host {host!r} resolves to internal address {address}, which "
-                    "DESTINATION_ALLOWLIST does not name")
-
-    def _addresses(self, host: str) -> list[str]:
-        cached = self._resolved.get(host)
+        cached = self._resolved.get((host, port))
         if cached and cached[0] > time.monotonic():
             return cached[1]
+        addresses = self._resolve(host, port)
+        if not named and not all(self.allowlist.in_networks(a) for a in addresses):
+            raise PermanentDeliveryError(f"host {host!r} is not in DESTINATION_ALLOWLIST, "
+                                         "nor does it resolve into one of its networks")
+        address = self._check_all(host, addresses)
+        self._resolved[(host, port)] = (time.monotonic() + RESOLVE_CACHE_SECONDS, address)
+        return address
+
+    @staticmethod
+    def _resolve(host: str, port: int) -> list[IPAddress]:
         try:
-            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        except OSError:
-            return []  # the request itself will fail, and be retried, as a connection error
-        addresses = sorted({str(info[4][0]) for info in infos})
-        self._resolved[host] = (time.monotonic() + RESOLVE_CACHE_SECONDS, addresses)
-        return addresses
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as e:
+            raise RetryableDeliveryError(f"cannot resolve {host!r}: {e}") from e
+        addresses = [ip_literal(str(info[4][0])) for info in infos]
+        found = [a for a in addresses if a is not None]
+        if not found:
+            raise RetryableDeliveryError(f"{host!r} resolved to no address")
+        return found
+
+    def _check_all(self, host: str, addresses: list[IPAddress]) -> str:
+        for address in addresses:
+            if not self.allowlist.address_allowed(address):
+                raise PermanentDeliveryError(
+                    f"host {host!r} resolves to internal address {address}, which no network "
+                    "of DESTINATION_ALLOWLIST names")
+        # Prefer IPv4 when both are offered: loopback test servers and most endpoints bind it.
+        addresses.sort(key=lambda a: a.version)
+        return str(addresses[0])
+
+    def check_url(self, url: str) -> str:
+        """The address for a URL's host (for requests off the hot path, e.g. OAuth2)."""
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        return self.address_for(parts.hostname or "", port)

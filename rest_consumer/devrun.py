@@ -104,6 +104,8 @@ class DevPipeline:
             click.echo("starting local Redis and Kafka (first run: Maven fetches the jars)…")
             self.services = LocalServices().start()
             env.update(self.services.env())
+        # The demo endpoint is on loopback, which is refused unless a network entry names it.
+        env.setdefault("DESTINATION_ALLOWLIST", "127.0.0.0/8")
         env.setdefault("API_USER", "admin")
         if not env.get("API_PASSWORD"):
             env["API_PASSWORD"] = secrets.token_urlsafe(12)

@@ -17,7 +17,10 @@ from jsonpath_ng.ext import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 
 from rest_consumer import destinations
+from rest_consumer.destinations import Allowlist
 from rest_consumer.errors import JobValidationError
+from rest_consumer.redaction import REDACTED, redact_url, restore_url, secret_query_values
+from rest_consumer.urltemplate import TemplateError, UrlTemplate
 
 Job = dict[str, Any]
 Problem = dict[str, str]
@@ -31,7 +34,6 @@ SCHEMA: dict[str, Any] = json.loads(
 )
 _VALIDATOR = Draft202012Validator(SCHEMA)
 
-REDACTED = "***"
 SECRET_FIELDS: tuple[tuple[str, ...], ...] = (
     ("basic_auth", "password"), ("basic_auth", "pw"), ("token",), ("oauth2", "client_secret"),
 )
@@ -39,10 +41,12 @@ GENERATED_FIELDS = ("modified", "hash")
 # What the API adds when it shows a job; ignored on input so a GET can be POSTed back as is.
 VIEW_FIELDS = ("state", "reason")
 _PLACEHOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Headers that always carry credentials: they belong in secret_headers, never shown.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 def prepare(doc: Any, job_id: str, stored: Job | None,
-            secret_digest: Callable[[str], str], allowlist: tuple[str, ...] = ()) -> Job:
+            secret_digest: Callable[[str], str], allowlist: Allowlist | None = None) -> Job:
     """Validate an incoming document and return the job to store, with ``modified`` and ``hash``.
 
     ``"***"`` in a secret field keeps the secret of ``stored``. Raises
@@ -58,13 +62,19 @@ def prepare(doc: Any, job_id: str, stored: Job | None,
     problems += validate(job, allowlist)
     if problems:
         raise JobValidationError(problems)
+    return stamp(job, secret_digest)
+
+
+def stamp(job: Job, secret_digest: Callable[[str], str]) -> Job:
+    """Set the generated fields, ``hash`` and ``modified``, of a job already validated."""
     job["hash"] = job_hash(job, secret_digest)
     job["modified"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return job
 
 
-def validate(job: Job, allowlist: tuple[str, ...] = ()) -> list[Problem]:
+def validate(job: Job, allowlist: Allowlist | None = None) -> list[Problem]:
     """Every problem of a job: the schema's, and what a schema cannot check."""
+    allowlist = allowlist or Allowlist()
     problems = [_schema_problem(e) for e in _VALIDATOR.iter_errors(job)]
     seen = {(p["field"], p["message"]) for p in problems}
     problems += [p for p in _semantic_problems(job) if (p["field"], p["message"]) not in seen]
@@ -72,9 +82,30 @@ def validate(job: Job, allowlist: tuple[str, ...] = ()) -> list[Problem]:
     return sorted(problems, key=lambda p: (p["field"], p["message"]))
 
 
+_SCHEMA_MESSAGES: dict[str, Callable[[Any], str]] = {
+    "type": lambda v: f"must be of type {' or '.join(v) if isinstance(v, list) else v}",
+    "enum": lambda v: "must be one of " + ", ".join(json.dumps(x) for x in v),
+    "pattern": lambda v: f"must match {v}",
+    "minLength": lambda v: f"must be at least {v} characters long",
+    "maxLength": lambda v: f"must be at most {v} characters long",
+    "minimum": lambda v: f"must be at least {v}",
+    "maximum": lambda v: f"must be at most {v}",
+    "exclusiveMinimum": lambda v: f"must be greater than {v}",
+    "minItems": lambda v: f"must have at least {v} item(s)",
+    "maxItems": lambda v: f"must have at most {v} items",
+    "uniqueItems": lambda v: "must not repeat an item",
+    "maxProperties": lambda v: f"must have at most {v} entries",
+}
+
+
 def _schema_problem(error: Any) -> Problem:
+    """A schema error as field and message; the message never quotes the value, which may be
+    a secret (jsonschema's own messages do)."""
     path = [str(p) for p in error.absolute_path]
-    message = error.message
+    describe = _SCHEMA_MESSAGES.get(error.validator)
+    message = describe(error.validator_value) if describe else f"is invalid ({error.validator})"
+    if error.validator == "propertyNames":
+        message = "has an entry whose name is not allowed"
     if error.validator == "required":
         missing = re.search(r"'([^']+)' is a required property", error.message)
         path.append(missing.group(1) if missing else "")
@@ -95,9 +126,8 @@ def _semantic_problems(job: Job) -> Iterator[Problem]:
             yield {"field": f"datamap.{key}", "message": message}
     if isinstance(job.get("url"), str):
         yield from _url_problems(job["url"], keys)
-    for name, template in _typed(job, "headers", dict).items():
-        if isinstance(template, str):
-            yield from _template_problems(f"headers.{name}", template, keys)
+    yield from _header_problems(job, keys)
+    yield from _topic_problems(_typed(job, "topic", list))
     for field in ("query_params", "json_body"):
         for i, key in enumerate(_typed(job, field, list)):
             if isinstance(key, str) and key not in datamap:
@@ -107,7 +137,29 @@ def _semantic_problems(job: Job) -> Iterator[Problem]:
     yield from _governance_problems(job)
 
 
-def _destination_problems(job: Job, allowlist: tuple[str, ...]) -> Iterator[Problem]:
+def _header_problems(job: Job, keys: set[str]) -> Iterator[Problem]:
+    for field in ("headers", "secret_headers"):
+        for name, template in _typed(job, field, dict).items():
+            if isinstance(template, str):
+                yield from _template_problems(f"{field}.{name}", template, keys)
+            if isinstance(template, str) and ("\r" in template or "\n" in template):
+                yield {"field": f"{field}.{name}", "message": "may not contain a line break"}
+    for name in _typed(job, "headers", dict):
+        if name.lower() in CREDENTIAL_HEADERS:
+            yield {"field": f"headers.{name}", "message": "carries credentials: put it in "
+                                                          "secret_headers, which are never shown"}
+
+
+def _topic_problems(topics: list[Any]) -> Iterator[Problem]:
+    for i, topic in enumerate(topics):
+        if isinstance(topic, str) and topic.startswith("^"):
+            try:
+                re.compile(topic)
+            except (re.error, RecursionError, OverflowError) as e:
+                yield {"field": f"topic.{i}", "message": f"invalid regular expression: {e}"}
+
+
+def _destination_problems(job: Job, allowlist: Allowlist) -> Iterator[Problem]:
     for field, url in (("url", job.get("url")),
                        ("oauth2.token_url", _typed(job, "oauth2", dict).get("token_url"))):
         if isinstance(url, str) and _is_http_url(url):
@@ -151,8 +203,10 @@ def _template_problems(field: str, template: str, keys: set[str]) -> Iterator[Pr
 
 def _url_problems(url: str, keys: set[str]) -> Iterator[Problem]:
     yield from _template_problems("url", url, keys)
-    if not _is_http_url(url):
-        yield {"field": "url", "message": "must be an absolute http:// or https:// URL"}
+    try:
+        UrlTemplate.compile(url)
+    except TemplateError as e:
+        yield {"field": "url", "message": str(e)}
 
 
 def _auth_problems(job: Job) -> Iterator[Problem]:
@@ -165,6 +219,8 @@ def _auth_problems(job: Job) -> Iterator[Problem]:
     token_url = _typed(job, "oauth2", dict).get("token_url")
     if isinstance(token_url, str) and not _is_http_url(token_url):
         yield {"field": "oauth2.token_url", "message": "must be an http(s) URL"}
+    elif isinstance(token_url, str) and "@" in urlsplit(token_url).netloc:
+        yield {"field": "oauth2.token_url", "message": "credentials in the URL are refused"}
 
 
 def _is_http_url(url: str) -> bool:
@@ -185,7 +241,10 @@ def _retry_on_problems(codes: list[Any]) -> Iterator[Problem]:
 
 
 def _governance_problems(job: Job) -> Iterator[Problem]:
-    if "emit_level" in job and job["emit_level"] not in _typed(job, "mask_levels", list):
+    if "mask_levels" in job and "emit_level" not in job:
+        yield {"field": "emit_level", "message": "is required with mask_levels (which level "
+                                                 "may be emitted?)"}
+    elif "emit_level" in job and job["emit_level"] not in _typed(job, "mask_levels", list):
         yield {"field": "emit_level", "message": "must be one of mask_levels"}
     flag_path = _typed(job, "emit_flag", dict).get("path")
     if isinstance(flag_path, str) and (message := jsonpath_problem(flag_path)):
@@ -209,13 +268,47 @@ def _secret_slots(job: Job) -> Iterator[tuple[dict[str, Any], str, tuple[str, ..
             container = container.get(part) if isinstance(container, dict) else None
         if isinstance(container, dict) and path[-1] in container:
             yield container, path[-1], path
+    secret_headers = job.get("secret_headers")
+    if isinstance(secret_headers, dict):
+        for name in secret_headers:
+            yield secret_headers, name, ("secret_headers", name)
+
+
+def _destination(job: Job) -> tuple[Any, Any, Any]:
+    """Where a job's secrets go: the URL's scheme and authority, the token URL, the user."""
+    url = job.get("url")
+    authority: Any = None
+    if isinstance(url, str):
+        try:
+            parts = urlsplit(url)
+            authority = (parts.scheme.lower(), parts.netloc.lower())
+        except ValueError:
+            authority = url
+    return (authority, _typed(job, "oauth2", dict).get("token_url"),
+            _typed(job, "basic_auth", dict).get("user"))
+
+
+def _moved(job: Job, stored: Job) -> str | None:
+    """What changed about where the secrets go, or None."""
+    new, old = _destination(job), _destination(stored)
+    for what, a, b in zip(("the url host", "oauth2.token_url", "basic_auth.user"), new, old,
+                          strict=True):
+        if a != b:
+            return what
+    return None
 
 
 def _keep_stored_secrets(job: Job, stored: Job | None) -> list[Problem]:
+    """Replace each ``***`` by the stored secret, unless the secret would go somewhere new."""
+    moved = _moved(job, stored) if stored is not None else None
+    problems = _keep_query_secrets(job, stored, moved)
     stored_values = {path: c[k] for c, k, path in _secret_slots(stored or {})}
-    problems = []
     for container, key, path in _secret_slots(job):
         if container[key] != REDACTED:
+            continue
+        if moved is not None:
+            problems.append({"field": ".".join(path),
+                             "message": f"must be sent again: {moved} changed"})
             continue
         kept = stored_values.get(path)
         if kept is None and path[0] == "basic_auth":  # `pw` and `password` are one secret
@@ -228,11 +321,27 @@ def _keep_stored_secrets(job: Job, stored: Job | None) -> list[Problem]:
     return problems
 
 
+def _keep_query_secrets(job: Job, stored: Job | None, moved: str | None) -> list[Problem]:
+    url = job.get("url")
+    if not isinstance(url, str) or REDACTED not in secret_query_values(url).values():
+        return []
+    if stored is None or moved is not None:
+        why = f"{moved} changed" if moved else "no job is stored"
+        return [{"field": "url", "message": f"a secret query value must be sent again: {why}"}]
+    job["url"] = restore_url(url, stored["url"])
+    if REDACTED in secret_query_values(job["url"]).values():
+        return [{"field": "url", "message": f"{REDACTED!r} keeps a stored query secret, but "
+                                            "none is stored"}]
+    return []
+
+
 def redact(job: Job) -> Job:
     """A copy of a job with every secret shown as ``"***"``."""
     shown = copy.deepcopy(job)
     for container, key, _ in _secret_slots(shown):
         container[key] = REDACTED
+    if isinstance(shown.get("url"), str):
+        shown["url"] = redact_url(shown["url"])
     return shown
 
 

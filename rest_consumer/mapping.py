@@ -9,14 +9,17 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from jsonpath_ng.ext import parse as parse_jsonpath
 
-from rest_consumer import governance, jobs
+from rest_consumer import jobs
 from rest_consumer.config import Settings
 from rest_consumer.errors import MappingError
+from rest_consumer.governance import Masker
 from rest_consumer.jobs import Job
+from rest_consumer.redaction import REDACTED, redact_url
+from rest_consumer.urltemplate import UrlTemplate, as_text
 
 SKIP = object()
 """Returned by :meth:`CompiledJob.governed` for a record the emit flag filters out."""
@@ -37,72 +40,45 @@ class RequestSpec:
 
     def public(self) -> dict[str, Any]:
         """The request without its secrets, for dead letters, logs and previews."""
-        shown = {"method": self.method, "url": self.url,
-                 "headers": {**self.headers, **{k: jobs.REDACTED for k in self.secret_headers}}}
+        shown = {"method": self.method, "url": redact_url(self.url),
+                 "headers": {**self.headers, **{k: REDACTED for k in self.secret_headers}}}
         if self.body is not None:
             shown["body"] = self.body.decode("utf-8", errors="replace")
         return shown
 
 
 @dataclass(frozen=True)
-class _Template:
-    """A ``str.format`` template split into literals and placeholders with their URL part."""
+class _HeaderTemplate:
+    """A header value template: literals and placeholders, filled as Latin-1 text."""
 
-    pieces: tuple[tuple[str, str | None, str], ...]  # (literal, key, url part)
+    pieces: tuple[tuple[str, str | None], ...]
 
     @classmethod
-    def compile(cls, template: str, is_url: bool) -> _Template:
-        pieces, seen = [], ""
-        for literal, name, _, _ in string.Formatter().parse(template):
-            seen += literal
-            pieces.append((literal, name, _url_part(seen) if is_url else "header"))
-        return cls(tuple(pieces))
+    def compile(cls, template: str) -> _HeaderTemplate:
+        return cls(tuple((literal, name) for literal, name, _, _
+                         in string.Formatter().parse(template)))
 
-    def fill(self, values: dict[str, Any], what: str) -> str:
+    def fill(self, values: dict[str, Any], name: str) -> str:
         out = []
-        for literal, key, part in self.pieces:
+        for literal, key in self.pieces:
             out.append(literal)
             if key is None:
                 continue
             value = values.get(key, _ABSENT)
             if value is _ABSENT:
-                raise MappingError(f"{what} placeholder {{{key}}} has no value in this record")
-            out.append(_encode(_as_text(value), part))
-        return "".join(out)
-
-
-def _url_part(before: str) -> str:
-    """Which part of a URL a placeholder preceded by ``before`` falls in."""
-    if "#" in before:
-        return "fragment"
-    if "?" in before:
-        return "query"
-    scheme_end = before.find("://")
-    if scheme_end == -1 or "/" not in before[scheme_end + 3:]:
-        return "netloc"
-    return "path"
-
-
-def _encode(text: str, part: str) -> str:
-    if part == "header":
+                raise MappingError(f"header {name} placeholder {{{key}}} has no value in this "
+                                   "record")
+            out.append(as_text(value))
+        text = "".join(out)
         if "\r" in text or "\n" in text:
-            raise MappingError("a header value may not contain a line break")
+            raise MappingError(f"header {name} value may not contain a line break")
+        if not text.isascii():
+            try:
+                text.encode("latin-1")
+            except UnicodeEncodeError:
+                raise MappingError(f"header {name} value is not Latin-1 text (HTTP headers "
+                                   "cannot carry it)") from None
         return text
-    if part == "netloc":
-        return quote(text, safe=":[]")
-    return quote(text, safe="")
-
-
-def _as_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(_as_text(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return str(value)
 
 
 class CompiledJob:
@@ -116,9 +92,11 @@ class CompiledJob:
         self.method: str = job["type"]
         self.datamap = [(key, compile_path(path)) for key, path in job["datamap"].items()]
         self.constant: dict[str, Any] = job.get("constant", {})
-        self.url = _Template.compile(job["url"], is_url=True)
-        self.headers = {name: _Template.compile(t, is_url=False)
+        self.url = UrlTemplate.compile(job["url"])
+        self.headers = {name: _HeaderTemplate.compile(t)
                         for name, t in job.get("headers", {}).items()}
+        self.secret_headers = {name: _HeaderTemplate.compile(t)
+                               for name, t in job.get("secret_headers", {}).items()}
         self.query_params: list[str] = job.get("query_params", [])
         self.json_body: list[str] | None = job.get("json_body")
         self.timeout = float(job.get("timeout", DEFAULT_TIMEOUT))
@@ -134,28 +112,33 @@ class CompiledJob:
         self.emit_level = job.get("emit_level", defaults.emit_level)
         flag = job.get("emit_flag") or defaults.emit_flag
         self.emit_flag = (compile_path(flag["path"]), list(flag["values"])) if flag else None
-        self._mask_trees: dict[str, dict[str, Any]] = {}
+        self._maskers: dict[str, Masker] = {}
 
     def governed(self, schema: Any, record: Any, meta: dict[str, Any]) -> Any:
         """The record as this job may see it: masked; ``_SKIP`` when its emit flag says no."""
         if self.emit_flag is not None:
             path, allowed = self.emit_flag
-            document = self._document(schema, record, meta)
-            flags = path(document)
+            try:
+                flags = path(self._document(schema, record, meta))
+            except Exception as e:  # a JSONPath filter can fail on odd data
+                raise MappingError(f"emit_flag path failed: {type(e).__name__}: {e}") from e
             if not any(_same(flag, value) for flag in flags for value in allowed):
                 return SKIP
         if self.mask_levels and schema is not None:
-            record = governance.apply_mask(record, self._mask_tree(schema))
+            try:
+                record = self._masker(schema).apply(record)
+            except RecursionError:
+                raise MappingError("masking failed: the record nests too deeply") from None
         return record
 
-    def _mask_tree(self, schema: Any) -> dict[str, Any]:
+    def _masker(self, schema: Any) -> Masker:
         key = json.dumps(schema, sort_keys=True)
-        tree = self._mask_trees.get(key)
-        if tree is None:
-            tree = governance.masked_fields(schema, self.mask_levels, self.emit_level)
-            if len(self._mask_trees) < 1000:
-                self._mask_trees[key] = tree
-        return tree
+        masker = self._maskers.get(key)
+        if masker is None:
+            masker = Masker(schema, self.mask_levels, self.emit_level)
+            if len(self._maskers) < 1000:
+                self._maskers[key] = masker
+        return masker
 
     def _document(self, schema: Any, record: Any, meta: dict[str, Any]) -> dict[str, Any]:
         return {"schema": schema, "msg": record, "constant": self.constant, "meta": meta}
@@ -178,19 +161,20 @@ class CompiledJob:
     def build(self, values: dict[str, Any], idempotency_key: str) -> RequestSpec:
         """The request for one record's datamap values."""
         template_values = {**self.constant, **values}
-        url = self.url.fill(template_values, "url")
-        query = [(k, _as_text(values[k])) for k in self.query_params if k in values]
+        url = self.url.fill(template_values)
+        query = [(k, as_text(values[k])) for k in self.query_params if k in values]
         if query:
             url += ("&" if "?" in url else "?") + urlencode(query)
-        headers = {name: t.fill(template_values, f"header {name}")
-                   for name, t in self.headers.items()}
+        headers = {name: t.fill(template_values, name) for name, t in self.headers.items()}
         headers["Idempotency-Key"] = idempotency_key
         body = None
         if self.json_body is not None:
             payload = {k: values[k] for k in self.json_body if k in values}
             body = json.dumps(payload, ensure_ascii=False, default=str).encode()
             headers["Content-Type"] = "application/json"
-        secret = {"Authorization": self.auth_header} if self.auth_header else {}
+        secret = {name: t.fill(template_values, name) for name, t in self.secret_headers.items()}
+        if self.auth_header:
+            secret["Authorization"] = self.auth_header
         return RequestSpec(self.method, url, headers, body, secret)
 
     def request_for(self, schema: Any, record: Any, meta: dict[str, Any]) -> RequestSpec:

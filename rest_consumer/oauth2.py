@@ -8,9 +8,8 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-import urllib3
-
 from rest_consumer import keys
+from rest_consumer.delivery import Sender
 from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
 
 EXPIRY_MARGIN_SECONDS = 30
@@ -21,9 +20,9 @@ FETCH_TIMEOUT = 30.0
 class TokenSource:
     """Fetches a job's token once, caches it in Redis until it expires, renews on demand."""
 
-    def __init__(self, client: Any, pool: urllib3.PoolManager) -> None:
+    def __init__(self, client: Any, sender: Sender) -> None:
         self.redis = client
-        self.pool = pool
+        self.sender = sender
 
     def authorization(self, job_id: str, job_hash: str, oauth2: dict[str, Any],
                       refused: str | None = None) -> str:
@@ -63,19 +62,18 @@ class TokenSource:
         if oauth2.get("scope"):
             form["scope"] = oauth2["scope"]
         basic = base64.b64encode(f"{oauth2['client_id']}:{oauth2['client_secret']}".encode())
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "Authorization": "Basic " + basic.decode(), "Accept": "application/json"}
         try:
-            response = self.pool.request(
-                "POST", oauth2["token_url"], body=urlencode(form),
-                headers={"Content-Type": "application/x-www-form-urlencoded",
-                         "Authorization": "Basic " + basic.decode(), "Accept": "application/json"},
-                timeout=urllib3.Timeout(total=FETCH_TIMEOUT), redirect=False, retries=False)
-        except urllib3.exceptions.HTTPError as e:
+            response = self.sender.exchange("POST", oauth2["token_url"],
+                                            urlencode(form).encode(), headers, FETCH_TIMEOUT)
+        except RetryableDeliveryError as e:
             raise RetryableDeliveryError(f"OAuth2 token endpoint unreachable: {e}") from e
         if response.status >= 500 or response.status == 429:
             raise RetryableDeliveryError(f"OAuth2 token endpoint answered {response.status}",
                                          response.status)
         try:
-            body = json.loads(response.data)
+            body = json.loads(response.body)
             token = body["access_token"]
         except (ValueError, KeyError, TypeError):
             raise PermanentDeliveryError(

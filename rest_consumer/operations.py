@@ -13,7 +13,7 @@ from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
 from rest_consumer import deadletters, keys, offsets
 from rest_consumer.control import Command, publish
-from rest_consumer.decoding import Decoded, decode
+from rest_consumer.decoding import MAX_JSON_DEPTH, Decoded, decode, nesting_depth
 from rest_consumer.errors import DecodeError, MappingError
 from rest_consumer.mapping import SKIP, CompiledJob
 from rest_consumer.status import job_state, reader_reports
@@ -34,11 +34,25 @@ def _store() -> JobStore:
 
 
 def _json_object() -> dict[str, Any]:
-    if not request.is_json:
-        raise UnsupportedMediaType("send a JSON body (Content-Type: application/json)")
-    body = request.get_json()
+    body = json_body()
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def json_body() -> Any:
+    """The request's JSON; 415 when it is not JSON, 400 when malformed or nested too deeply."""
+    if not request.is_json:
+        raise UnsupportedMediaType("send a JSON body (Content-Type: application/json)")
+    try:
+        body = request.get_json()
+    except RecursionError:
+        body = None
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = nesting_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
 
 
@@ -119,6 +133,8 @@ def preview(job_id: str) -> Response:
             results.append({"index": index, "request": spec.public()})
         except MappingError as e:
             results.append({"index": index, "error": str(e)})
+        except Exception as e:  # noqa: BLE001 - as in the worker: the record's own fault
+            results.append({"index": index, "error": f"{type(e).__name__}: {e}"})
     return jsonify(requests=results)
 
 
@@ -126,7 +142,8 @@ def _sample(body: dict[str, Any]) -> Decoded:
     if "avro_base64" not in body:
         return Decoded(None, [body])
     try:
-        return decode(base64.b64decode(body["avro_base64"], validate=True))
+        raw = base64.b64decode(body["avro_base64"], validate=True)
+        return decode(raw, _ext("settings").decode_limits)
     except (binascii.Error, TypeError, ValueError) as e:
         raise BadRequest(f"avro_base64 is not base64: {e}") from e
     except DecodeError as e:

@@ -35,6 +35,8 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=settings.worker_send_events,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
+        task_soft_time_limit=settings.task_time_limits()[0],
+        task_time_limit=settings.task_time_limits()[1],
         redis_max_connections=64,
     )
     app.rest_consumer_settings = settings

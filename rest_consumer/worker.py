@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from rest_consumer.config import Settings
 from rest_consumer.decoding import decode
@@ -44,10 +45,9 @@ class WorkerContext:
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
                                           health_check_interval=30)
         self.store = JobStore(self.redis)
-        self.sender = Sender()
-        self.guard = DestinationGuard(settings.destination_allowlist)
+        self.sender = Sender(DestinationGuard(settings.destination_allowlist))
         self.limiter = RateLimiter(self.redis)
-        self.tokens = TokenSource(self.redis, self.sender.pool)
+        self.tokens = TokenSource(self.redis, self.sender)
         self._jobs: dict[str, CompiledJob] = {}
         self._lock = threading.Lock()
 
@@ -75,6 +75,7 @@ class _Result:
     delivered: int = 0
     skipped: int = 0
     failed_attempt: bool = False  # False when every retry is only a rate-limit wait
+    timed_out: bool = False  # the task's soft time limit struck during this message
 
 
 def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
@@ -88,8 +89,26 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
         log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
         return
     out = TaskOutcomes(job.id)
-    retries = [retry for message in messages
-               if (retry := _deliver_one(ctx, job, message, out)) is not None]
+    retries: list[tuple[dict[str, Any], float]] = []
+    soft_limit = ctx.settings.task_time_limits()[0]
+    deadline = time.monotonic() + soft_limit
+    for position, message in enumerate(messages):
+        if position and deadline - time.monotonic() < min(job.timeout + 1, soft_limit / 2):
+            # Not enough time left for another request within the soft limit: the rest of
+            # the task goes back to the queue instead of being cut off mid-request.
+            retries += [(later, 0.0) for later in messages[position:]]
+            break
+        try:
+            retry, timed_out = _deliver_one(ctx, job, message, out)
+        except SoftTimeLimitExceeded:
+            _dead_letter_message(job, message, out, "exceeded the task time limit while "
+                                                    "decoding")
+            retry, timed_out = None, True
+        if retry is not None:
+            retries.append(retry)
+        if timed_out:  # what this task has not started goes back to the queue, unharmed
+            retries += [(later, 0.0) for later in messages[position + 1:]]
+            break
     pipe = ctx.redis.pipeline(transaction=False)
     out.write(pipe)
     pipe.execute()
@@ -97,31 +116,46 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
         publish_retry(job.id, job.hash, message, delay, job.queue)
 
 
+def _dead_letter_message(job: CompiledJob, message: dict[str, Any], out: TaskOutcomes,
+                         reason: str) -> None:
+    _log_failure(job.id, message, None, None, reason)
+    out.dead_letter(message, None, reason)
+    out.record_final(message)
+
+
 def _deliver_one(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any],
-                 out: TaskOutcomes) -> tuple[dict[str, Any], float] | None:
-    """Deliver one message's records; returns the retry to schedule, if any."""
+                 out: TaskOutcomes) -> tuple[tuple[dict[str, Any], float] | None, bool]:
+    """Deliver one message's records; returns the retry to schedule, if any, and whether
+    the task's time limit struck."""
     try:
-        decoded = decode(_b64(message.get("v")))
+        decoded = decode(_b64(message.get("v")), ctx.settings.decode_limits)
     except DecodeError as e:
-        _log_failure(job.id, message, None, None, str(e))
-        out.dead_letter(message, None, f"decode: {e}")
-        out.record_final(message)
-        return None
+        _dead_letter_message(job, message, out, f"decode: {e}")
+        return None, False
     result = _Result()
-    for index in message.get("i") or range(len(decoded.records)):
-        _deliver_record(ctx, job, message, decoded.schema, decoded.records[index], index,
-                        result, out)
+    indexes = [i for i in message.get("i") or range(len(decoded.records))
+               if i < len(decoded.records)]
+    for position, index in enumerate(indexes):
+        try:
+            _deliver_record(ctx, job, message, decoded.schema, decoded.records[index], index,
+                            result, out)
+        except SoftTimeLimitExceeded:
+            result.retry.extend(indexes[position + 1:])  # not started: retried, unharmed
+            result.timed_out = True
+            break
     out.count("delivered", result.delivered)
     out.count("skipped", result.skipped)
     if not result.retry:
         out.record_final(message)
-        return None
+        return None, result.timed_out
     attempt = int(message.get("a", 0))
     delay = backoff(attempt, job.retry_backoff, job.retry_backoff_max, result.retry_after)
     if result.failed_attempt:
         out.count("retried", len(result.retry))
         attempt += 1
-    return {**message, "a": attempt, "i": result.retry}, delay
+    if result.timed_out and not result.failed_attempt:
+        delay = 0.0
+    return ({**message, "a": attempt, "i": result.retry}, delay), result.timed_out
 
 
 def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any], schema: Any,
@@ -145,26 +179,47 @@ def _deliver_record(ctx: WorkerContext, job: CompiledJob, message: dict[str, Any
     except MappingError as e:
         _fail(out, job, message, index, values, f"mapping: {e}")
     except RetryableDeliveryError as e:
-        if int(message.get("a", 0)) >= job.max_retries:
-            _fail(out, job, message, index, values, f"gave up after {job.max_retries} "
-                  f"retries: {e.reason}", e, request)
-            return
-        _log_failure(job.id, message, index, values.get("id"), f"{e.reason}; will retry",
-                     level=logging.INFO)
-        result.retry.append(index)
-        result.failed_attempt = True
-        if e.retry_after is not None:
-            result.retry_after = max(result.retry_after or 0.0, e.retry_after)
+        _retry_or_give_up(job, message, index, values, e, request, result, out)
     except PermanentDeliveryError as e:
         _fail(out, job, message, index, values, e.reason, e, request)
+    except SoftTimeLimitExceeded:
+        if request is None:
+            # Stuck before a request existed: the record itself is the culprit (e.g. a
+            # JSONPath regex that backtracks for ever).
+            _fail(out, job, message, index, values, "exceeded the task time limit while "
+                                                    "mapping")
+        else:  # stuck sending: the endpoint was slow, which a retry may cure
+            result.retry.append(index)
+        raise
+    except Exception as e:  # one record's fault never sinks the others
+        log.warning("job %s: unexpected %s on %s[%s]@%s index %s", job.id, type(e).__name__,
+                    message["t"], message["p"], message["o"], index, exc_info=True)
+        _fail(out, job, message, index, values, f"{type(e).__name__}: {_short(str(e))}",
+              request=request)
+
+
+def _retry_or_give_up(job: CompiledJob, message: dict[str, Any], index: int,
+                      values: dict[str, Any], error: RetryableDeliveryError,
+                      request: RequestSpec | None, result: _Result, out: TaskOutcomes) -> None:
+    if int(message.get("a", 0)) >= job.max_retries:
+        _fail(out, job, message, index, values, f"gave up after {job.max_retries} "
+              f"retries: {error.reason}", error, request)
+        return
+    _log_failure(job.id, message, index, values.get("id"), f"{error.reason}; will retry",
+                 level=logging.INFO)
+    result.retry.append(index)
+    result.failed_attempt = True
+    if error.retry_after is not None:
+        result.retry_after = max(result.retry_after or 0.0, error.retry_after)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _send(ctx: WorkerContext, job: CompiledJob, request: RequestSpec,
           out: TaskOutcomes) -> None:
     """Send within the job's rate limit, with its OAuth2 token (renewed once on a 401)."""
-    ctx.guard.check(request.url)
-    if job.oauth2 is not None:
-        ctx.guard.check(job.oauth2["token_url"])
     if job.ratelimit:
         wait, reserved = ctx.limiter.reserve(job.id, job.ratelimit)
         if not reserved:

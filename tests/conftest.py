@@ -13,9 +13,12 @@ import pytest
 import redis
 
 from rest_consumer.config import Settings
+from rest_consumer.destinations import Allowlist
 from rest_consumer.services import KafkaBroker, RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
+LOOPBACK = Allowlist.parse(("127.0.0.0/8",))
+"""Test endpoints listen on loopback, which only a network entry allows."""
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +66,8 @@ def fake_redis() -> fakeredis.FakeRedis:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for an API with both kinds of credentials and an empty jobs directory."""
-    return Settings(api_user="admin", api_password="s3cret-admin", api_token="tok-123",
-                    jobs_dir=tmp_path / "jobs")
+    return Settings(api_user="admin", api_password="s3cret-admin",
+                    api_token="tok-0123456789abcdef", jobs_dir=tmp_path / "jobs")
 
 
 def valid_job(**overrides: Any) -> dict[str, Any]:
@@ -75,7 +78,7 @@ def valid_job(**overrides: Any) -> dict[str, Any]:
         "type": "POST",
         "topic": ["aether.Person"],
         "datamap": {"id": "$.msg.id", "name": "$.msg.name", "schema_name": "$.schema.name"},
-        "url": "http://127.0.0.1:8000/people/{id}",
+        "url": "http://api.example.org/people/{id}",
         "json_body": ["id", "name"],
         "query_params": ["schema_name"],
     }

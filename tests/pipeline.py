@@ -25,6 +25,7 @@ class Pipeline:
             "JOBS_DIR": str(workdir / "jobs"), "RECONCILE_INTERVAL": "2",
             "VISIBILITY_TIMEOUT": "8", "REDISPATCH_AFTER": "20",
             "CONSUMER_GROUP_PREFIX": f"t{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "INFO",
+            "DESTINATION_ALLOWLIST": "127.0.0.0/8",
         }
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self._producer = Producer({"bootstrap.servers": kafka, "linger.ms": 5})

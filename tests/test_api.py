@@ -17,7 +17,7 @@ from rest_consumer.errors import ConfigError
 from rest_consumer.store import JobStore
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"admin:s3cret-admin").decode()}
-BEARER = {"Authorization": "Bearer tok-123"}
+BEARER = {"Authorization": "Bearer tok-0123456789abcdef"}
 
 
 @pytest.fixture
@@ -62,7 +62,9 @@ def test_every_job_route_refuses_missing_or_wrong_credentials(
 def test_health_routes_need_no_credentials(client: FlaskClient) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json["checks"] == {"redis": "ok", "kafka": "ok"}
+    assert ready.status_code == 200 and ready.json == {"status": "ready"}
+    detailed = client.get("/readyz", headers=BASIC)
+    assert detailed.json["checks"] == {"redis": "ok", "kafka": "ok"}
 
 
 def test_readyz_says_what_is_not_ready(settings: Settings, any_redis: Any) -> None:
@@ -70,7 +72,9 @@ def test_readyz_says_what_is_not_ready(settings: Settings, any_redis: Any) -> No
         raise ConnectionError("broker down")
 
     app = create_app(settings, store=JobStore(any_redis), kafka_ready=down)
-    response = app.test_client().get("/readyz")
+    anonymous = app.test_client().get("/readyz")
+    assert anonymous.status_code == 503 and anonymous.json == {"status": "not ready"}
+    response = app.test_client().get("/readyz", headers=BASIC)
     assert response.status_code == 503
     assert response.json["checks"]["kafka"] == "unavailable: broker down"
 
@@ -82,7 +86,7 @@ def test_a_job_round_trips_with_either_credential(client: FlaskClient) -> None:
     fetched = client.get("/job/people", headers=BEARER)
     assert fetched.status_code == 200 and fetched.json == created.json
     assert fetched.json["state"] == "pending"
-    updated = post_job(client, "people", valid_job(url="http://127.0.0.1:9/{id}"))
+    updated = post_job(client, "people", valid_job(url="http://api.example.net:9/{id}"))
     assert updated.status_code == 200 and updated.json["hash"] != created.json["hash"]
 
 

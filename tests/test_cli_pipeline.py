@@ -15,7 +15,7 @@ import psutil
 import redis
 from test_pipeline import simple_job
 
-from conftest import FIXTURES
+from conftest import FIXTURES, LOOPBACK
 from helpers import descendants, spawn, stop, wait_for
 from rest_consumer.services import free_port
 from rest_consumer.store import JobStore
@@ -25,7 +25,7 @@ def test_produce_sends_files_and_demo_records(pipeline: Any, endpoint: Any,
                                               real_redis: redis.Redis) -> None:
     topic = "cli.produce"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
     proc = spawn("produce", topic, str(FIXTURES / "person-10.avro"),
@@ -47,20 +47,21 @@ def test_flower_shows_readable_tasks_and_no_secret(pipeline: Any, endpoint: Any,
                                                    real_redis: redis.Redis) -> None:
     topic = "cli.flower"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, token="flower-secret-9"))
+    job = simple_job(endpoint, topic, token="flower-secret-9")
+    JobStore(real_redis, LOOPBACK).upsert("people", job)
     port = free_port()
     flower = spawn("flower", "--port", str(port),
-                   env={**pipeline.env, "FLOWER_BASIC_AUTH": "ops:flower-pw"},
+                   env={**pipeline.env, "FLOWER_BASIC_AUTH": "ops:flower-pw-0123"},
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         pipeline.start_worker()
         pipeline.start_reader()
-        wait_for(lambda: flower_get(port, "/api/workers?refresh=1", "ops:flower-pw"), 30,
+        wait_for(lambda: flower_get(port, "/api/workers?refresh=1", "ops:flower-pw-0123"), 30,
                  what="Flower to see the worker")
         pipeline.produce(topic, [json.dumps({"id": f"f{i}", "name": "n"}).encode()
                                  for i in range(3)])
         wait_for(lambda: len(endpoint.keys()) == 3, 30, what="3 deliveries")
-        tasks = wait_for(lambda: (t := flower_get(port, "/api/tasks", "ops:flower-pw"))
+        tasks = wait_for(lambda: (t := flower_get(port, "/api/tasks", "ops:flower-pw-0123"))
                          and len(t) >= 3 and t, 30, what="Flower to list the tasks")
         shown = sorted(task["args"] for task in tasks.values())
         assert shown == [f"job=people {topic}[0]@{i}" for i in range(3)]

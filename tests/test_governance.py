@@ -7,7 +7,7 @@ from typing import Any
 from conftest import FIXTURES, valid_job
 from rest_consumer.config import Settings, from_env
 from rest_consumer.decoding import decode
-from rest_consumer.governance import apply_mask, masked_fields
+from rest_consumer.governance import Masker
 from rest_consumer.mapping import SKIP, CompiledJob
 
 META = {"topic": "t", "partition": 0, "offset": 0, "key": None, "timestamp": 0,
@@ -33,10 +33,42 @@ def test_an_unknown_level_is_removed_whatever_the_emit_level() -> None:
         {"name": "a", "type": "string", "aetherMaskingLevel": "mystery"},
         {"name": "b", "type": ["null", {"type": "record", "name": "In", "fields": [
             {"name": "c", "type": "int", "aetherMaskingLevel": 9}]}]}]}
-    tree = masked_fields(schema, [0, 1], 1)
-    assert tree == {"a": True, "b": {"c": True}}
-    assert apply_mask({"a": "x", "b": {"c": 1, "d": 2}}, tree) == {"b": {"d": 2}}
-    assert apply_mask({"a": "x", "b": None}, tree) == {"b": None}
+    masker = Masker(schema, [0, 1], 1)
+    assert masker.apply({"a": "x", "b": {"c": 1, "d": 2}}) == {"b": {"d": 2}}
+    assert masker.apply({"a": "x", "b": None}) == {"b": None}
+
+
+ADDRESS = {"type": "record", "name": "Address", "namespace": "org.eha", "fields": [
+    {"name": "street", "type": "string", "aetherMaskingLevel": 3},
+    {"name": "city", "type": "string"}]}
+
+
+def test_a_named_type_used_again_by_name_is_masked_there_too() -> None:
+    schema = {"type": "record", "name": "P", "namespace": "org.eha", "fields": [
+        {"name": "home", "type": ["null", ADDRESS]},
+        {"name": "work", "type": ["null", "Address"]},
+        {"name": "past", "type": {"type": "array", "items": "org.eha.Address"}}]}
+    address = {"street": "1 Main St", "city": "Kano"}
+    masked = Masker(schema, [0, 1, 2, 3], 1).apply(
+        {"home": address, "work": address, "past": [address, address]})
+    assert masked == {"home": {"city": "Kano"}, "work": {"city": "Kano"},
+                      "past": [{"city": "Kano"}, {"city": "Kano"}]}
+    assert address == {"street": "1 Main St", "city": "Kano"}  # the input is left alone
+
+
+def test_records_inside_map_values_are_masked_at_any_depth() -> None:
+    schema = {"type": "record", "name": "P", "fields": [
+        {"name": "by_kind", "type": {"type": "map", "values": {
+            "type": "array", "items": ["null", ADDRESS]}}}]}
+    masked = Masker(schema, [0, 1, 2, 3], 2).apply(
+        {"by_kind": {"home": [{"street": "x", "city": "y"}, None]}})
+    assert masked == {"by_kind": {"home": [{"city": "y"}, None]}}
+
+
+def test_a_schema_without_masked_fields_leaves_records_as_they_are() -> None:
+    record = {"a": 1}
+    schema = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
+    assert Masker(schema, [0, 1], 0).apply(record) is record
 
 
 def test_a_record_whose_flag_is_not_allowed_is_skipped() -> None:

@@ -27,7 +27,8 @@ def test_metrics_render_counters_gauges_and_the_latency_histogram(settings: Sett
     any_redis.set(keys.in_flight("people"), 3)
     client = create_app(settings, store=store, kafka_ready=lambda: None).test_client()
     assert client.get("/metrics").status_code == 401
-    text = client.get("/metrics", headers={"Authorization": "Bearer tok-123"}).data.decode()
+    bearer = {"Authorization": "Bearer tok-0123456789abcdef"}
+    text = client.get("/metrics", headers=bearer).data.decode()
     assert 'rest_consumer_messages_total{job="people",outcome="delivered"} 7.0' in text
     assert 'rest_consumer_retries_total{job="people"} 2.0' in text
     assert 'rest_consumer_in_flight{job="people"} 3.0' in text

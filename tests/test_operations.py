@@ -15,7 +15,7 @@ from rest_consumer.config import Settings
 from rest_consumer.outcomes import TaskOutcomes
 from rest_consumer.store import JobStore
 
-AUTH = {"Authorization": "Bearer tok-123"}
+AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_purge(client: FlaskClient, fake_redis: Any) -> None:
 def test_preview_shows_the_request_without_secrets(client: FlaskClient) -> None:
     answer = client.post("/job/people/preview", json={"id": "x 1", "name": "N"}, headers=AUTH)
     request = answer.json["requests"][0]["request"]
-    assert request["url"] == "http://127.0.0.1:8000/people/x%201"
+    assert request["url"] == "http://api.example.org/people/x%201"
     assert request["headers"]["Authorization"] == "***"
     assert json.loads(request["body"]) == {"id": "x 1", "name": "N"}
     assert b"tok-secret" not in answer.data

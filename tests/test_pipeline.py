@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from conftest import FIXTURES
+from conftest import FIXTURES, LOOPBACK
 from helpers import wait_for
 from rest_consumer import keys
 from rest_consumer.store import JobStore
@@ -55,7 +55,7 @@ def test_aether_fixtures_arrive_as_exactly_the_requests_the_job_describes(
     # Given a job reading a topic holding Aether containers (deflate and null codecs) and JSON
     topic = "aether.person.exact"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", person_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", person_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
     # When the fixtures are produced
@@ -127,7 +127,7 @@ def test_503_twice_then_200_delivers_every_record(pipeline: Any, endpoint: Any,
     topic = "retry.503"
     pipeline.create_topic(topic)
     endpoint.respond = lambda request, seen: 503 if seen < 2 else 200
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, [fixture("person-10.avro"), *json_values(5)])
@@ -144,7 +144,8 @@ def test_a_400_is_dead_lettered_without_retrying(pipeline: Any, endpoint: Any,
     topic = "dead.400"
     pipeline.create_topic(topic)
     endpoint.respond = lambda request, seen: 400 if request.path == "/p/p1" else 200
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, token="tok-400-secret"))
+    job = simple_job(endpoint, topic, token="tok-400-secret")
+    JobStore(real_redis, LOOPBACK).upsert("people", job)
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(3))
@@ -164,7 +165,7 @@ def test_poison_messages_are_dead_lettered_while_good_ones_flow(
         pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
     topic = "poison.mixed"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
     values = [json_values(1, 0)[0], fixture("poison-binary.bin"), json_values(1, 1)[0],
@@ -184,7 +185,7 @@ def test_a_job_update_takes_effect_live(pipeline: Any, endpoint: Any,
                                         real_redis: redis.Redis) -> None:
     topic = "live.update"
     pipeline.create_topic(topic)
-    store = JobStore(real_redis)
+    store = JobStore(real_redis, LOOPBACK)
     store.upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
@@ -201,7 +202,7 @@ def test_a_job_update_takes_effect_live(pipeline: Any, endpoint: Any,
 def test_stop_and_start(pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
     topic = "stop.start"
     pipeline.create_topic(topic)
-    store = JobStore(real_redis)
+    store = JobStore(real_redis, LOOPBACK)
     store.upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
@@ -221,7 +222,7 @@ def test_a_worker_killed_mid_flight_loses_nothing(pipeline: Any, endpoint: Any,
     topic = "kill.worker"
     pipeline.create_topic(topic, partitions=2)
     endpoint.delay = 0.02
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(300))
@@ -239,7 +240,7 @@ def test_flushall_mid_run_loses_nothing(pipeline: Any, endpoint: Any,
     topic = "flush.all"
     pipeline.create_topic(topic)
     endpoint.delay = 0.02
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, token="tok-flush"))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, token="tok-flush"))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(200))
@@ -247,7 +248,7 @@ def test_flushall_mid_run_loses_nothing(pipeline: Any, endpoint: Any,
     real_redis.flushall()
     wait_for(lambda: len(endpoint.keys()) == 200, 90, what="all 200 delivered")
     assert all(r.headers["Authorization"] == "Bearer tok-flush" for r in endpoint.received)
-    assert JobStore(real_redis).get("people")["token"] == "tok-flush"
+    assert JobStore(real_redis, LOOPBACK).get("people")["token"] == "tok-flush"
     wait_for(lambda: kafka_committed(pipeline, topic) == [200], 30, what="all committed")
 
 
@@ -255,7 +256,7 @@ def test_a_reader_restart_loses_nothing(pipeline: Any, endpoint: Any,
                                         real_redis: redis.Redis) -> None:
     topic = "reader.restart"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(100))
@@ -271,7 +272,7 @@ def test_two_readers_share_a_jobs_partitions(pipeline: Any, endpoint: Any,
                                              real_redis: redis.Redis) -> None:
     topic = "two.readers"
     pipeline.create_topic(topic, partitions=4)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader("reader1")
     pipeline.start_reader("reader2")
@@ -291,7 +292,7 @@ def test_task_arguments_carry_no_secret_and_read_well_in_flower(
     # Given a job with a secret and no worker, so its tasks wait in the Redis queue
     topic = "queued.tasks"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic,
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic,
                                                      basic_auth={"user": "u", "pw": "pw-x1"}))
     pipeline.start_reader()
     pipeline.produce(topic, json_values(3))
@@ -317,7 +318,7 @@ def test_messages_keep_their_key_headers_and_meta(pipeline: Any, endpoint: Any,
                                                "source": "$.meta.headers.source",
                                                "offset": "$.meta.offset"},
                      json_body=["key", "source", "offset"])
-    JobStore(real_redis).upsert("people", job)
+    JobStore(real_redis, LOOPBACK).upsert("people", job)
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(1), key=b"k-1", headers=[("source", b"sensor")])
@@ -329,7 +330,7 @@ def test_sigterm_stops_reader_and_worker_cleanly_after_committing(
         pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
     topic = "sigterm.clean"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(5))

@@ -11,21 +11,23 @@ from typing import Any
 import redis
 from test_pipeline import committed, counters, json_values, kafka_committed, simple_job
 
+from conftest import LOOPBACK
 from helpers import wait_for
 from rest_consumer import keys
 from rest_consumer.api import create_app
 from rest_consumer.config import Settings
 from rest_consumer.store import JobStore
 
-AUTH = {"Authorization": "Bearer t"}
+AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 
 
 def api(pipeline: Any, real_redis: redis.Redis) -> Any:
-    settings = Settings(redis_url=pipeline.env["REDIS_URL"], api_token="t",
+    settings = Settings(redis_url=pipeline.env["REDIS_URL"], api_token="tok-0123456789abcdef",
+                        destination_allowlist=LOOPBACK,
                         kafka_bootstrap_servers=pipeline.kafka,
                         consumer_group_prefix=pipeline.env["CONSUMER_GROUP_PREFIX"],
                         jobs_dir=pipeline.workdir / "jobs")
-    return create_app(settings, store=JobStore(real_redis)).test_client()
+    return create_app(settings, store=JobStore(real_redis, LOOPBACK)).test_client()
 
 
 def test_status_reports_partitions_lag_counters_and_state(pipeline: Any, endpoint: Any,
@@ -33,7 +35,7 @@ def test_status_reports_partitions_lag_counters_and_state(pipeline: Any, endpoin
     topic = "ops.status"
     pipeline.create_topic(topic, partitions=2)
     endpoint.respond = lambda request, seen: 400 if request.path == "/p/p3" else 200
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     client = api(pipeline, real_redis)
     assert client.get("/job/people/status", headers=AUTH).json["state"] == "pending"
     pipeline.start_worker()
@@ -57,7 +59,7 @@ def test_set_offset_while_running_and_while_stopped(pipeline: Any, endpoint: Any
                                                     real_redis: redis.Redis) -> None:
     topic = "ops.set_offset"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     client = api(pipeline, real_redis)
     pipeline.start_worker()
     pipeline.start_reader()
@@ -86,7 +88,7 @@ def test_backpressure_bounds_redis_during_an_outage_and_loses_nothing(
     pipeline.create_topic(topic)
     outage_until = time.time() + 12
     endpoint.respond = lambda request, seen: 503 if time.time() < outage_until else 200
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, max_in_flight=50,
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, max_in_flight=50,
                                                      retry_backoff=0.5, retry_backoff_max=2,
                                                      max_retries=1000))
     pipeline.start_worker()
@@ -109,7 +111,7 @@ def test_ratelimit_spaces_requests_across_two_workers(pipeline: Any, endpoint: A
                                                       real_redis: redis.Redis) -> None:
     topic = "ops.ratelimit"
     pipeline.create_topic(topic, partitions=2)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, ratelimit=0.2))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, ratelimit=0.2))
     pipeline.start_worker("worker1")
     pipeline.start_worker("worker2")
     wait_for(lambda: all("ready." in pipeline.log(w) for w in ("worker1", "worker2")), 30,
@@ -129,7 +131,7 @@ def test_batches_pack_messages_and_keep_per_message_retries(pipeline: Any, endpo
     pipeline.create_topic(topic)
     endpoint.respond = lambda request, seen: 503 if request.path == "/p/p7" and not seen else 200
     pipeline.produce(topic, json_values(120))
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, batch_size=50))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, batch_size=50))
     pipeline.start_worker()
     pipeline.start_reader()
     wait_for(lambda: len(endpoint.keys()) == 120, 60, what="120 deliveries")
@@ -143,7 +145,7 @@ def test_a_job_queue_is_served_only_by_its_own_workers(pipeline: Any, endpoint: 
                                                        real_redis: redis.Redis) -> None:
     topic = "ops.queue"
     pipeline.create_topic(topic)
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, queue="dedicated"))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, queue="dedicated"))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(3))
@@ -171,7 +173,7 @@ def test_oauth2_token_is_fetched_once_shared_and_renewed_on_401(
     endpoint.respond = respond
     oauth2 = {"token_url": endpoint.url + "/token", "client_id": "cid",
               "client_secret": "csecret-123", "scope": "write"}
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic, oauth2=oauth2))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, oauth2=oauth2))
     pipeline.start_worker("worker1")
     pipeline.start_worker("worker2")
     pipeline.start_reader()
@@ -198,7 +200,7 @@ def test_dead_letters_replayed_through_the_api_are_delivered(
     pipeline.create_topic(topic)
     healthy = {"yes": False}
     endpoint.respond = lambda request, seen: 200 if healthy["yes"] else 422
-    JobStore(real_redis).upsert("people", simple_job(endpoint, topic))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
     client = api(pipeline, real_redis)
     pipeline.start_worker()
     pipeline.start_reader()

@@ -18,7 +18,7 @@ def test_upsert_creates_then_updates(any_redis: Any) -> None:
     store = JobStore(any_redis)
     job, created = store.upsert("people", valid_job())
     assert created and store.get("people") == job
-    job2, created2 = store.upsert("people", valid_job(url="http://127.0.0.1:9/{id}"))
+    job2, created2 = store.upsert("people", valid_job(url="http://api.example.net:9/{id}"))
     assert not created2 and job2["hash"] != job["hash"]
 
 
