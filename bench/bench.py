@@ -36,8 +36,12 @@ from harness import (
     wait_until,
 )
 
+from rest_consumer.destinations import Allowlist
 from rest_consumer.services import LocalServices
 from rest_consumer.store import JobStore
+
+LOOPBACK = "127.0.0.0/8"
+"""The benchmark's endpoints listen on loopback, which only a network entry allows."""
 
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 4
@@ -76,7 +80,7 @@ class Bench:
         self.logs = logs
         self.services = LocalServices(workdir / "services").start()
         self.env = {**self.services.env(), "LOG_LEVEL": "WARNING", "JOBS_DIR": str(workdir),
-                    "PYTHONPATH": str(REPO / "bench")}
+                    "PYTHONPATH": str(REPO / "bench"), "DESTINATION_ALLOWLIST": LOOPBACK}
         os.environ.update(self.env)  # for the Celery app this process publishes with
         self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
         self.nginx = Nginx(workdir / "nginx")
@@ -124,7 +128,8 @@ class Bench:
         name = f"rest-consumer batch={batch} workers={workers}" + (" events" if events else "")
         topic = f"bench.ours.{batch}.{workers}.{int(events)}.{int(time.time())}"
         create_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], topic, PARTITIONS)
-        JobStore(self.redis).upsert(f"bench-{batch}-{workers}-{int(events)}", {
+        store = JobStore(self.redis, Allowlist.parse((LOOPBACK,)))
+        store.upsert(f"bench-{batch}-{workers}-{int(events)}", {
             "owner": "bench", "type": "POST", "topic": [topic],
             "datamap": {"id": "$.msg.id", "name": "$.msg.name", "ts": "$.meta.timestamp"},
             "url": self.nginx.url + "/ingest/{id}", "json_body": ["id", "name"],

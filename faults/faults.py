@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from endpoint import RecordingEndpoint  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 
+from conftest import LOOPBACK  # noqa: E402
 from rest_consumer import keys  # noqa: E402
 from rest_consumer.services import KafkaBroker, RedisServer  # noqa: E402
 from rest_consumer.store import JobStore  # noqa: E402
@@ -67,7 +68,7 @@ class Run:
                     "url": self.endpoint.url + f"/{name}/{{id}}",
                     "json_body": ["id"], "retry_backoff": 0.3, "retry_backoff_max": 2,
                     "max_retries": 1000, **job}
-        JobStore(faults.client).upsert(self.job["id"], self.job)
+        JobStore(faults.client, LOOPBACK).upsert(self.job["id"], self.job)
         self.note = ""
 
     def values(self, start: int, count: int) -> list[bytes]:

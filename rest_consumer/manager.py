@@ -32,7 +32,7 @@ class ReaderManager:
     def __init__(self, settings: Settings, client: redis.Redis, dispatch: Dispatcher) -> None:
         self.settings = settings
         self.redis = client
-        self.store = JobStore(client)
+        self.store = JobStore(client, settings.destination_allowlist)
         self.dispatch = dispatch
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.readers: dict[str, JobReader] = {}

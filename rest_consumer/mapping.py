@@ -26,6 +26,9 @@ SKIP = object()
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRY_ON = ["408", "429", "500-599"]
 _ABSENT = object()
+PATH_ERRORS = (ArithmeticError, AttributeError, LookupError, RecursionError, TypeError,
+               ValueError)
+"""What a JSONPath filter or function raises on odd data (a dead letter, not a crash)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ class CompiledJob:
             path, allowed = self.emit_flag
             try:
                 flags = path(self._document(schema, record, meta))
-            except Exception as e:  # a JSONPath filter can fail on odd data
+            except PATH_ERRORS as e:
                 raise MappingError(f"emit_flag path failed: {type(e).__name__}: {e}") from e
             if not any(_same(flag, value) for flag in flags for value in allowed):
                 return SKIP
@@ -150,7 +153,7 @@ class CompiledJob:
         for key, path in self.datamap:
             try:
                 found = path(document)
-            except Exception as e:  # a JSONPath filter can fail on odd data
+            except PATH_ERRORS as e:
                 raise MappingError(f"datamap {key!r} failed: {type(e).__name__}: {e}") from e
             if len(found) == 1:
                 values[key] = found[0]

@@ -109,7 +109,9 @@ def _host_pieces(authority: str) -> tuple[list[_Piece], re.Pattern[str]]:
         if key is None:
             continue
         following = parsed[i + 1][0] if i + 1 < len(parsed) else ""
-        multi = following.startswith(".") and len(following) > 1 and i + 2 == len(parsed)
+        starts_label = literal == "" or literal.endswith(".")
+        multi = (starts_label and following.startswith(".") and len(following) > 1
+                 and i + 2 == len(parsed))
         pieces.append(_Piece(literal, key, "host", multi))
         regex += _LABELS if multi else _LABEL
     pieces.append(_Piece(parsed[-1][0] + (f":{port}" if port else ""), None, "host"))

@@ -154,7 +154,7 @@ def test_secrets_outside_the_secret_fields_are_redacted_and_kept(
     preview = client.post("/job/people/preview", json={"id": "x", "name": "n"}, headers=BASIC)
     request = preview.json["requests"][0]["request"]
     assert SECRET not in preview.get_data(as_text=True)
-    assert "api_key=%2A%2A%2A" in request["url"] or "api_key=***" in request["url"]
+    assert request["url"] == "https://api.example.org/x?api_key=***&page=1"
     assert request["headers"]["X-Api-Key"] == "***"
     # Sent back as shown, every secret is kept
     assert client.post("/job/people", json=shown.json, headers=BASIC).status_code == 200
