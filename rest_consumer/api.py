@@ -17,6 +17,7 @@ from rest_consumer import config, jobs, metrics
 from rest_consumer.config import Settings
 from rest_consumer.errors import ConfigError, JobNotFound, JobValidationError
 from rest_consumer.jobfiles import load_job_files
+from rest_consumer.messages import TaskMessage
 from rest_consumer.openapi import openapi_document
 from rest_consumer.operations import json_body, operations
 from rest_consumer.status import job_state
@@ -58,7 +59,7 @@ def _celery_dispatch(settings: Settings) -> Any:
     """Replays go through Celery like the reader's tasks, on a broker connection made lazily."""
     made: list[Any] = []
 
-    def dispatch(job: jobs.Job, groups: list[list[dict[str, Any]]]) -> None:
+    def dispatch(job: jobs.Job, groups: list[list[TaskMessage]]) -> None:
         if not made:
             from rest_consumer.tasks import create_celery, make_dispatcher
 

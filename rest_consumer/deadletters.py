@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from rest_consumer import keys
-from rest_consumer.jobs import Dispatcher
+from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.store import as_text
 
 
@@ -45,11 +45,9 @@ def replay(client: Any, job: dict[str, Any], dispatch: Dispatcher,
         entries = [e for i in ids for e in client.xrange(stream, min=i, max=i)]
     sent = []
     for entry_id, fields in entries:
-        message = json.loads(fields[b"message"])
         index = fields.get(b"index", b"").decode()
-        # "r": a replay is outside the reader's watermark: its outcome moves no offset.
-        message.update({"r": 1, "a": 0, **({"i": [int(index)]} if index else {})})
-        dispatch(job, [[message]])
+        message = TaskMessage.from_args(json.loads(fields[b"message"]))
+        dispatch(job, [[message.as_replay(int(index) if index else None)]])
         client.xdel(stream, entry_id)
         sent.append(as_text(entry_id))
     return sent

@@ -24,15 +24,19 @@ from rest_consumer.urltemplate import TemplateError, UrlTemplate
 
 Job = dict[str, Any]
 Problem = dict[str, str]
-TaskMessage = dict[str, Any]
-"""One Kafka message as a ``deliver`` task carries it (see ``reader.task_message``)."""
-Dispatcher = Callable[[Job, list[list[TaskMessage]]], None]
-"""Sends one ``deliver`` task per group of messages (``tasks.make_dispatcher``)."""
 
 SCHEMA: dict[str, Any] = json.loads(
     resources.files("rest_consumer").joinpath("job_schema.json").read_text()
 )
 _VALIDATOR = Draft202012Validator(SCHEMA)
+DEFAULTS: dict[str, Any] = {name: spec["default"] for name, spec in SCHEMA["properties"].items()
+                            if "default" in spec}
+"""Every optional field's default, from the schema: the only place defaults are spelled."""
+
+
+def setting(job: Job, name: str) -> Any:
+    """A job's value for an optional field, or the schema's default."""
+    return job.get(name, DEFAULTS[name])
 
 SECRET_FIELDS: tuple[tuple[str, ...], ...] = (
     ("basic_auth", "password"), ("basic_auth", "pw"), ("token",), ("oauth2", "client_secret"),

@@ -64,10 +64,16 @@ def reader_heartbeat(job_id: str) -> str:
     return f"reader:{job_id}"
 
 
+def permits(job_id: str) -> str:
+    """Sorted set of the job's request permits in use, scored by lease expiry (ms)."""
+    return f"permits:{job_id}"
+
+
 def job_keys(job_id: str) -> list[str]:
     """The per-job tracking keys removed with the job (``done`` lists are found by pattern)."""
     return [counters(job_id), in_flight(job_id), last_error(job_id), reader_heartbeat(job_id),
-            latency(job_id), ratelimit(job_id), oauth2_token(job_id), dead_letters(job_id)]
+            latency(job_id), ratelimit(job_id), oauth2_token(job_id), dead_letters(job_id),
+            permits(job_id)]
 
 
 def done_pattern(job_id: str) -> str:

@@ -16,7 +16,8 @@ from rest_consumer import keys
 from rest_consumer.config import Settings
 from rest_consumer.control import Command, ControlListener
 from rest_consumer.jobfiles import load_job_files
-from rest_consumer.jobs import Dispatcher, Job
+from rest_consumer.jobs import Job
+from rest_consumer.messages import Dispatcher
 from rest_consumer.reader import JobReader
 from rest_consumer.store import JobStore
 

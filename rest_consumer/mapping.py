@@ -17,14 +17,12 @@ from rest_consumer import jobs
 from rest_consumer.config import Settings
 from rest_consumer.errors import MappingError
 from rest_consumer.governance import Masker
-from rest_consumer.jobs import Job
+from rest_consumer.jobs import Job, setting
 from rest_consumer.redaction import REDACTED, redact_url
 from rest_consumer.urltemplate import UrlTemplate, as_text
 
 SKIP = object()
 """Returned by :meth:`CompiledJob.governed` for a record the emit flag filters out."""
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_RETRY_ON = ["408", "429", "500-599"]
 _ABSENT = object()
 PATH_ERRORS = (ArithmeticError, AttributeError, LookupError, RecursionError, TypeError,
                ValueError)
@@ -102,11 +100,12 @@ class CompiledJob:
                                for name, t in job.get("secret_headers", {}).items()}
         self.query_params: list[str] = job.get("query_params", [])
         self.json_body: list[str] | None = job.get("json_body")
-        self.timeout = float(job.get("timeout", DEFAULT_TIMEOUT))
-        self.retry_statuses = jobs.retry_statuses(job.get("retry_on", DEFAULT_RETRY_ON))
-        self.max_retries = int(job.get("max_retries", 10))
-        self.retry_backoff = float(job.get("retry_backoff", 1))
-        self.retry_backoff_max = float(job.get("retry_backoff_max", 300))
+        self.timeout = float(setting(job, "timeout"))
+        self.retry_statuses = jobs.retry_statuses(setting(job, "retry_on"))
+        self.max_retries = int(setting(job, "max_retries"))
+        self.retry_backoff = float(setting(job, "retry_backoff"))
+        self.retry_backoff_max = float(setting(job, "retry_backoff_max"))
+        self.concurrency = int(setting(job, "concurrency"))
         self.auth_header = _static_auth(job)
         self.oauth2: dict[str, Any] | None = job.get("oauth2")
         self.ratelimit = float(job.get("ratelimit") or 0)
@@ -180,10 +179,30 @@ class CompiledJob:
             secret["Authorization"] = self.auth_header
         return RequestSpec(self.method, url, headers, body, secret)
 
-    def request_for(self, schema: Any, record: Any, meta: dict[str, Any]) -> RequestSpec:
-        """Evaluate and build in one step; the idempotency key comes from ``meta``."""
-        key = f"{self.id}:{meta['topic']}:{meta['partition']}:{meta['offset']}:{meta['index']}"
-        return self.build(self.evaluate(schema, record, meta), key)
+    def prepare(self, schema: Any, record: Any, meta: dict[str, Any],
+                idempotency_key: str) -> Prepared:
+        """One record's way to its request: govern, filter by the emit flag, map, build.
+
+        The worker and the preview both go this way. Raises MappingError.
+        """
+        governed = self.governed(schema, record, meta)
+        if governed is SKIP:
+            return Prepared(None, {})
+        values = self.evaluate(schema, governed, meta)
+        return Prepared(self.build(values, idempotency_key), values)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A record's request (None when the emit flag filters the record out) and its values."""
+
+    request: RequestSpec | None
+    values: dict[str, Any]
+
+    @property
+    def record_id(self) -> Any:
+        """The record's own id, when the datamap has one (for logs and dead letters)."""
+        return self.values.get("id")
 
 
 _PLAIN_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -223,5 +242,5 @@ def _static_auth(job: Job) -> str | None:
         raw = f"{basic['user']}:{password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
     if job.get("token"):
-        return f"{job.get('token_scheme', 'Bearer')} {job['token']}"
+        return f"{setting(job, 'token_scheme')} {job['token']}"
     return None

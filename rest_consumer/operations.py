@@ -15,7 +15,8 @@ from rest_consumer import deadletters, keys, offsets
 from rest_consumer.control import Command, publish
 from rest_consumer.decoding import MAX_JSON_DEPTH, Decoded, decode, nesting_depth
 from rest_consumer.errors import DecodeError, MappingError
-from rest_consumer.mapping import SKIP, CompiledJob
+from rest_consumer.mapping import CompiledJob
+from rest_consumer.messages import TaskMessage
 from rest_consumer.status import job_state, reader_reports
 from rest_consumer.store import JobStore
 
@@ -117,25 +118,26 @@ def purge_dead_letters(job_id: str) -> Response:
 
 @operations.post("/job/<job_id>/preview")
 def preview(job_id: str) -> Response:
+    """The requests the job would send for a sample, by the worker's own way (no sending)."""
     job = CompiledJob(_store().get(job_id), _ext("settings"))
     decoded = _sample(_json_object())
-    meta = {"topic": job.job["topic"][0], "partition": 0, "offset": 0, "key": None,
-            "timestamp": None, "headers": {}}
-    results = []
-    for index, record in enumerate(decoded.records):
-        item_meta = {**meta, "index": index}
-        try:
-            governed = job.governed(decoded.schema, record, item_meta)
-            if governed is SKIP:
-                results.append({"index": index, "skipped": "the emit flag filters it out"})
-                continue
-            spec = job.request_for(decoded.schema, governed, item_meta)
-            results.append({"index": index, "request": spec.public()})
-        except MappingError as e:
-            results.append({"index": index, "error": str(e)})
-        except Exception as e:  # noqa: BLE001 - as in the worker: the record's own fault
-            results.append({"index": index, "error": f"{type(e).__name__}: {e}"})
-    return jsonify(requests=results)
+    message = TaskMessage(job.job["topic"][0], 0, 0)
+    return jsonify(requests=[_preview_record(job, message, decoded, index)
+                             for index in range(len(decoded.records))])
+
+
+def _preview_record(job: CompiledJob, message: TaskMessage, decoded: Decoded,
+                    index: int) -> dict[str, Any]:
+    try:
+        prepared = job.prepare(decoded.schema, decoded.records[index], message.meta(index),
+                               message.idempotency_key(job.id, index))
+    except MappingError as e:
+        return {"index": index, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - as in the worker: the record's own fault
+        return {"index": index, "error": f"{type(e).__name__}: {e}"}
+    if prepared.request is None:
+        return {"index": index, "skipped": "the emit flag filters it out"}
+    return {"index": index, "request": prepared.request.public()}
 
 
 def _sample(body: dict[str, Any]) -> Decoded:

@@ -9,7 +9,9 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from rest_consumer import keys
+from rest_consumer.messages import TaskMessage
 from rest_consumer.metrics import latency_bucket
+from rest_consumer.records import Outcome
 
 DEAD_LETTER_CAP = 10_000
 """Approximate length at which a job's dead-letter stream is trimmed (oldest first)."""
@@ -31,33 +33,36 @@ class TaskOutcomes:
     def count(self, counter: str, amount: int = 1) -> None:
         self.counters[counter] += amount
 
-    def record_final(self, message: dict[str, Any]) -> None:
+    def record_final(self, message: TaskMessage) -> None:
         """A Kafka message reached its final outcome: the reader may commit past it."""
-        if message.get("r"):  # a replayed dead letter: its offset was committed long ago
+        if message.replay:  # a replayed dead letter: its offset was committed long ago
             return
-        self.final[(message["t"], message["p"])].append(message["o"])
+        self.final[(message.topic, message.partition)].append(message.offset)
         self.finished += 1
 
     def observe_latency(self, seconds: float) -> None:
         self.latency[latency_bucket(seconds)] += 1
         self.latency_sum += seconds
 
-    def dead_letter(self, message: dict[str, Any], index: int | None, reason: str, *,
-                    status: int | None = None, excerpt: str = "",
-                    request: dict[str, Any] | None = None, record_id: Any = None) -> None:
+    def dead_letter(self, message: TaskMessage, outcome: Outcome) -> None:
         """A dead letter; the message itself is kept, for replay."""
+        error, request = outcome.error, outcome.request
         self.letters.append({
-            "reason": reason, "status": "" if status is None else status, "excerpt": excerpt,
-            "topic": message["t"], "partition": message["p"], "offset": message["o"],
-            "index": "" if index is None else index,
-            "record_id": "" if record_id is None else json.dumps(record_id, default=str),
-            "request": json.dumps(request) if request else "",
-            "message": json.dumps({k: v for k, v in message.items() if k not in ("a", "i", "r")}),
+            "reason": outcome.reason,
+            "status": "" if error is None or error.status is None else error.status,
+            "excerpt": "" if error is None else error.excerpt,
+            "topic": message.topic, "partition": message.partition, "offset": message.offset,
+            "index": "" if outcome.index is None else outcome.index,
+            "record_id": "" if outcome.record_id is None else json.dumps(outcome.record_id,
+                                                                         default=str),
+            "request": json.dumps(request.public()) if request else "",
+            "message": json.dumps(message.original().to_args()),
             "time": f"{time.time():.3f}",
         })
         self.count("dead_lettered")
-        self.error = {"reason": reason, "topic": message["t"], "partition": message["p"],
-                      "offset": message["o"], "index": index, "time": time.time()}
+        self.error = {"reason": outcome.reason, "topic": message.topic,
+                      "partition": message.partition, "offset": message.offset,
+                      "index": outcome.index, "time": time.time()}
 
     def write(self, pipe: Any) -> None:
         """Queue the Redis commands on ``pipe``; the caller executes it."""

@@ -32,8 +32,10 @@ class RateLimiter:
     def __init__(self, client: Any) -> None:
         self._script = client.register_script(_RESERVE)
 
-    def reserve(self, job_id: str, interval: float) -> tuple[float, bool]:
-        """(seconds to wait, whether the slot is reserved)."""
+    def reserve(self, job_id: str, interval: float,
+                max_wait: float = MAX_SLEEP_SECONDS) -> tuple[float, bool]:
+        """(seconds to wait, whether the slot is reserved: not when the wait exceeds
+        ``max_wait``, itself at most MAX_SLEEP_SECONDS)."""
         wait, reserved = self._script(keys=[keys.ratelimit(job_id)],
-                                      args=[interval, MAX_SLEEP_SECONDS])
+                                      args=[interval, min(max_wait, MAX_SLEEP_SECONDS)])
         return float(wait), bool(reserved)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -14,7 +13,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from rest_consumer import keys
 from rest_consumer.config import Settings
-from rest_consumer.jobs import Dispatcher, Job
+from rest_consumer.jobs import Job, setting
+from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.offsets import resolve
 from rest_consumer.tracking import PartitionTracker
 
@@ -26,25 +26,6 @@ HEARTBEAT_TTL_SECONDS = 60
 DONE_CHUNK = 10_000
 
 TP = tuple[str, int]
-
-
-def task_message(msg: Message) -> dict[str, Any]:
-    """A Kafka message as JSON-safe task arguments (bytes in base64)."""
-    key, value = msg.key(), msg.value()
-    return {
-        "t": msg.topic(), "p": msg.partition(), "o": msg.offset(),
-        "k": None if key is None else base64.b64encode(key).decode(),
-        "v": None if value is None else base64.b64encode(value).decode(),
-        "ts": msg.timestamp()[1],
-        "h": [[k, None if v is None else base64.b64encode(v).decode()]
-              for k, v in _headers(msg)],
-    }
-
-
-def _headers(msg: Message) -> list[tuple[str, bytes | None]]:
-    headers: Any = msg.headers() or []
-    return [(str(k), v if v is None or isinstance(v, bytes) else str(v).encode())
-            for k, v in headers]
 
 
 class JobReader(threading.Thread):
@@ -64,7 +45,8 @@ class JobReader(threading.Thread):
         self._stopping = threading.Event()
         self._rewind = threading.Event()
         self._seek_request: int | str | None = None
-        self.max_in_flight = int(job.get("max_in_flight", 10_000))
+        self.max_in_flight = int(setting(job, "max_in_flight"))
+        self.batch_size = int(setting(job, "batch_size"))
         self._consumer: Consumer | None = None
         self._last_tick = 0.0
 
@@ -110,7 +92,7 @@ class JobReader(threading.Thread):
             "group.id": f"{self.settings.consumer_group_prefix}.{self.job_id}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": self.job.get("offset_reset", "earliest"),
+            "auto.offset.reset": setting(self.job, "offset_reset"),
             # Every job has its own consumer: cap what each one prefetches (DESIGN §8).
             "queued.max.messages.kbytes": 8192,
             "topic.metadata.refresh.interval.ms": 10_000,
@@ -129,10 +111,7 @@ class JobReader(threading.Thread):
                 if self._seek_request is not None:
                     target, self._seek_request = self._seek_request, None
                     self._seek_all(target)
-                # Keep calling consume while paused so the member stays in the group; never
-                # take more than the job's in-flight room (DESIGN §4: bounded memory).
-                messages = consumer.consume(num_messages=self._room(), timeout=0.2)
-                self._dispatch(messages)
+                self._dispatch(self._take(consumer))
                 if self._due_for_tick():
                     self._tick_unless_redis_is_down()
             self._finish()
@@ -166,12 +145,26 @@ class JobReader(threading.Thread):
 
     # --- dispatching ---------------------------------------------------------------------
 
+    def _take(self, consumer: Consumer) -> list[Message]:
+        """What to dispatch now: the next message as soon as it comes, with every message
+        already waiting behind it (adaptive batching: a lone message never lingers).
+
+        Keep calling this while paused so the member stays in the group; it never takes more
+        than the job's in-flight room (DESIGN §4: bounded memory).
+        """
+        room = self._room()
+        first = consumer.poll(timeout=0.2)
+        if first is None:
+            return []
+        return [first, *consumer.consume(num_messages=room - 1, timeout=0)] if room > 1 \
+            else [first]
+
     def _dispatch(self, messages: list[Message]) -> None:
         good = [m for m in messages if self._usable(m)]
         if not good:
             return
-        size = int(self.job.get("batch_size", 1))
-        payloads = [task_message(m) for m in good]
+        size = self.batch_size
+        payloads = [TaskMessage.from_kafka(m) for m in good]
         groups = [payloads[i:i + size] for i in range(0, len(payloads), size)]
         try:
             self.dispatch(self.job, groups)
@@ -185,7 +178,8 @@ class JobReader(threading.Thread):
             self._undo_dispatch(good, e)
             return
         for m in payloads:
-            self.trackers.setdefault((m["t"], m["p"]), PartitionTracker()).dispatched(m["o"])
+            self.trackers.setdefault((m.topic, m.partition), PartitionTracker()).dispatched(
+                m.offset)
 
     def _usable(self, msg: Message) -> bool:
         error = msg.error()

@@ -6,6 +6,7 @@ arguments carry the job id and hash, never a secret: workers read the job from t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -13,7 +14,7 @@ from celery.signals import worker_process_init
 
 from rest_consumer import config
 from rest_consumer.config import DEFAULT_QUEUE, Settings
-from rest_consumer.jobs import Dispatcher
+from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.worker import WorkerContext, deliver_messages
 
 
@@ -60,6 +61,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+log = logging.getLogger(__name__)
+
 app = create_celery(config.from_env())
 _context: dict[str, WorkerContext] = {}
 
@@ -79,21 +82,31 @@ def _reset_after_fork(**_: Any) -> None:
 @app.task(name="rest_consumer.deliver", acks_late=True)
 def deliver(job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
     """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes."""
-    deliver_messages(context(), job_id, job_hash, messages, publish_retry)
+    deliver_messages(context(), job_id, job_hash, _task_messages(job_id, messages),
+                     publish_retry)
 
 
-def publish_retry(job_id: str, job_hash: str, message: dict[str, Any], delay: float,
+def _task_messages(job_id: str, messages: list[dict[str, Any]]) -> list[TaskMessage]:
+    parsed = []
+    for args in messages:
+        try:
+            parsed.append(TaskMessage.from_args(args))
+        except ValueError as e:  # not ours: nothing to record it against
+            log.error("job %s: dropping a malformed task message: %s", job_id, e)
+    return parsed
+
+
+def publish_retry(job_id: str, job_hash: str, message: TaskMessage, delay: float,
                   queue: str | None) -> None:
     """Schedule one message's records that still need sending, ``delay`` seconds from now."""
-    deliver.apply_async((job_id, job_hash, [message]), countdown=delay,
+    deliver.apply_async((job_id, job_hash, [message.to_args()]), countdown=delay,
                         queue=queue or DEFAULT_QUEUE, argsrepr=describe(job_id, [message]),
                         kwargsrepr="{}")
 
 
-def describe(job_id: str, messages: list[dict[str, Any]]) -> str:
+def describe(job_id: str, messages: list[TaskMessage]) -> str:
     """What Flower shows for a task: ``job=<id> <topic>[<partition>]@<offset>``."""
-    first = messages[0]
-    text = f"job={job_id} {first['t']}[{first['p']}]@{first['o']}"
+    text = f"job={job_id} {messages[0].describe()}"
     if len(messages) > 1:
         text += f" +{len(messages) - 1} more"
     return text
@@ -106,16 +119,13 @@ def make_dispatcher(celery_app: Celery) -> Dispatcher:
     third of the CPU of one ``send_task`` round trip each, measured in bench/.
     """
 
-    def dispatch(job: dict[str, Any], groups: list[list[dict[str, Any]]]) -> None:
+    def dispatch(job: dict[str, Any], groups: list[list[TaskMessage]]) -> None:
         queue = job.get("queue") or DEFAULT_QUEUE
         with celery_app.producer_or_acquire() as producer, producer.batch(max_size=1000):
             for messages in groups:
                 celery_app.send_task(
-                    "rest_consumer.deliver", (job["id"], job["hash"], messages), queue=queue,
+                    "rest_consumer.deliver",
+                    (job["id"], job["hash"], [m.to_args() for m in messages]), queue=queue,
                     argsrepr=describe(job["id"], messages), kwargsrepr="{}", producer=producer)
 
     return dispatch
-
-
-dispatch = make_dispatcher(app)
-"""The reader's dispatcher, on this module's app (configured from the environment)."""

@@ -30,6 +30,8 @@ Responder = Callable[[Received, int], Any]
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 256  # many requests in flight at once: the default backlog is 5
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients killed mid-request (fault tests) reset connections: not worth a trace."""
 
@@ -42,6 +44,8 @@ class RecordingEndpoint:
         self.failed: list[Received] = []  # answered otherwise
         self.respond: Responder = lambda request, seen: 200
         self.delay = 0.0  # seconds to wait before answering, for slow-endpoint tests
+        self.concurrent = 0  # requests being answered right now
+        self.most_concurrent = 0  # the most ever answered at once
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", port), self._handler())
@@ -64,9 +68,13 @@ class RecordingEndpoint:
                 parts = urlsplit(self.path)
                 request = Received(self.command, parts.path, parse_qs(parts.query),
                                    dict(self.headers.items()), self.rfile.read(length))
-                if endpoint.delay:
-                    time.sleep(endpoint.delay)
-                status, headers, body = endpoint._record(request)
+                endpoint._enter()
+                try:
+                    if endpoint.delay:
+                        time.sleep(endpoint.delay)
+                    status, headers, body = endpoint._record(request)
+                finally:
+                    endpoint._leave()
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -80,6 +88,15 @@ class RecordingEndpoint:
                 pass
 
         return Handler
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.concurrent += 1
+            self.most_concurrent = max(self.most_concurrent, self.concurrent)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.concurrent -= 1
 
     def _record(self, request: Received) -> tuple[int, dict[str, str], bytes]:
         with self._lock:

@@ -47,7 +47,7 @@ def test_flower_shows_readable_tasks_and_no_secret(pipeline: Any, endpoint: Any,
                                                    real_redis: redis.Redis) -> None:
     topic = "cli.flower"
     pipeline.create_topic(topic)
-    job = simple_job(endpoint, topic, token="flower-secret-9")
+    job = simple_job(endpoint, topic, token="flower-secret-9", batch_size=1)
     JobStore(real_redis, LOOPBACK).upsert("people", job)
     port = free_port()
     flower = spawn("flower", "--port", str(port),

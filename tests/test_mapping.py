@@ -10,7 +10,7 @@ import pytest
 
 from conftest import valid_job
 from rest_consumer.errors import MappingError
-from rest_consumer.mapping import CompiledJob
+from rest_consumer.mapping import CompiledJob, RequestSpec
 
 META = {"topic": "t", "partition": 0, "offset": 7, "key": None, "timestamp": 1,
         "headers": {}, "index": 2}
@@ -19,6 +19,12 @@ SCHEMA = {"name": "Person"}
 
 def compiled(**overrides: Any) -> CompiledJob:
     return CompiledJob({**valid_job(**overrides), "hash": "h"})
+
+
+def request_for(job: CompiledJob, schema: Any, record: Any) -> RequestSpec:
+    prepared = job.prepare(schema, record, META, "people:t:0:7:2")
+    assert prepared.request is not None
+    return prepared.request
 
 
 def test_no_match_is_absent_one_is_a_value_several_a_list() -> None:
@@ -46,7 +52,7 @@ def test_extended_jsonpath_filters_work() -> None:
 def test_the_request_follows_the_job() -> None:
     job = compiled(constant={"tenant": "t 1"}, url="http://h:8/{tenant}/p/{id}?fixed=1",
                    headers={"X-Id": "{id}"}, token="tk", token_scheme="access_token")
-    request = job.request_for(SCHEMA, {"id": "a/b?c", "name": "N"}, META)
+    request = request_for(job, SCHEMA, {"id": "a/b?c", "name": "N"})
     assert request.method == "POST"
     assert request.url == "http://h:8/t%201/p/a%2Fb%3Fc?fixed=1&schema_name=Person"
     assert request.headers == {"X-Id": "a/b?c", "Idempotency-Key": "people:t:0:7:2",
@@ -58,20 +64,20 @@ def test_the_request_follows_the_job() -> None:
 
 def test_query_params_and_body_take_only_present_keys() -> None:
     job = compiled(json_body=["id", "name"], query_params=["schema_name", "name"])
-    request = job.request_for(None, {"id": "x"}, META)
+    request = request_for(job, None, {"id": "x"})
     assert request.url == "http://api.example.org/people/x"
     assert json.loads(request.body or b"") == {"id": "x"}
 
 
 def test_a_missing_url_value_is_a_mapping_error() -> None:
     with pytest.raises(MappingError, match=r"url placeholder \{id\} has no value"):
-        compiled().request_for(None, {"name": "x"}, META)
+        request_for(compiled(), None, {"name": "x"})
 
 
 def test_a_header_value_cannot_inject_a_line() -> None:
     job = compiled(headers={"X-Name": "{name}"})
     with pytest.raises(MappingError, match="line break"):
-        job.request_for(None, {"id": "x", "name": "a\r\nEvil: 1"}, META)
+        request_for(job, None, {"id": "x", "name": "a\r\nEvil: 1"})
 
 
 @pytest.mark.parametrize("auth,expected", [
@@ -80,14 +86,14 @@ def test_a_header_value_cannot_inject_a_line() -> None:
     ({"token": "t"}, "Bearer t"),
 ])
 def test_auth_headers(auth: dict[str, Any], expected: str) -> None:
-    request = compiled(**auth).request_for(None, {"id": "x"}, META)
+    request = request_for(compiled(**auth), None, {"id": "x"})
     assert request.secret_headers == {"Authorization": expected}
     assert "Authorization" not in request.headers
 
 
 def test_a_get_without_json_body_has_no_body() -> None:
     job = CompiledJob({k: v for k, v in valid_job(type="GET").items() if k != "json_body"})
-    request = job.request_for(None, {"id": "x"}, META)
+    request = request_for(job, None, {"id": "x"})
     assert request.body is None and "Content-Type" not in request.headers
 
 

@@ -12,7 +12,11 @@ from flask.testing import FlaskClient
 from conftest import FIXTURES, valid_job
 from rest_consumer.api import create_app
 from rest_consumer.config import Settings
+from rest_consumer.errors import PermanentDeliveryError
+from rest_consumer.mapping import RequestSpec
+from rest_consumer.messages import TaskMessage
 from rest_consumer.outcomes import TaskOutcomes
+from rest_consumer.records import Outcome
 from rest_consumer.store import JobStore
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
@@ -34,9 +38,11 @@ def client(settings: Settings, fake_redis: Any, sent: list[Any]) -> FlaskClient:
 def add_dead_letters(client_redis: Any, n: int) -> None:
     out = TaskOutcomes("people")
     for offset in range(n):
-        message = {"t": "aether.Person", "p": 0, "o": offset, "k": None, "v": "e30=", "a": 3}
-        out.dead_letter(message, 0, f"HTTP 400 #{offset}", status=400, excerpt="bad",
-                        request={"url": "http://x"}, record_id=f"id-{offset}")
+        message = TaskMessage("aether.Person", 0, offset, value=b"{}", attempt=3)
+        error = PermanentDeliveryError("HTTP 400", 400, "bad")
+        out.dead_letter(message, Outcome.dead(0, f"HTTP 400 #{offset}", error=error,
+                                              request=RequestSpec("POST", "http://x", {}),
+                                              record_id=f"id-{offset}"))
     pipe = client_redis.pipeline()
     out.write(pipe)
     pipe.execute()
@@ -71,8 +77,8 @@ def test_replay_sends_each_again_and_removes_it(client: FlaskClient, fake_redis:
         "dead_letters"]]
     one = client.post("/job/people/dead_letters/replay", json={"ids": ids[:1]}, headers=AUTH)
     assert one.json == {"replayed": ids[:1], "count": 1}
-    assert sent[0][1][0][0] == {"t": "aether.Person", "p": 0, "o": 2, "k": None, "v": "e30=",
-                             "r": 1, "a": 0, "i": [0]}
+    assert sent[0][1][0][0] == TaskMessage("aether.Person", 0, 2, value=b"{}", replay=True,
+                                           indexes=(0,))
     rest = client.post("/job/people/dead_letters/replay", headers=AUTH).json
     assert rest["count"] == 2
     assert client.get("/job/people/dead_letters", headers=AUTH).json["total"] == 0

@@ -292,8 +292,9 @@ def test_task_arguments_carry_no_secret_and_read_well_in_flower(
     # Given a job with a secret and no worker, so its tasks wait in the Redis queue
     topic = "queued.tasks"
     pipeline.create_topic(topic)
-    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic,
-                                                     basic_auth={"user": "u", "pw": "pw-x1"}))
+    # (one task per message, so each reads as its own offset)
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(
+        endpoint, topic, basic_auth={"user": "u", "pw": "pw-x1"}, batch_size=1))
     pipeline.start_reader()
     pipeline.produce(topic, json_values(3))
     wait_for(lambda: real_redis.llen("rest_consumer") == 3, 30, what="3 queued tasks")

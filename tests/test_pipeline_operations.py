@@ -145,7 +145,8 @@ def test_a_job_queue_is_served_only_by_its_own_workers(pipeline: Any, endpoint: 
                                                        real_redis: redis.Redis) -> None:
     topic = "ops.queue"
     pipeline.create_topic(topic)
-    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, queue="dedicated"))
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, queue="dedicated",
+                                                               batch_size=1))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(3))

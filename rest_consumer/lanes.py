@@ -1,0 +1,110 @@
+"""Lanes: a task's requests sent concurrently, within the job's permits.
+
+The task's thread takes as many permits as it has requests (up to the job's ``concurrency``,
+less what other tasks and workers hold), starts one lane per permit on the process's thread
+pool, and keeps asking for more while requests wait. A lane sends requests one after another
+until none is left, then gives its permit back. A slow endpoint therefore gets ``concurrency``
+requests in flight whatever the Celery pool, and adding workers never floods it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+from rest_consumer.mapping import CompiledJob
+from rest_consumer.permits import Permits
+from rest_consumer.records import Outcome, Pending
+
+log = logging.getLogger(__name__)
+
+PERMIT_POLL_SECONDS = (0.005, 0.05)
+"""How soon to ask again for permits while the job is at its limit: first, and at most."""
+
+Sent = list[tuple[Pending, Outcome]]
+
+
+class Lanes:
+    """Runs the sends of one task at a time per calling thread, on a shared thread pool."""
+
+    def __init__(self, permits: Permits, pool: ThreadPoolExecutor) -> None:
+        self.permits = permits
+        self.pool = pool
+
+    def send_all(self, job: CompiledJob, items: list[Pending],
+                 send: Callable[[Pending], Outcome], stop_at: float) -> Sent:
+        """Every item with its outcome; what could not start before ``stop_at`` (monotonic)
+        is deferred (a retry that counts no attempt)."""
+        queue, stop = deque(items), threading.Event()
+        sent: Sent = []
+        lanes: set[Future[None]] = set()
+        lease = 2 * job.timeout + 10
+        pause = PERMIT_POLL_SECONDS[0]
+        # A rate-limited job sends one request at a time per task, as before lanes: its
+        # spacing is kept by sleeping, which parallel lanes would blur.
+        width = 1 if job.ratelimit else job.concurrency
+        try:
+            while queue and not stop.is_set():
+                lanes = {lane for lane in lanes if not lane.done()}
+                granted = self._acquire(job, min(len(queue), width) - len(lanes), lease)
+                for token in granted:
+                    lanes.add(self.pool.submit(self._lane, job, token, lease, queue, sent,
+                                               send, stop))
+                if time.monotonic() >= stop_at:
+                    stop.set()
+                elif lanes:
+                    wait(lanes, timeout=PERMIT_POLL_SECONDS[1], return_when=FIRST_COMPLETED)
+                else:  # the job is at its limit elsewhere: ask again soon
+                    time.sleep(pause)
+                    pause = min(pause * 2, PERMIT_POLL_SECONDS[1])
+        except SoftTimeLimitExceeded:
+            stop.set()  # requests in flight finish (bounded by the job's timeout)
+        finally:
+            _wait_for_all(lanes, stop)
+        sent += [(item, Outcome.deferred(item.index)) for item in queue]
+        return sent
+
+    def _acquire(self, job: CompiledJob, wanted: int, lease: float) -> list[str]:
+        try:
+            return self.permits.acquire(job.id, job.concurrency, wanted, lease)
+        except redis.RedisError as e:
+            log.warning("job %s: cannot take request permits (%s); waiting", job.id, e)
+            return []
+
+    def _lane(self, job: CompiledJob, token: str, lease: float, queue: deque[Pending],
+              sent: Sent, send: Callable[[Pending], Outcome], stop: threading.Event) -> None:
+        expires = time.monotonic() + lease
+        try:
+            while not stop.is_set():
+                if expires - time.monotonic() < job.timeout + 5:
+                    self.permits.renew(job.id, token, lease)
+                    expires = time.monotonic() + lease
+                try:
+                    item = queue.popleft()
+                except IndexError:
+                    return
+                sent.append((item, send(item)))
+        except redis.RedisError as e:
+            log.warning("job %s: lost a request permit (%s)", job.id, e)
+        finally:
+            try:
+                self.permits.release(job.id, token)
+            except redis.RedisError:
+                pass  # the lease expires by itself
+
+
+def _wait_for_all(lanes: set[Future[None]], stop: threading.Event) -> None:
+    """Wait for every lane, even when the soft time limit strikes meanwhile."""
+    while True:
+        try:
+            wait(lanes)
+            return
+        except SoftTimeLimitExceeded:
+            stop.set()

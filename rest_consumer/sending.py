@@ -1,0 +1,88 @@
+"""Sending one record's request, on a lane thread: rate limit, OAuth2, the HTTP exchange, and
+the outcome it leads to. Never raises: every failure is that record's outcome."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from rest_consumer.delivery import Sender
+from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError, Throttled
+from rest_consumer.mapping import CompiledJob, RequestSpec
+from rest_consumer.oauth2 import TokenSource
+from rest_consumer.ratelimit import RateLimiter
+from rest_consumer.records import Outcome, Pending, log_failure
+
+log = logging.getLogger("rest_consumer.worker")
+
+
+def send(sender: Sender, limiter: RateLimiter, tokens: TokenSource, job: CompiledJob,
+         item: Pending, wait_until: float) -> Outcome:
+    """The outcome of sending ``item``: delivered, a retry, or a dead letter. A rate-limit
+    wait past ``wait_until`` (monotonic) is not taken here: the record is retried then."""
+    started: float | None = None
+    try:
+        _wait_for_rate_limit(limiter, job, wait_until)
+        started = time.perf_counter()
+        _authorized_send(sender, tokens, job, item.request)
+        return Outcome(item.index, "delivered", latency=time.perf_counter() - started)
+    except Throttled as e:
+        return Outcome(item.index, "retry", retry_after=e.wait)
+    except RetryableDeliveryError as e:
+        return _retry_or_give_up(job, item, e, _elapsed(started))
+    except PermanentDeliveryError as e:
+        return Outcome.dead(item.index, e.reason, error=e, request=item.request,
+                            record_id=item.record_id, latency=_elapsed(started))
+    except Exception as e:  # one record's fault never sinks the others
+        log.warning("job %s: unexpected %s sending %s index %s", job.id, type(e).__name__,
+                    item.message.describe(), item.index, exc_info=True)
+        return Outcome.dead(item.index, f"{type(e).__name__}: {e}", request=item.request,
+                            record_id=item.record_id)
+
+
+def _elapsed(started: float | None) -> float | None:
+    return None if started is None else time.perf_counter() - started
+
+
+def _wait_for_rate_limit(limiter: RateLimiter, job: CompiledJob, wait_until: float) -> None:
+    if job.ratelimit:
+        wait, reserved = limiter.reserve(job.id, job.ratelimit,
+                                         max(0.0, wait_until - time.monotonic()))
+        if not reserved:
+            raise Throttled(wait)
+        time.sleep(wait)
+
+
+def _authorized_send(sender: Sender, tokens: TokenSource, job: CompiledJob,
+                     request: RequestSpec) -> None:
+    """Send, with the job's OAuth2 token when it has one (renewed once on a 401)."""
+    if job.oauth2 is None:
+        sender.send(request, job.timeout, job.retry_statuses)
+        return
+    authorization = tokens.authorization(job.id, job.hash, job.oauth2)
+    try:
+        sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
+    except PermanentDeliveryError as e:
+        if e.status != 401:
+            raise
+        authorization = tokens.authorization(job.id, job.hash, job.oauth2,
+                                             refused=authorization)
+        sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
+
+
+def _with_auth(request: RequestSpec, authorization: str) -> RequestSpec:
+    return dataclasses.replace(request, secret_headers={**request.secret_headers,
+                                                        "Authorization": authorization})
+
+
+def _retry_or_give_up(job: CompiledJob, item: Pending, error: RetryableDeliveryError,
+                      latency: float | None) -> Outcome:
+    if item.message.attempt >= job.max_retries:
+        return Outcome.dead(item.index, f"gave up after {job.max_retries} retries: "
+                                        f"{error.reason}", error=error, request=item.request,
+                            record_id=item.record_id, latency=latency)
+    log_failure(job.id, item.message, item.index, item.record_id, f"{error.reason}; will retry",
+                level=logging.INFO)
+    return Outcome(item.index, "retry", error.reason, retry_after=error.retry_after,
+                   failed=True, latency=latency)

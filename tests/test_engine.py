@@ -1,0 +1,80 @@
+"""The delivery engine end to end: per-job concurrency across worker processes, a container's
+records sent concurrently, and adaptive batching (real Kafka, Redis, workers, endpoint)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import redis
+from test_pipeline import committed, counters, fixture, json_values, simple_job
+
+from conftest import LOOPBACK
+from helpers import wait_for
+from rest_consumer.store import JobStore
+
+
+def test_the_concurrency_bound_holds_across_two_worker_processes(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given a slow endpoint and a job allowing 6 requests at once, served by two workers
+    topic = "engine.bound"
+    pipeline.create_topic(topic, partitions=2)
+    endpoint.delay = 0.25
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, concurrency=6))
+    pipeline.start_worker("worker1")
+    pipeline.start_worker("worker2")
+    pipeline.start_reader()
+    # When a backlog of 90 messages arrives
+    pipeline.produce(topic, json_values(90))
+    wait_for(lambda: len(endpoint.keys()) == 90, 60, what="all deliveries")
+    # Then the endpoint never saw more than 6 at once, and did see several at once
+    assert 4 <= endpoint.most_concurrent <= 6, endpoint.most_concurrent
+    wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
+    assert counters(real_redis)["delivered"] == 90
+    assert real_redis.zcard("permits:people") == 0  # every permit given back
+
+
+def test_a_500_record_container_is_sent_concurrently_and_recorded_once(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    topic = "engine.container"
+    pipeline.create_topic(topic)
+    endpoint.delay = 0.02
+    job = simple_job(endpoint, topic)
+    JobStore(real_redis, LOOPBACK).upsert("people", job)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, [fixture("person-500.avro")])
+    wait_for(lambda: len(endpoint.received) >= 500, 60, what="500 deliveries")
+    wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
+    keys = [r.headers["Idempotency-Key"] for r in endpoint.received]
+    assert sorted(keys) == sorted(f"people:{topic}:0:0:{i}" for i in range(500))
+    assert endpoint.most_concurrent > 8  # sent concurrently, not one after another
+    assert counters(real_redis)["delivered"] == 500
+
+
+def test_a_lone_message_goes_at_once_and_a_backlog_is_packed(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given a reader and no worker, so the tasks it makes wait in the queue to be seen
+    topic = "engine.batching"
+    pipeline.create_topic(topic)
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_reader()
+    wait_for(lambda: real_redis.hlen("reader:people"), 30, what="the reader to run")
+    time.sleep(2)  # the consumer has joined its group and fetches
+    # When one message comes alone, it is dispatched at once, alone
+    pipeline.produce(topic, json_values(1))
+    began = time.monotonic()
+    wait_for(lambda: real_redis.llen("rest_consumer") == 1, 5, interval=0.01,
+             what="the lone message's task")
+    assert time.monotonic() - began < 1.0
+    # When a backlog arrives while it waits, it is packed into tasks of up to 100 messages
+    pipeline.produce(topic, json_values(450, start=1))
+    wait_for(lambda: int(real_redis.get("in_flight:people") or 0) == 451, 30,
+             what="the backlog dispatched")
+    tasks = [json.loads(t) for t in real_redis.lrange("rest_consumer", 0, -1)]
+    sizes = [len(json.loads(base64.b64decode(t["body"]))[0][2]) for t in tasks]
+    assert sum(sizes) == 451 and max(sizes) <= 100 and len(tasks) <= 12, sizes
+    pipeline.start_worker()
+    wait_for(lambda: len(endpoint.keys()) == 451, 60, what="all deliveries")
