@@ -28,8 +28,11 @@ from harness import (
     REPO,
     Nginx,
     ProcessWatch,
+    SinkLog,
+    SlowSink,
     create_topic,
     produce,
+    produce_steadily,
     rest_consumer,
     spawn,
     stop_all,
@@ -47,6 +50,8 @@ RESULTS = REPO / "bench" / "results"
 PARTITIONS = 4
 POOL = os.environ.get("BENCH_POOL", "prefork")
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "4")
+SLOW_SECONDS = 0.1
+"""How long the slow endpoint takes to answer each request."""
 """The worker setup, the same for rest-consumer's workers and the Celery ceiling."""
 
 
@@ -85,9 +90,13 @@ class Bench:
         self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
         self.nginx = Nginx(workdir / "nginx")
         self.nginx.start()
+        self.slow = SlowSink(workdir / "slow", SLOW_SECONDS)
+        self.slow.start()
         self.results: list[Result] = []
+        self.runs = 0
 
     def close(self) -> None:
+        self.slow.stop()
         self.nginx.stop()
         self.services.stop()
 
@@ -98,8 +107,8 @@ class Bench:
         wait_until(lambda: self.nginx.count() >= n, timeout, f"{n} requests at nginx")
 
     def _finish(self, name: str, kind: str, n: int, began: float, watch: ProcessWatch | None,
-                peak: RedisPeak | None) -> Result:
-        entries = self.nginx.entries()[:n]
+                peak: RedisPeak | None, sink: SinkLog | None = None) -> Result:
+        entries = (sink or self.nginx).entries()[:n]
         last = max(received for received, _ in entries)
         seconds = last - began
         cpu = watch.stop() if watch else None
@@ -124,42 +133,77 @@ class Bench:
 
     # --- rest-consumer itself --------------------------------------------------------------
 
-    def ours(self, batch: int, workers: int, n: int, events: bool = False) -> Result:
-        name = f"rest-consumer batch={batch} workers={workers}" + (" events" if events else "")
-        topic = f"bench.ours.{batch}.{workers}.{int(events)}.{int(time.time())}"
-        create_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], topic, PARTITIONS)
-        store = JobStore(self.redis, Allowlist.parse((LOOPBACK,)))
-        store.upsert(f"bench-{batch}-{workers}-{int(events)}", {
-            "owner": "bench", "type": "POST", "topic": [topic],
-            "datamap": {"id": "$.msg.id", "name": "$.msg.name", "ts": "$.meta.timestamp"},
-            "url": self.nginx.url + "/ingest/{id}", "json_body": ["id", "name"],
-            "headers": {"X-Produced": "{ts}"}, "batch_size": batch, "max_in_flight": n * 2})
-        env = {**self.env, "WORKER_SEND_EVENTS": "true" if events else "false"}
-        procs = [spawn(rest_consumer("reader"), env, self._log("reader"))]
-        procs += [spawn(rest_consumer("worker", "--pool", POOL, "-c", CONCURRENCY), env,
-                        self._log(f"worker{i}")) for i in range(workers)]
+    def ours(self, name: str, n: int, *, events: bool, sink: SinkLog | None = None,
+             **job: Any) -> Result:
+        """rest-consumer as a user runs it (`rest-consumer reader` and `worker`, defaults),
+        on a job with the given fields over the defaults, draining a backlog of ``n``."""
+        sink = sink or self.nginx
+        topic, procs = self._start_ours(sink, events, job)
         try:
-            return self._measure_pipeline(name, topic, n, procs)
+            return self._measure_pipeline(name, topic, n, procs, sink)
         finally:
             stop_all(procs)
             self.redis.flushall()
 
+    def _start_ours(self, sink: Any, events: bool,
+                    job: dict[str, Any]) -> tuple[str, list[subprocess.Popen[bytes]]]:
+        self.runs += 1
+        topic = f"bench.ours.{self.runs}.{int(time.time())}"
+        create_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], topic, PARTITIONS)
+        store = JobStore(self.redis, Allowlist.parse((LOOPBACK,)))
+        store.upsert(f"bench-{self.runs}", {
+            "owner": "bench", "type": "POST", "topic": [topic],
+            "datamap": {"id": "$.msg.id", "name": "$.msg.name", "ts": "$.meta.timestamp"},
+            "url": sink.url + "/ingest/{id}", "json_body": ["id", "name"],
+            "headers": {"X-Produced": "{ts}"}, **job})
+        env = {**self.env, "WORKER_SEND_EVENTS": "true" if events else "false"}
+        procs = [spawn(rest_consumer("reader"), env, self._log(f"reader{self.runs}"))]
+        procs += [spawn(rest_consumer("worker", "--pool", POOL, "-c", CONCURRENCY), env,
+                        self._log(f"worker{self.runs}"))]
+        return topic, procs
+
+    def _pids(self, procs: list[subprocess.Popen[bytes]]) -> dict[str, int]:
+        redis_proc = self.services.redis.proc
+        return {"reader": procs[0].pid, "worker": procs[1].pid,
+                **({"redis": redis_proc.pid} if redis_proc is not None else {})}
+
     def _measure_pipeline(self, name: str, topic: str, n: int,
-                          procs: list[subprocess.Popen[bytes]]) -> Result:
+                          procs: list[subprocess.Popen[bytes]], sink: SinkLog) -> Result:
         bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
-        self.nginx.reset_log()
+        sink.reset_log()
         produce(bootstrap, topic, 200)
-        self._await_sink(200, 60)  # warm: processes up, partitions assigned, pools open
+        wait_until(lambda: sink.count() >= 200, 120, "the warm-up messages")
         time.sleep(0.5)
-        self.nginx.reset_log()
-        pids = {"reader": procs[0].pid, **{f"worker{i}": p.pid for i, p in enumerate(procs[1:])}}
-        watch = ProcessWatch(pids)
+        sink.reset_log()
+        watch = ProcessWatch(self._pids(procs))
         watch.start()
         peak = RedisPeak(self.redis)
         peak.start()
         began = produce(bootstrap, topic, n, start=200)
-        self._await_sink(n, 300)
-        return self._finish(name, "ours", n, began, watch, peak)
+        wait_until(lambda: sink.count() >= n, 600, f"{n} messages at the sink")
+        return self._finish(name, "ours", n, began, watch, peak, sink)
+
+    def steady(self, name: str, rate: float, seconds: float) -> Result:
+        """Latency, produce to endpoint, at a steady ``rate`` (default job, events on)."""
+        topic, procs = self._start_ours(self.nginx, True, {})
+        bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
+        try:
+            self.nginx.reset_log()
+            produce(bootstrap, topic, 200)
+            wait_until(lambda: self.nginx.count() >= 200, 120, "the warm-up messages")
+            time.sleep(1)
+            self.nginx.reset_log()
+            watch = ProcessWatch(self._pids(procs))
+            watch.start()
+            began = time.time()
+            n = produce_steadily(bootstrap, topic, rate, seconds, start=200)
+            wait_until(lambda: self.nginx.count() >= n, 120, f"{n} messages at the sink")
+            result = self._finish(name, "ours", n, began, watch, None, self.nginx)
+            result.throughput = round(rate, 1)  # the offered load, not a capacity
+            return result
+        finally:
+            stop_all(procs)
+            self.redis.flushall()
 
     # --- baselines -------------------------------------------------------------------------
 
@@ -183,13 +227,14 @@ class Bench:
         finally:
             stop_all([proc])
 
-    def naive(self, n: int) -> Result:
+    def naive(self, n: int, events: bool) -> Result:
+        """A naive Celery peer with the same pool, processes and task events as ours."""
         topic = f"bench.naive.{int(time.time())}"
         bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
         create_topic(bootstrap, topic, PARTITIONS)
         worker = spawn([sys.executable, "-m", "celery", "-A", "naive_app", "worker",
-                        "--pool", "prefork", "--loglevel", "WARNING"], self.env,
-                       self._log("naive-worker"))
+                        "--pool", POOL, "-c", CONCURRENCY, "--loglevel", "WARNING",
+                        *(["-E"] if events else [])], self.env, self._log("naive-worker"))
         loop = spawn([sys.executable, str(REPO / "bench" / "naive_loop.py"), bootstrap, topic,
                       self.nginx.url, str(n + 200)], self.env, self._log("naive-loop"))
         try:
@@ -209,8 +254,8 @@ class Bench:
         watch.start()
         began = produce(bootstrap, topic, n, start=200)
         self._await_sink(n, 300)
-        result = self._finish("naive Celery (requests, defaults, prefork)", "baseline", n, began,
-                              watch, None)
+        result = self._finish(f"naive Celery (requests, {POOL} -c {CONCURRENCY}, events)",
+                              "baseline", n, began, watch, None)
         result.p50_ms = result.p99_ms = None
         return result
 
@@ -253,9 +298,9 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller runs (about 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (about 5 minutes)")
     args = parser.parse_args()
-    scale = 1 if args.quick else 4
+    scale = 1 if args.quick else 3
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / "raw"  # process logs of the last run, kept for a look when one fails
     shutil.rmtree(raw, ignore_errors=True)
@@ -263,45 +308,51 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rc-bench-") as tmp:
         bench = Bench(Path(tmp), raw)
         try:
-            capacity = bench.nginx.capacity()
-            print(f"  nginx capacity (wrk): {capacity:.0f} req/s", flush=True)
-            direct = bench.direct(6000 * scale)
-            naive = bench.naive(2000 * scale)
-            ceiling = bench.ceiling(4000 * scale, events=False)
-            bench.ceiling(2000 * scale, events=True)
-            per_message = [bench.ours(1, w, 4000 * scale) for w in (1, 2)]
-            bench.ours(1, 1, 2000 * scale, events=True)
-            batched = [bench.ours(50, w, 10000 * scale) for w in (1, 2)]
+            figures = run_scenarios(bench, scale)
         finally:
             bench.close()
-    best_single = max(per_message, key=lambda r: r.throughput)
-    one_worker = per_message[0]
-    best_batched = max(batched, key=lambda r: r.throughput)
-    ratios = {
-        "per_message_vs_naive": best_single.throughput / naive.throughput,
-        "per_message_vs_ceiling": one_worker.throughput / ceiling.throughput,
-        "batched_vs_direct": best_batched.throughput / direct.throughput,
+    write_reports(bench.results, figures)
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
+    """Every scenario, one configuration each, in one run; the figures of the RESULT line."""
+    capacity = bench.nginx.capacity()
+    print(f"  nginx capacity (wrk): {capacity:.0f} req/s", flush=True)
+    bench.direct(6000 * scale)
+    naive = bench.naive(2000 * scale, events=True)
+    fast = bench.ours("default job, fast sink, events", 10000 * scale, events=True)
+    ceiling = bench.ceiling(4000 * scale, events=False)
+    per_message = bench.ours("batch_size 1, fast sink", 4000 * scale, events=False,
+                             batch_size=1)
+    slow = bench.ours("default job, 100 ms endpoint, events", 1500 * scale, events=True,
+                      sink=bench.slow)
+    slow256 = bench.ours("concurrency 256, 100 ms endpoint, events", 5000 * scale,
+                         events=True, sink=bench.slow, concurrency=256)
+    half = bench.steady("default job at half of capacity, events", fast.throughput / 2,
+                        10 * scale)
+    return {
+        "fast_default_vs_naive": round(fast.throughput / naive.throughput, 2),
+        "per_message_vs_ceiling": round(per_message.throughput / ceiling.throughput, 2),
+        "slow_default_msgs": round(slow.throughput),
+        "slow_c256_msgs": round(slow256.throughput),
+        "p99_ms_half_load": half.p99_ms,
+        "cpu_ms_per_msg": fast.cpu_ms_per_msg,
+        "worker_rss_mb": fast.peak_rss_mb.get("worker"),
     }
-    write_reports(bench.results, capacity, ratios)
-    print(f"RESULT per_message_vs_naive={ratios['per_message_vs_naive']:.2f} "
-          f"per_message_vs_ceiling={ratios['per_message_vs_ceiling']:.2f} "
-          f"batched_vs_direct={ratios['batched_vs_direct']:.2f} "
-          f"p99_ms={best_single.p99_ms} cpu_ms_per_msg={best_single.cpu_ms_per_msg}")
 
 
-def write_reports(results: list[Result], capacity: float, ratios: dict[str, float]) -> None:
+def write_reports(results: list[Result], figures: dict[str, Any]) -> None:
     lines = ["| configuration | messages | msg/s | CPU ms/msg | p50 ms | p99 ms | peak RSS MB | "
              "Redis peak MB |", "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in results:
         rss = ", ".join(f"{k} {v}" for k, v in r.peak_rss_mb.items())
         lines.append(f"| {r.name} | {r.messages} | {r.throughput:.0f} | {_n(r.cpu_ms_per_msg)} | "
                      f"{_n(r.p50_ms)} | {_n(r.p99_ms)} | {rss} | {_n(r.redis_peak_mb)} |")
-    lines += ["", f"nginx capacity (wrk, 1 thread, 16 connections): {capacity:.0f} req/s", ""]
-    lines += [f"- {k} = {v:.2f}" for k, v in ratios.items()]
+    lines += [""] + [f"- {k} = {v}" for k, v in figures.items()]
     (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "results.json").write_text(json.dumps(
-        {"results": [asdict(r) for r in results], "nginx_capacity": capacity,
-         "ratios": ratios}, indent=2))
+        {"results": [asdict(r) for r in results], "figures": figures}, indent=2))
     chart(results)
 
 

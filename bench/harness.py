@@ -28,7 +28,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  log_format bench '$msec $http_x_produced';
+  log_format bench '$msec $http_x_produced $request_uri';
   access_log {dir}/access.log bench;
   client_body_temp_path {dir}/body;
   proxy_temp_path {dir}/proxy;
@@ -45,21 +45,60 @@ http {{
 """
 
 
-class Nginx:
-    """nginx answering 200 to everything; its access log counts and times the requests."""
+class SinkLog:
+    """A sink's log of answered requests (``<unix time> <X-Produced ms> <path>`` a line):
+    what was received since the last reset, counted by distinct path (= message id)."""
+
+    log: Path
+
+    def __init__(self) -> None:
+        self._offset = 0
+
+    def reset_log(self) -> None:
+        """Count from here on: remember where the log ends now."""
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
+
+    def _new_lines(self) -> list[bytes]:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        return data[:data.rfind(b"\n") + 1].splitlines()
+
+    def count(self) -> int:
+        """Distinct requests (by path: every message has its own id in the path)."""
+        return len({line.rpartition(b" ")[2] for line in self._new_lines()})
+
+    def entries(self) -> list[tuple[float, float | None]]:
+        """(received, produced) Unix times of the first answer to each distinct path."""
+        rows, seen = [], set()
+        for line in self._new_lines():
+            received, produced, path = line.decode().split(" ", 2)
+            if path in seen:
+                continue
+            seen.add(path)
+            rows.append((float(received), float(produced) / 1000 if produced not in ("", "-")
+                         else None))
+        return rows
+
+
+class Nginx(SinkLog):
+    """nginx answering 200 to everything at once: the fast sink."""
 
     def __init__(self, workdir: Path) -> None:
+        super().__init__()
         self.dir = workdir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._offset = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def log(self) -> Path:
+    def log(self) -> Path:  # type: ignore[override]
         return self.dir / "access.log"
 
     def start(self) -> None:
@@ -76,31 +115,6 @@ class Nginx:
                 raise RuntimeError("nginx did not start: " + (self.dir / "error.log").read_text())
             time.sleep(0.05)
 
-    def reset_log(self) -> None:
-        """Count from here on: remember where the access log ends now."""
-        self._offset = self.log.stat().st_size if self.log.exists() else 0
-
-    def _new_lines(self) -> list[bytes]:
-        try:
-            with open(self.log, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        return data[:data.rfind(b"\n") + 1].splitlines()
-
-    def count(self) -> int:
-        return len(self._new_lines())
-
-    def entries(self) -> list[tuple[float, float | None]]:
-        """(received, produced) Unix times of each request since the last reset."""
-        rows = []
-        for line in self._new_lines():
-            received, _, produced = line.decode().partition(" ")
-            rows.append((float(received), float(produced) / 1000 if produced not in ("", "-")
-                         else None))
-        return rows
-
     def capacity(self) -> float:
         """Requests per second that wrk gets from this nginx (1 thread, 16 connections, 3 s)."""
         wrk = shutil.which("wrk")
@@ -112,6 +126,40 @@ class Nginx:
             if line.startswith("Requests/sec:"):
                 return float(line.split()[1])
         return float("nan")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class SlowSink(SinkLog):
+    """bench/slow_sink.py: every answer after ``delay`` seconds, many requests waiting at once."""
+
+    def __init__(self, workdir: Path, delay: float) -> None:
+        super().__init__()
+        self.dir, self.delay = workdir, delay
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:  # type: ignore[override]
+        return self.dir / "slow.log"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / "slow_sink.py"), str(self.port),
+             str(self.delay), str(self.log)], preexec_fn=die_with_parent)
+        deadline = time.monotonic() + 10
+        while not _port_open(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the slow sink did not start")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -199,6 +247,25 @@ def produce(bootstrap: str, topic: str, count: int, start: int = 0) -> float:
                 producer.poll(0.1)
     producer.flush(60)
     return began
+
+
+def produce_steadily(bootstrap: str, topic: str, rate: float, seconds: float,
+                     start: int = 0) -> int:
+    """Produce at ``rate`` messages per second for ``seconds``, each flushed at once (no
+    linger), as a live source would; returns how many were produced."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    began, sent = time.monotonic(), 0
+    while (elapsed := time.monotonic() - began) < seconds:
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            i = start + sent
+            producer.produce(topic, json.dumps({"id": f"m{i}", "name": f"name {i}",
+                                                "n": i}).encode())
+            sent += 1
+        producer.poll(0)
+        time.sleep(max(0.0, (sent / rate) - (time.monotonic() - began)))
+    producer.flush(60)
+    return sent
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -74,7 +74,8 @@ def _ext(name: str) -> Any:
 
 
 def _store() -> JobStore:
-    return _ext("store")
+    store: JobStore = _ext("store")
+    return store
 
 
 # --- errors: one table, one handler ---------------------------------------------------------

@@ -76,7 +76,7 @@ def api(workers: int, threads: int) -> None:
 def _serve(app: Any, settings: config.Settings, workers: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
-    class _Server(BaseApplication):
+    class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{settings.api_host}:{settings.api_port}")
             self.cfg.set("workers", workers)

@@ -85,7 +85,8 @@ class ControlListener(threading.Thread):
             self._stopping.wait(self._retry_delay)
 
     def _listen(self, reconnected: bool) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._client.pubsub(  # type: ignore[no-untyped-call]
+            ignore_subscribe_messages=True)
         try:
             pubsub.psubscribe(keys.CONTROL_PATTERN)
             self.subscribed.set()

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from jsonpath_ng.ext import parse as parse_jsonpath
+from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 
 from rest_consumer import destinations

@@ -31,7 +31,8 @@ def _ext(name: str) -> Any:
 
 
 def _store() -> JobStore:
-    return _ext("store")
+    store: JobStore = _ext("store")
+    return store
 
 
 def _json_object() -> dict[str, Any]:

@@ -7,7 +7,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -16,6 +16,8 @@ from rest_consumer.control import Command, publish
 from rest_consumer.destinations import Allowlist
 from rest_consumer.errors import JobNotFound
 from rest_consumer.jobs import Job
+
+T = TypeVar("T")
 
 
 class JobStore:
@@ -118,9 +120,9 @@ class JobStore:
 
         return self._transaction(change, keys.job(job_id))
 
-    def _transaction(self, change: Callable[[Any], Any], key: str) -> Any:
+    def _transaction(self, change: Callable[[Any], T], key: str) -> T:
         """Run ``change`` under WATCH ``key``, retried if the key changes meanwhile."""
-        return self.redis.transaction(change, key, value_from_callable=True)
+        return cast(T, self.redis.transaction(cast(Any, change), key, value_from_callable=True))
 
     def secret_digest(self, value: str) -> str:
         """Keyed HMAC of a secret, used in place of the secret when hashing a job."""
