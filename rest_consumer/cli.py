@@ -97,11 +97,13 @@ def reader() -> None:
     import redis
 
     from rest_consumer.manager import ReaderManager
-    from rest_consumer.tasks import create_celery, make_dispatcher
+    from rest_consumer.tasks import create_celery, make_dispatcher, make_retry_publisher
 
     settings = _settings()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
-    manager = ReaderManager(settings, client, make_dispatcher(create_celery(settings)))
+    celery_app = create_celery(settings)
+    manager = ReaderManager(settings, client, make_dispatcher(celery_app),
+                            make_retry_publisher(celery_app))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())

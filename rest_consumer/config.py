@@ -20,12 +20,13 @@ DEFAULT_API_PORT = 9013
 DEFAULT_JOBS_DIR = "config/jobs"
 DEFAULT_CONSUMER_GROUP_PREFIX = "rest-consumer"
 DEFAULT_RECONCILE_INTERVAL = 30.0
-# Celery's Redis transport redelivers a task unacknowledged for this long (celery#2599): it must
-# exceed the longest retry countdown plus a request timeout (the job schema caps both, 1,500 s).
-DEFAULT_VISIBILITY_TIMEOUT = 1800.0
-# Last resort when a watermark stalls: longer than the visibility timeout, so Celery redelivers
-# first (DESIGN §4).
-DEFAULT_REDISPATCH_AFTER = 3600.0
+# Celery's Redis transport redelivers a task unacknowledged for this long: a dead worker's
+# tasks come back after it. Retries wait in Redis, not in workers, and a task's hard time limit
+# (3/4 of this) ends every run before it, so no running task is ever delivered twice.
+DEFAULT_VISIBILITY_TIMEOUT = 45.0
+# Last resort when a watermark stalls (e.g. Redis lost tasks without losing its data):
+# longer than the visibility timeout, so Celery redelivers first (DESIGN §4).
+DEFAULT_REDISPATCH_AFTER = 300.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MIN_PASSWORD_CHARS = 12
 MIN_TOKEN_CHARS = 16

@@ -13,6 +13,12 @@ HASH_KEY = "rest_consumer:hash_key"
 
 CONTROL_PATTERN = "msg/job:*"
 
+RETRIES = "rest_consumer:retries"
+"""Sorted set of retries waiting for their time, scored by when they are due (Unix time)."""
+
+RETRY_PUMP = "rest_consumer:retry_pump"
+"""Lease of the one reader process moving due retries onto the Celery queue."""
+
 
 def job(job_id: str) -> str:
     """The stored job document (JSON)."""

@@ -19,6 +19,7 @@ from rest_consumer.jobfiles import load_job_files
 from rest_consumer.jobs import Job
 from rest_consumer.messages import Dispatcher
 from rest_consumer.reader import JobReader
+from rest_consumer.retries import Publisher, RetryPump
 from rest_consumer.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,10 @@ SENTINEL_CHECK_SECONDS = 1.0
 class ReaderManager:
     """Starts, restarts and stops job readers; heals after Redis loses its data."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, dispatch: Dispatcher) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, dispatch: Dispatcher,
+                 publish_retries: Publisher) -> None:
         self.settings = settings
+        self.publish_retries = publish_retries
         self.redis = client
         self.store = JobStore(client, settings.destination_allowlist)
         self.dispatch = dispatch
@@ -111,6 +114,8 @@ class ReaderManager:
         load_job_files(self.store, self.settings.jobs_dir)
         listener = ControlListener(self.redis, self._handle_safely, self._reconcile_safely)
         listener.start()
+        pump = RetryPump(self.redis, self.publish_retries, self.instance)
+        pump.start()
         self._reconcile_safely()
         last_reconcile = time.monotonic()
         while not stopping.wait(SENTINEL_CHECK_SECONDS):
@@ -120,6 +125,7 @@ class ReaderManager:
             else:
                 self._guard(self._check_redis)
         listener.stop()
+        pump.stop()
         self.stop_all()
 
     def _check_redis(self) -> None:

@@ -18,14 +18,18 @@ log = logging.getLogger("rest_consumer.worker")
 
 
 def send(sender: Sender, limiter: RateLimiter, tokens: TokenSource, job: CompiledJob,
-         item: Pending, wait_until: float) -> Outcome:
+         item: Pending, wait_until: float, end_by: float) -> Outcome:
     """The outcome of sending ``item``: delivered, a retry, or a dead letter. A rate-limit
-    wait past ``wait_until`` (monotonic) is not taken here: the record is retried then."""
+    wait past ``wait_until`` (monotonic) is not taken here, and the request's timeout ends by
+    ``end_by``: the record is retried instead."""
     started: float | None = None
     try:
         _wait_for_rate_limit(limiter, job, wait_until)
+        timeout = min(job.timeout, end_by - time.monotonic())
+        if timeout < 1:
+            return Outcome.deferred(item.index)
         started = time.perf_counter()
-        _authorized_send(sender, tokens, job, item.request)
+        _authorized_send(sender, tokens, job, item.request, timeout)
         return Outcome(item.index, "delivered", latency=time.perf_counter() - started)
     except Throttled as e:
         return Outcome(item.index, "retry", retry_after=e.wait)
@@ -55,20 +59,20 @@ def _wait_for_rate_limit(limiter: RateLimiter, job: CompiledJob, wait_until: flo
 
 
 def _authorized_send(sender: Sender, tokens: TokenSource, job: CompiledJob,
-                     request: RequestSpec) -> None:
+                     request: RequestSpec, timeout: float) -> None:
     """Send, with the job's OAuth2 token when it has one (renewed once on a 401)."""
     if job.oauth2 is None:
-        sender.send(request, job.timeout, job.retry_statuses)
+        sender.send(request, timeout, job.retry_statuses)
         return
     authorization = tokens.authorization(job.id, job.hash, job.oauth2)
     try:
-        sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
+        sender.send(_with_auth(request, authorization), timeout, job.retry_statuses)
     except PermanentDeliveryError as e:
         if e.status != 401:
             raise
         authorization = tokens.authorization(job.id, job.hash, job.oauth2,
                                              refused=authorization)
-        sender.send(_with_auth(request, authorization), job.timeout, job.retry_statuses)
+        sender.send(_with_auth(request, authorization), timeout, job.retry_statuses)
 
 
 def _with_auth(request: RequestSpec, authorization: str) -> RequestSpec:

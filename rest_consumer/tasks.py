@@ -15,6 +15,7 @@ from celery.signals import worker_process_init
 from rest_consumer import config
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.messages import Dispatcher, TaskMessage
+from rest_consumer.retries import Publisher, Retry
 from rest_consumer.worker import WorkerContext, deliver_messages
 
 
@@ -29,7 +30,9 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=4,
+        # Every task a worker holds is running (no task waits in a worker's buffer, where
+        # its visibility timeout would run out): at most one per pool process.
+        worker_prefetch_multiplier=1,
         task_default_queue=DEFAULT_QUEUE,
         task_serializer="json",
         accept_content=["json"],
@@ -82,8 +85,7 @@ def _reset_after_fork(**_: Any) -> None:
 @app.task(name="rest_consumer.deliver", acks_late=True)
 def deliver(job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
     """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes."""
-    deliver_messages(context(), job_id, job_hash, _task_messages(job_id, messages),
-                     publish_retry)
+    deliver_messages(context(), job_id, job_hash, _task_messages(job_id, messages))
 
 
 def _task_messages(job_id: str, messages: list[dict[str, Any]]) -> list[TaskMessage]:
@@ -94,14 +96,6 @@ def _task_messages(job_id: str, messages: list[dict[str, Any]]) -> list[TaskMess
         except ValueError as e:  # not ours: nothing to record it against
             log.error("job %s: dropping a malformed task message: %s", job_id, e)
     return parsed
-
-
-def publish_retry(job_id: str, job_hash: str, message: TaskMessage, delay: float,
-                  queue: str | None) -> None:
-    """Schedule one message's records that still need sending, ``delay`` seconds from now."""
-    deliver.apply_async((job_id, job_hash, [message.to_args()]), countdown=delay,
-                        queue=queue or DEFAULT_QUEUE, argsrepr=describe(job_id, [message]),
-                        kwargsrepr="{}")
 
 
 def describe(job_id: str, messages: list[TaskMessage]) -> str:
@@ -129,3 +123,19 @@ def make_dispatcher(celery_app: Celery) -> Dispatcher:
                     argsrepr=describe(job["id"], messages), kwargsrepr="{}", producer=producer)
 
     return dispatch
+
+
+def make_retry_publisher(celery_app: Celery) -> Publisher:
+    """A function sending due retries as ``deliver`` tasks, all in one Redis pipeline."""
+
+    def publish(retries: list[Retry]) -> None:
+        with celery_app.producer_or_acquire() as producer, producer.batch(max_size=1000):
+            for retry in retries:
+                celery_app.send_task(
+                    "rest_consumer.deliver",
+                    (retry.job_id, retry.job_hash, [retry.message.to_args()]),
+                    queue=retry.queue or DEFAULT_QUEUE,
+                    argsrepr=describe(retry.job_id, [retry.message]), kwargsrepr="{}",
+                    producer=producer)
+
+    return publish

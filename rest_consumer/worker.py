@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
@@ -30,6 +29,7 @@ from rest_consumer.outcomes import TaskOutcomes
 from rest_consumer.permits import Permits
 from rest_consumer.ratelimit import RateLimiter
 from rest_consumer.records import Outcome, Pending, log_failure
+from rest_consumer.retries import Retry, schedule
 from rest_consumer.sending import send
 from rest_consumer.store import JobStore
 
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 
 SEND_THREADS = 256
 """Lane threads per worker process: the most requests one process has in flight."""
-
-RetryPublisher = Callable[[str, str, TaskMessage, float, "str | None"], None]
-
 
 class WorkerContext:
     """Per-process state: Redis, the HTTP client and its lanes, and compiled jobs by hash."""
@@ -73,21 +70,31 @@ class WorkerContext:
 
 
 def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
-                     messages: list[TaskMessage], publish_retry: RetryPublisher) -> None:
-    """Deliver each message's records; one bad record never affects the others."""
+                     messages: list[TaskMessage]) -> None:
+    """Deliver each message's records; one bad record never affects the others.
+
+    Outcomes and retries go to Redis in one pipeline, so what a task learned is recorded
+    whole or (if the worker dies first) not at all, and the task is then run again.
+    """
     job = ctx.job(job_id, job_hash)
     if job is None:
         log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
         return
-    soft_limit = ctx.settings.task_time_limits()[0]
-    deadline = time.monotonic() + soft_limit
+    soft_limit, hard_limit = ctx.settings.task_time_limits()
+    started = time.monotonic()
+    deadline = started + soft_limit
     outcomes: dict[int, list[Outcome]] = {i: [] for i in range(len(messages))}
     pending: list[Pending] = []
     deferred = _prepare_all(ctx, job, messages, outcomes, pending)
     stop_at = deadline - min(job.timeout + 1, soft_limit / 2)
-    sent = ctx.lanes.send_all(
-        job, pending, lambda item: send(ctx.sender, ctx.limiter, ctx.tokens, job, item, stop_at),
-        stop_at)
+    # No request may outlive the hard limit: a hanging endpoint times out and is retried,
+    # instead of the task being killed.
+    end_by = started + hard_limit - 2
+
+    def send_one(item: Pending) -> Outcome:
+        return send(ctx.sender, ctx.limiter, ctx.tokens, job, item, stop_at, end_by)
+
+    sent = ctx.lanes.send_all(job, pending, send_one, stop_at)
     for item, outcome in sent:
         outcomes[item.position].append(outcome)
     out = TaskOutcomes(job.id)
@@ -96,9 +103,9 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     retries += [(messages[position], 0.0) for position in sorted(deferred)]
     pipe = ctx.redis.pipeline(transaction=False)
     out.write(pipe)
-    pipe.execute()
     for message, delay in retries:
-        publish_retry(job.id, job.hash, message, delay, job.queue)
+        schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
+    pipe.execute()
 
 
 def _prepare_all(ctx: WorkerContext, job: CompiledJob, messages: list[TaskMessage],
