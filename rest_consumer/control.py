@@ -66,7 +66,6 @@ class ControlListener(threading.Thread):
         self._on_reconnect = on_reconnect
         self._retry_delay = retry_delay
         self._stopping = threading.Event()
-        self.subscribed = threading.Event()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -81,7 +80,6 @@ class ControlListener(threading.Thread):
             except Exception:
                 log.exception("unexpected error in the control listener; resubscribing")
             first = False
-            self.subscribed.clear()
             self._stopping.wait(self._retry_delay)
 
     def _listen(self, reconnected: bool) -> None:
@@ -89,7 +87,6 @@ class ControlListener(threading.Thread):
             ignore_subscribe_messages=True)
         try:
             pubsub.psubscribe(keys.CONTROL_PATTERN)
-            self.subscribed.set()
             if reconnected and self._on_reconnect is not None:
                 self._on_reconnect()
             while not self._stopping.is_set():

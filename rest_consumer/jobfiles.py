@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rest_consumer.errors import JobValidationError
@@ -13,21 +12,11 @@ from rest_consumer.store import JobStore
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadReport:
-    """What loading a directory of job files did, file by file."""
-
-    created: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-
-def load_job_files(store: JobStore, directory: Path) -> LoadReport:
+def load_job_files(store: JobStore, directory: Path) -> None:
     """Create the jobs of ``directory/*.json`` the store lacks; a bad file spares the rest."""
-    report = LoadReport()
     if not directory.is_dir():
         log.info("no job directory at %s; nothing to load", directory)
-        return report
+        return
     for path in sorted(directory.glob("*.json")):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -35,13 +24,9 @@ def load_job_files(store: JobStore, directory: Path) -> LoadReport:
             if not isinstance(job_id, str):
                 raise JobValidationError([{"field": "id", "message": "is required"}])
             if store.create_if_absent(job_id, doc) is None:
-                report.kept.append(path.name)
                 log.info("job file %s: job %r already stored; the stored job wins", path.name,
                          job_id)
             else:
-                report.created.append(path.name)
                 log.info("job file %s: created job %r", path.name, job_id)
         except (OSError, ValueError, JobValidationError) as e:
-            report.failed[path.name] = str(e)
             log.error("job file %s is invalid and was not loaded: %s", path.name, e)
-    return report

@@ -16,7 +16,7 @@ from rest_consumer import keys
 from rest_consumer.config import Settings
 from rest_consumer.control import Command, ControlListener
 from rest_consumer.jobfiles import load_job_files
-from rest_consumer.jobs import Job
+from rest_consumer.jobs import Job, setting
 from rest_consumer.messages import Dispatcher
 from rest_consumer.reader import JobReader
 from rest_consumer.retries import Publisher, RetryPump
@@ -49,7 +49,7 @@ class ReaderManager:
         with self._lock:
             if self._recover_if_redis_lost():
                 return
-            wanted = {job["id"]: job for job in self.store.list() if job.get("enabled", True)}
+            wanted = {job["id"]: job for job in self.store.list() if setting(job, "enabled")}
             for job_id in set(self.readers) - set(wanted):
                 self._stop(job_id)
             for job in wanted.values():
@@ -62,7 +62,7 @@ class ReaderManager:
             if self._recover_if_redis_lost():
                 return
             job = self.store.find(command.job_id)
-            if job is None or not job.get("enabled", True):
+            if job is None or not setting(job, "enabled"):
                 self._stop(command.job_id, forget=job is None)
                 return
             self._run(job)

@@ -15,6 +15,7 @@ from rest_consumer import deadletters, keys, offsets
 from rest_consumer.control import Command, publish
 from rest_consumer.decoding import MAX_JSON_DEPTH, Decoded, decode, nesting_depth
 from rest_consumer.errors import DecodeError, MappingError
+from rest_consumer.jobs import setting
 from rest_consumer.mapping import CompiledJob
 from rest_consumer.messages import TaskMessage
 from rest_consumer.status import job_state, reader_reports
@@ -161,7 +162,7 @@ def set_offset(job_id: str, offset: str) -> tuple[Response, int]:
         if not offset.isdigit():
             raise BadRequest("offset must be a non-negative integer, earliest or latest")
         target = int(offset)
-    running = job.get("enabled", True) and reader_reports(_store().redis, job_id)
+    running = setting(job, "enabled") and reader_reports(_store().redis, job_id)
     if running:
         publish(_store().redis, Command(job_id, "set_offset", job["hash"], target))
         return jsonify(id=job_id, offset=target, applied_by="readers"), 202

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -13,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from rest_consumer import keys
 from rest_consumer.config import Settings
+from rest_consumer.heartbeat import Heartbeat, beat
 from rest_consumer.jobs import Job, setting
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.offsets import resolve
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 500
 TICK_SECONDS = 1.0
-HEARTBEAT_TTL_SECONDS = 60
 DONE_CHUNK = 10_000
 
 TP = tuple[str, int]
@@ -318,14 +317,9 @@ class JobReader(threading.Thread):
             log.info("job %s: %d in flight; resuming", self.job_id, in_flight)
 
     def _heartbeat(self) -> None:
-        report = {
-            "ts": time.time(), "hash": self.job.get("hash"), "paused": self.paused,
-            "error": self.error, "partitions": self._partition_report(),
-        }
-        key = keys.reader_heartbeat(self.job_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, self.instance, json.dumps(report))
-        pipe.expire(key, HEARTBEAT_TTL_SECONDS)
+        beat(pipe, self.job_id, self.instance, Heartbeat(
+            self.job.get("hash"), self.paused, self.error, self._partition_report()))
         pipe.execute()
 
     def _partition_report(self) -> dict[str, dict[str, Any]]:

@@ -38,9 +38,6 @@ class JobStore:
             raise JobNotFound(job_id)
         return job
 
-    def ids(self) -> list[str]:
-        return sorted(as_text(i) for i in self.redis.smembers(keys.JOB_IDS))
-
     def list(self, owner: str | None = None) -> list[Job]:
         """Every job, or one owner's, ordered by id."""
         index = keys.owner_jobs(owner) if owner is not None else keys.JOB_IDS

@@ -201,7 +201,7 @@ def test_job_files_load_at_start_and_never_override(settings: Settings, any_redi
     # Then the stored job wins, the new one is created, the bad ones are skipped
     assert store.get("people")["owner"] == "api"
     assert store.get("fresh")["owner"] == "alice"
-    assert store.ids() == ["fresh", "people"]
+    assert [job["id"] for job in store.list()] == ["fresh", "people"]
 
 
 @pytest.mark.parametrize("job_id", ["a:b", "a*", "job%0Aevil", "x" * 129, "a%20b"])

@@ -1,0 +1,54 @@
+"""The one owner of the readers' heartbeat: what a reader reports of a job, and for how long
+the report counts."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rest_consumer import keys
+
+KEY_TTL_SECONDS = 60
+"""Redis drops a job's heartbeat hash when no reader refreshed it for this long."""
+FRESH_SECONDS = 30.0
+"""A reader whose heartbeat is older than this is taken for dead (it beats every second)."""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One reader's state for one job: the job version it runs, and its partitions."""
+
+    hash: str | None
+    paused: bool = False
+    error: str | None = None
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``topic[partition]`` -> committed watermark, high watermark, lag."""
+    ts: float = field(default_factory=time.time)
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Heartbeat:
+        body = json.loads(raw)
+        return cls(body.get("hash"), bool(body.get("paused")), body.get("error"),
+                   dict(body.get("partitions") or {}), float(body.get("ts", 0)))
+
+    def fresh(self, now: float | None = None) -> bool:
+        return (now or time.time()) - self.ts <= FRESH_SECONDS
+
+
+def beat(pipe: Any, job_id: str, instance: str, heartbeat: Heartbeat) -> None:
+    """Queue a reader's heartbeat on ``pipe``."""
+    key = keys.reader_heartbeat(job_id)
+    pipe.hset(key, instance, heartbeat.encode())
+    pipe.expire(key, KEY_TTL_SECONDS)
+
+
+def fresh_heartbeats(client: Any, job_id: str) -> list[Heartbeat]:
+    """The heartbeats of the readers running this job now."""
+    now = time.time()
+    beats = [Heartbeat.decode(raw) for raw in client.hvals(keys.reader_heartbeat(job_id))]
+    return [b for b in beats if b.fresh(now)]
