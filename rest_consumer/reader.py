@@ -11,7 +11,8 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from rest_consumer import keys
-from rest_consumer.config import Settings
+from rest_consumer.batching import AdaptiveBatcher
+from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.heartbeat import Heartbeat, beat
 from rest_consumer.jobs import Job, setting
 from rest_consumer.messages import Dispatcher, TaskMessage
@@ -46,6 +47,8 @@ class JobReader(threading.Thread):
         self._seek_request: int | str | None = None
         self.max_in_flight = int(setting(job, "max_in_flight"))
         self.batch_size = int(setting(job, "batch_size"))
+        queue = job.get("queue") or DEFAULT_QUEUE
+        self.batcher = AdaptiveBatcher(lambda: int(self.redis.llen(queue)), self.batch_size)
         self._consumer: Consumer | None = None
         self._last_tick = 0.0
 
@@ -110,7 +113,9 @@ class JobReader(threading.Thread):
                 if self._seek_request is not None:
                     target, self._seek_request = self._seek_request, None
                     self._seek_all(target)
-                self._dispatch(self._take(consumer))
+                self.batcher.add(self._take(consumer))
+                if self.batcher.ready() or self._room() <= len(self.batcher.held):
+                    self._dispatch(self.batcher.take())
                 if self._due_for_tick():
                     self._tick_unless_redis_is_down()
             self._finish()
@@ -130,6 +135,7 @@ class JobReader(threading.Thread):
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("job %s: revoked %s", self.job_id, _names(partitions))
         revoked = [(tp.topic, tp.partition) for tp in partitions]
+        self.batcher.drop(set(revoked))
         try:
             self._collect_and_commit(revoked)
         except (KafkaException, redis.RedisError) as e:
@@ -139,6 +145,7 @@ class JobReader(threading.Thread):
             self.trackers.pop(key, None)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.batcher.drop({(tp.topic, tp.partition) for tp in partitions})
         for tp in partitions:
             self.trackers.pop((tp.topic, tp.partition), None)
 
@@ -151,8 +158,11 @@ class JobReader(threading.Thread):
         Keep calling this while paused so the member stays in the group; it never takes more
         than the job's in-flight room (DESIGN §4: bounded memory).
         """
-        room = self._room()
-        first = consumer.poll(timeout=0.2)
+        room = self._room() - len(self.batcher.held)
+        if room <= 0:
+            return []
+        # While messages are held for busy workers, look again soon.
+        first = consumer.poll(timeout=0.005 if self.batcher.held else 0.2)
         if first is None:
             return []
         return [first, *consumer.consume(num_messages=room - 1, timeout=0)] if room > 1 \
@@ -204,6 +214,7 @@ class JobReader(threading.Thread):
             self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _rewind_partitions(self, partitions: list[TP]) -> None:
+        self.batcher.drop(set(partitions))
         for key in partitions:
             target = self.trackers[key].rewind()
             if target is not None:
@@ -215,6 +226,7 @@ class JobReader(threading.Thread):
         """set_offset: forget what is out, move each assigned partition, commit at once."""
         if self._consumer is None:
             return
+        self.batcher.drop()
         moved = []
         for tp in self._consumer.assignment():
             target = resolve(self._consumer, tp, offset)
@@ -303,6 +315,7 @@ class JobReader(threading.Thread):
         assigned = self._consumer.assignment()
         if not self.paused and in_flight > limit:
             self.paused = True
+            self.batcher.drop()  # resuming seeks back to the first message not dispatched
             self._consumer.pause(assigned)
             log.warning("job %s: %d messages in flight (limit %d); pausing", self.job_id,
                         in_flight, limit)

@@ -248,7 +248,10 @@ def test_flushall_mid_run_loses_nothing(pipeline: Any, endpoint: Any,
     real_redis.flushall()
     wait_for(lambda: len(endpoint.keys()) == 200, 90, what="all 200 delivered")
     assert all(r.headers["Authorization"] == "Bearer tok-flush" for r in endpoint.received)
-    assert JobStore(real_redis, LOOPBACK).get("people")["token"] == "tok-flush"
+    # (the reader notices the loss within a second, and may not have yet)
+    restored = wait_for(lambda: JobStore(real_redis, LOOPBACK).find("people"), 10,
+                        what="the job restored")
+    assert restored["token"] == "tok-flush"
     wait_for(lambda: kafka_committed(pipeline, topic) == [200], 30, what="all committed")
 
 
