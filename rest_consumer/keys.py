@@ -13,6 +13,9 @@ HASH_KEY = "rest_consumer:hash_key"
 
 CONTROL_PATTERN = "msg/job:*"
 
+KOMBU_UNACKED = "unacked"
+"""kombu's Redis transport keeps the tasks workers hold (with prefetch 1: run) in this hash."""
+
 RETRIES = "rest_consumer:retries"
 """Sorted set of retries waiting for their time, scored by when they are due (Unix time)."""
 

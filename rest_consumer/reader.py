@@ -48,7 +48,8 @@ class JobReader(threading.Thread):
         self.max_in_flight = int(setting(job, "max_in_flight"))
         self.batch_size = int(setting(job, "batch_size"))
         queue = job.get("queue") or DEFAULT_QUEUE
-        self.batcher = AdaptiveBatcher(lambda: int(self.redis.llen(queue)), self.batch_size)
+        self.batcher = AdaptiveBatcher(lambda: self._tasks_waiting_or_running(queue),
+                                       self.batch_size)
         self._consumer: Consumer | None = None
         self._last_tick = 0.0
 
@@ -295,6 +296,15 @@ class JobReader(threading.Thread):
 
     def _local_in_flight(self) -> int:
         return sum(len(t.pending) for t in self.trackers.values())
+
+    def _tasks_waiting_or_running(self, queue: str) -> int:
+        """Tasks in the job's queue, plus those workers hold (kombu's ``unacked`` hash: with
+        prefetch 1 every held task is running)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(queue)
+        pipe.hlen(keys.KOMBU_UNACKED)
+        waiting, running = pipe.execute()
+        return int(waiting) + int(running)
 
     def _room(self) -> int:
         """How many messages to take now: up to a batch, within ``max_in_flight``."""
