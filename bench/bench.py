@@ -198,9 +198,8 @@ class Bench:
             began = time.time()
             n = produce_steadily(bootstrap, topic, rate, seconds, start=200)
             wait_until(lambda: self.nginx.count() >= n, 120, f"{n} messages at the sink")
-            result = self._finish(name, "ours", n, began, watch, None, self.nginx)
-            result.throughput = round(rate, 1)  # the offered load, not a capacity
-            return result
+            return self._finish(f"{name} ({rate:.0f} msg/s offered)", "ours", n, began, watch,
+                                None, self.nginx)
         finally:
             stop_all(procs)
             self.redis.flushall()
