@@ -51,8 +51,20 @@ class SinkLog:
 
     log: Path
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
         self._offset = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
     def reset_log(self) -> None:
         """Count from here on: remember where the log ends now."""
@@ -87,16 +99,6 @@ class SinkLog:
 class Nginx(SinkLog):
     """nginx answering 200 to everything at once: the fast sink."""
 
-    def __init__(self, workdir: Path) -> None:
-        super().__init__()
-        self.dir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     @property
     def log(self) -> Path:  # type: ignore[override]
         return self.dir / "access.log"
@@ -127,24 +129,13 @@ class Nginx(SinkLog):
                 return float(line.split()[1])
         return float("nan")
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
 
 class SlowSink(SinkLog):
     """bench/slow_sink.py: every answer after ``delay`` seconds, many requests waiting at once."""
 
     def __init__(self, workdir: Path, delay: float) -> None:
-        super().__init__()
-        self.dir, self.delay = workdir, delay
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(workdir)
+        self.delay = delay
 
     @property
     def log(self) -> Path:  # type: ignore[override]
@@ -160,11 +151,6 @@ class SlowSink(SinkLog):
             if time.monotonic() > deadline:
                 raise RuntimeError("the slow sink did not start")
             time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 def _port_open(port: int) -> bool:

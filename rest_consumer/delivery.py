@@ -20,7 +20,7 @@ EXCERPT_CHARS = 500
 MAX_BODY_READ = 64 * 1024
 """Read at most this much of a response; a longer one closes its connection instead."""
 MAX_RETRY_DELAY = 1200.0
-"""Never hold a retry longer: the Redis visibility timeout must stay above it (celery#2599)."""
+"""The longest a retry waits, even when a server's ``Retry-After`` asks for more."""
 
 _Key = tuple[str, str, int, str]
 """(scheme, host, port, the checked address the connection goes to)."""

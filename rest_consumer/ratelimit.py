@@ -23,7 +23,7 @@ return {tostring(wait), 1}
 """
 
 MAX_SLEEP_SECONDS = 5.0
-"""Longer waits go back to the queue (a countdown) instead of holding a worker slot."""
+"""Longer waits become a retry (waiting in Redis) instead of holding a worker slot."""
 
 
 class RateLimiter:

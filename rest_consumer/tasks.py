@@ -50,7 +50,8 @@ def create_celery(settings: Settings) -> Celery:
 def _transport_options(settings: Settings) -> dict[str, Any]:
     visibility = settings.visibility_timeout
     return {
-        # Above any retry countdown plus a request timeout, or ETA tasks come back twice.
+        # Above a task's hard time limit, so no running task is delivered twice; a dead
+        # worker's tasks come back after it (retries wait in Redis, not as ETA tasks).
         "visibility_timeout": visibility,
         # Sweep for tasks of dead workers a few times per visibility timeout (kombu's default
         # sweeps every ~100 s whatever the timeout).
