@@ -25,6 +25,8 @@ class Heartbeat:
     error: str | None = None
     partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``topic[partition]`` -> committed watermark, high watermark, lag."""
+    in_flight: int = 0
+    """Messages this reader dispatched that have not reached a final outcome."""
     ts: float = field(default_factory=time.time)
 
     def encode(self) -> str:
@@ -34,7 +36,8 @@ class Heartbeat:
     def decode(cls, raw: bytes | str) -> Heartbeat:
         body = json.loads(raw)
         return cls(body.get("hash"), bool(body.get("paused")), body.get("error"),
-                   dict(body.get("partitions") or {}), float(body.get("ts", 0)))
+                   dict(body.get("partitions") or {}), int(body.get("in_flight", 0)),
+                   float(body.get("ts", 0)))
 
     def fresh(self, now: float | None = None) -> bool:
         return (now or time.time()) - self.ts <= FRESH_SECONDS
@@ -47,8 +50,21 @@ def beat(pipe: Any, job_id: str, instance: str, heartbeat: Heartbeat) -> None:
     pipe.expire(key, KEY_TTL_SECONDS)
 
 
-def fresh_heartbeats(client: Any, job_id: str) -> list[Heartbeat]:
-    """The heartbeats of the readers running this job now."""
+def fresh_heartbeats(client: Any, job_id: str,
+                     but: str | None = None) -> list[Heartbeat]:
+    """The heartbeats of the readers running this job now (all but instance ``but``)."""
     now = time.time()
-    beats = [Heartbeat.decode(raw) for raw in client.hvals(keys.reader_heartbeat(job_id))]
+    raw = client.hgetall(keys.reader_heartbeat(job_id))
+    beats = [Heartbeat.decode(v) for k, v in raw.items() if but is None or _text(k) != but]
     return [b for b in beats if b.fresh(now)]
+
+
+def in_flight(client: Any, job_id: str) -> int:
+    """Messages of the job dispatched and not yet final, as its readers count them: derived
+    from what is outstanding, so it cannot drift (a lost task stays counted until the reader
+    re-dispatches it)."""
+    return sum(b.in_flight for b in fresh_heartbeats(client, job_id))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -48,11 +48,6 @@ def counters(job_id: str) -> str:
     return f"counters:{job_id}"
 
 
-def in_flight(job_id: str) -> str:
-    """Integer: messages dispatched and not yet final."""
-    return f"in_flight:{job_id}"
-
-
 def done(job_id: str, topic: str, partition: int) -> str:
     """List of offsets of one partition that reached a final outcome, for the reader to collect."""
     return f"done:{job_id}:{partition}:{topic}"
@@ -80,7 +75,7 @@ def permits(job_id: str) -> str:
 
 def job_keys(job_id: str) -> list[str]:
     """The per-job tracking keys removed with the job (``done`` lists are found by pattern)."""
-    return [counters(job_id), in_flight(job_id), last_error(job_id), reader_heartbeat(job_id),
+    return [counters(job_id), last_error(job_id), reader_heartbeat(job_id),
             latency(job_id), ratelimit(job_id), oauth2_token(job_id), dead_letters(job_id),
             permits(job_id)]
 

@@ -14,7 +14,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from rest_consumer import keys
+from rest_consumer import heartbeat, keys
 from rest_consumer.status import job_state, reader_reports
 from rest_consumer.store import JobStore, as_text
 
@@ -57,7 +57,7 @@ class RedisCollector:
                 outcomes.add_metric([job_id, outcome], counts.get(outcome, 0))
             dispatched.add_metric([job_id], counts.get("dispatched", 0))
             retries.add_metric([job_id], counts.get("retried", 0))
-            in_flight.add_metric([job_id], max(0, int(client.get(keys.in_flight(job_id)) or 0)))
+            in_flight.add_metric([job_id], heartbeat.in_flight(client, job_id))
             dead.add_metric([job_id], int(client.xlen(keys.dead_letters(job_id))))
             state = job_state(client, job)["state"]
             running.add_metric([job_id, state], 1 if state == "running" else 0)

@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
-from rest_consumer import deadletters, keys, offsets
+from rest_consumer import deadletters, heartbeat, keys, offsets
 from rest_consumer.control import Command, publish
 from rest_consumer.decoding import MAX_JSON_DEPTH, Decoded, decode, nesting_depth
 from rest_consumer.errors import DecodeError, MappingError
@@ -68,7 +68,7 @@ def status(job_id: str) -> Response:
     last_error = client.get(keys.last_error(job_id))
     body: dict[str, Any] = {
         "id": job_id, **job_state(client, job), "counters": counts,
-        "in_flight": max(0, int(client.get(keys.in_flight(job_id)) or 0)),
+        "in_flight": heartbeat.in_flight(client, job_id),
         "last_error": json.loads(last_error) if last_error else None,
         "readers": reader_reports(client, job_id),
     }

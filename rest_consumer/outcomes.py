@@ -24,7 +24,6 @@ class TaskOutcomes:
         self.job_id = job_id
         self.counters: Counter[str] = Counter()
         self.final: dict[tuple[str, int], list[int]] = defaultdict(list)
-        self.finished = 0
         self.latency: Counter[str] = Counter()
         self.latency_sum = 0.0
         self.letters: list[dict[str, Any]] = []
@@ -38,7 +37,6 @@ class TaskOutcomes:
         if message.replay:  # a replayed dead letter: its offset was committed long ago
             return
         self.final[(message.topic, message.partition)].append(message.offset)
-        self.finished += 1
 
     def observe_latency(self, seconds: float) -> None:
         self.latency[latency_bucket(seconds)] += 1
@@ -69,8 +67,6 @@ class TaskOutcomes:
         job_id = self.job_id
         for (topic, partition), offsets in self.final.items():
             pipe.rpush(keys.done(job_id, topic, partition), *offsets)
-        if self.finished:
-            pipe.decrby(keys.in_flight(job_id), self.finished)
         for counter, amount in self.counters.items():
             if amount:
                 pipe.hincrby(keys.counters(job_id), counter, amount)

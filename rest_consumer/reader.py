@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from rest_consumer import keys
 from rest_consumer.batching import AdaptiveBatcher
 from rest_consumer.config import DEFAULT_QUEUE, Settings
-from rest_consumer.heartbeat import Heartbeat, beat
+from rest_consumer.heartbeat import Heartbeat, beat, fresh_heartbeats
 from rest_consumer.jobs import Job, setting
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.offsets import resolve
@@ -180,10 +180,7 @@ class JobReader(threading.Thread):
             self.dispatch(self.job, groups)
             # Counted after the tasks are out: a worker may decrement first, never the reverse
             # of a count that was never undone.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.incrby(keys.in_flight(self.job_id), len(good))
-            pipe.hincrby(keys.counters(self.job_id), "dispatched", len(good))
-            pipe.execute()
+            self.redis.hincrby(keys.counters(self.job_id), "dispatched", len(good))
         except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
             self._undo_dispatch(good, e)
             return
@@ -317,9 +314,9 @@ class JobReader(threading.Thread):
 
     def _apply_backpressure(self) -> None:
         limit = self.max_in_flight
-        # Redis counts every reader's messages; the local count reacts without a round trip.
-        in_flight = max(int(self.redis.get(keys.in_flight(self.job_id)) or 0),
-                        self._local_in_flight())
+        # This reader's own count, plus what the job's other readers last reported.
+        others = fresh_heartbeats(self.redis, self.job_id, but=self.instance)
+        in_flight = self._local_in_flight() + sum(b.in_flight for b in others)
         if self._consumer is None:
             return
         assigned = self._consumer.assignment()
@@ -342,7 +339,8 @@ class JobReader(threading.Thread):
     def _heartbeat(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
         beat(pipe, self.job_id, self.instance, Heartbeat(
-            self.job.get("hash"), self.paused, self.error, self._partition_report()))
+            self.job.get("hash"), self.paused, self.error, self._partition_report(),
+            self._local_in_flight()))
         pipe.execute()
 
     def _partition_report(self) -> dict[str, dict[str, Any]]:

@@ -71,7 +71,7 @@ def test_a_lone_message_goes_at_once_and_a_backlog_is_packed(
     assert time.monotonic() - began < 1.0
     # When a backlog arrives while it waits, it is packed into tasks of up to 100 messages
     pipeline.produce(topic, json_values(450, start=1))
-    wait_for(lambda: int(real_redis.get("in_flight:people") or 0) == 451, 30,
+    wait_for(lambda: counters(real_redis).get("dispatched") == 451, 30,
              what="the backlog dispatched")
     tasks = [json.loads(t) for t in real_redis.lrange("rest_consumer", 0, -1)]
     sizes = [len(json.loads(base64.b64decode(t["body"]))[0][2]) for t in tasks]

@@ -19,6 +19,7 @@ import pytest
 import redis
 from endpoint import Received, RecordingEndpoint
 from pipeline import Pipeline
+from test_pipeline import committed
 
 from conftest import LOOPBACK
 from helpers import wait_for
@@ -251,7 +252,7 @@ def run(redis_url: str, kafka_bootstrap: str,
             _sample_queues(client, queued)
             letters = client.xlen(keys.dead_letters("hostile"))
             expected = sum(1 for c in DATA_CASES if c.dead_letter)
-            return letters >= expected and int(client.get(keys.in_flight("hostile")) or 0) == 0
+            return letters >= expected and committed(client, "hostile")
 
         wait_for(finished, 120, interval=0.5, what="every hostile case to reach its outcome")
         time.sleep(1)  # a late duplicate or a crash would show now

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import valid_job
-from rest_consumer import keys
+from rest_consumer import heartbeat
 from rest_consumer.api import create_app
 from rest_consumer.config import Settings
 from rest_consumer.outcomes import TaskOutcomes
@@ -24,7 +24,9 @@ def test_metrics_render_counters_gauges_and_the_latency_histogram(settings: Sett
     pipe = any_redis.pipeline()
     out.write(pipe)
     pipe.execute()
-    any_redis.set(keys.in_flight("people"), 3)
+    pipe = any_redis.pipeline()
+    heartbeat.beat(pipe, "people", "reader-1", heartbeat.Heartbeat("h", in_flight=3))
+    pipe.execute()
     client = create_app(settings, store=store, kafka_ready=lambda: None).test_client()
     assert client.get("/metrics").status_code == 401
     bearer = {"Authorization": "Bearer tok-0123456789abcdef"}

@@ -12,7 +12,7 @@ import redis
 
 from conftest import FIXTURES, LOOPBACK
 from helpers import wait_for
-from rest_consumer import keys
+from rest_consumer import heartbeat, keys
 from rest_consumer.store import JobStore
 
 
@@ -46,8 +46,11 @@ def counters(client: redis.Redis, job_id: str = "people") -> dict[str, int]:
 
 
 def committed(client: redis.Redis, job_id: str = "people") -> bool:
-    """True once the reader has nothing in flight for the job."""
-    return int(client.get(keys.in_flight(job_id)) or 0) == 0
+    """True once the job's readers report every fetched message final and committed."""
+    beats = heartbeat.fresh_heartbeats(client, job_id)
+    partitions = [p for b in beats for p in b.partitions.values()]
+    return (bool(partitions) and all(p.get("lag") == 0 for p in partitions)
+            and sum(b.in_flight for b in beats) == 0)
 
 
 def test_aether_fixtures_arrive_as_exactly_the_requests_the_job_describes(

@@ -13,7 +13,7 @@ from test_pipeline import committed, counters, json_values, kafka_committed, sim
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer import keys
+from rest_consumer import heartbeat, keys
 from rest_consumer.api import create_app
 from rest_consumer.config import Settings
 from rest_consumer.store import JobStore
@@ -98,7 +98,7 @@ def test_backpressure_bounds_redis_during_an_outage_and_loses_nothing(
     pipeline.produce(topic, json_values(2000))
     peak_in_flight = peak_memory = 0
     while time.time() < outage_until:
-        peak_in_flight = max(peak_in_flight, int(real_redis.get(keys.in_flight("people")) or 0))
+        peak_in_flight = max(peak_in_flight, heartbeat.in_flight(real_redis, "people"))
         peak_memory = max(peak_memory, real_redis.info("memory")["used_memory"] - baseline)
         time.sleep(0.2)
     # Then Redis holds at most about max_in_flight messages, and all arrive after recovery
