@@ -20,7 +20,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from rest_consumer.mapping import CompiledJob
-from rest_consumer.permits import Permits
+from rest_consumer.permits import LEASE_SECONDS, RENEW_EVERY_SECONDS, Permits
 from rest_consumer.records import Outcome, Pending
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class Lanes:
     def __init__(self, permits: Permits, pool: ThreadPoolExecutor) -> None:
         self.permits = permits
         self.pool = pool
+        self._held: dict[str, str] = {}  # token -> job id, renewed while held
+        self._held_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
 
     def send_all(self, job: CompiledJob, items: list[Pending],
                  send: Callable[[Pending], Outcome], stop_at: float) -> Sent:
@@ -45,7 +48,7 @@ class Lanes:
         queue, stop = deque(items), threading.Event()
         sent: Sent = []
         lanes: set[Future[None]] = set()
-        lease = 2 * job.timeout + 10
+        lease = LEASE_SECONDS
         pause = PERMIT_POLL_SECONDS[0]
         # A rate-limited job sends one request at a time per task, as before lanes: its
         # spacing is kept by sleeping, which parallel lanes would blur.
@@ -55,8 +58,8 @@ class Lanes:
                 lanes = {lane for lane in lanes if not lane.done()}
                 granted = self._acquire(job, min(len(queue), width) - len(lanes), lease)
                 for token in granted:
-                    lanes.add(self.pool.submit(self._lane, job, token, lease, queue, sent,
-                                               send, stop))
+                    lanes.add(self.pool.submit(self._lane, job, token, queue, sent, send,
+                                               stop))
                 if time.monotonic() >= stop_at:
                     stop.set()
                 elif lanes:
@@ -73,27 +76,45 @@ class Lanes:
 
     def _acquire(self, job: CompiledJob, wanted: int, lease: float) -> list[str]:
         try:
-            return self.permits.acquire(job.id, job.concurrency, wanted, lease)
+            tokens = self.permits.acquire(job.id, job.concurrency, wanted, lease)
         except redis.RedisError as e:
             log.warning("job %s: cannot take request permits (%s); waiting", job.id, e)
             return []
+        with self._held_lock:
+            self._held.update((token, job.id) for token in tokens)
+            if tokens and self._renewer is None:
+                self._renewer = threading.Thread(target=self._renew_forever,
+                                                 name="permit-renewer", daemon=True)
+                self._renewer.start()
+        return tokens
 
-    def _lane(self, job: CompiledJob, token: str, lease: float, queue: deque[Pending],
+    def _renew_forever(self) -> None:
+        """Keep the leases of the permits this process holds alive (a request may take longer
+        than a lease; a dead process stops renewing, and its permits come back)."""
+        while True:
+            time.sleep(RENEW_EVERY_SECONDS)
+            with self._held_lock:
+                by_job: dict[str, list[str]] = {}
+                for token, job_id in self._held.items():
+                    by_job.setdefault(job_id, []).append(token)
+            for job_id, tokens in by_job.items():
+                try:
+                    self.permits.renew(job_id, tokens, LEASE_SECONDS)
+                except redis.RedisError as e:
+                    log.warning("job %s: cannot renew request permits (%s)", job_id, e)
+
+    def _lane(self, job: CompiledJob, token: str, queue: deque[Pending],
               sent: Sent, send: Callable[[Pending], Outcome], stop: threading.Event) -> None:
-        expires = time.monotonic() + lease
         try:
             while not stop.is_set():
-                if expires - time.monotonic() < job.timeout + 5:
-                    self.permits.renew(job.id, token, lease)
-                    expires = time.monotonic() + lease
                 try:
                     item = queue.popleft()
                 except IndexError:
                     return
                 sent.append((item, send(item)))
-        except redis.RedisError as e:
-            log.warning("job %s: lost a request permit (%s)", job.id, e)
         finally:
+            with self._held_lock:
+                self._held.pop(token, None)
             try:
                 self.permits.release(job.id, token)
             except redis.RedisError:

@@ -3,7 +3,8 @@
 A counting semaphore in Redis, as a sorted set of leases scored by expiry (on Redis's clock,
 shared by every worker). A task takes up to as many permits as it has requests in one call,
 sends on that many lanes, and gives each back when its lane runs dry. A worker that dies holding
-permits cannot starve the job: its leases expire and are swept by the next acquire.
+permits cannot starve the job for long: leases are short (``LEASE_SECONDS``), renewed by a
+thread of the living worker, and an expired one is swept by the next acquire.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import uuid
 from typing import Any
 
 from rest_consumer import keys
+
+LEASE_SECONDS = 10.0
+"""How long a permit outlives the last renewal: how long a dead worker's permits block."""
+RENEW_EVERY_SECONDS = 3.0
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -32,7 +37,10 @@ return granted
 _RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[2])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
+return #ARGV - 1
 """
 
 
@@ -53,8 +61,10 @@ class Permits:
                                 args=[limit, wanted, int(lease * 1000), uuid.uuid4().hex])
         return [g.decode() if isinstance(g, bytes) else str(g) for g in granted]
 
-    def renew(self, job_id: str, token: str, lease: float) -> None:
-        self._renew(keys=[keys.permits(job_id)], args=[int(lease * 1000), token])
+    def renew(self, job_id: str, tokens: list[str], lease: float) -> None:
+        """Extend the leases of permits still in use."""
+        if tokens:
+            self._renew(keys=[keys.permits(job_id)], args=[int(lease * 1000), *tokens])
 
     def release(self, job_id: str, token: str) -> None:
         self.redis.zrem(keys.permits(job_id), token)
