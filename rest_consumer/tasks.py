@@ -30,9 +30,10 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # Every task a worker holds is running (no task waits in a worker's buffer, where
-        # its visibility timeout would run out): at most one per pool process.
-        worker_prefetch_multiplier=1,
+        # 1 would keep reserved tasks from waiting in a worker's buffer while their
+        # visibility clock runs, but with Redis and late acks it delayed and, twice in CI,
+        # stalled task pick-up here (celery#4378): kept at 4 until that is solved.
+        worker_prefetch_multiplier=4,
         task_default_queue=DEFAULT_QUEUE,
         task_serializer="json",
         accept_content=["json"],
