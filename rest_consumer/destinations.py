@@ -181,9 +181,3 @@ class DestinationGuard:
         # Prefer IPv4 when both are offered: loopback test servers and most endpoints bind it.
         addresses.sort(key=lambda a: a.version)
         return str(addresses[0])
-
-    def check_url(self, url: str) -> str:
-        """The address for a URL's host (for requests off the hot path, e.g. OAuth2)."""
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        return self.address_for(parts.hostname or "", port)

@@ -48,7 +48,6 @@ class Lanes:
         queue, stop = deque(items), threading.Event()
         sent: Sent = []
         lanes: set[Future[None]] = set()
-        lease = LEASE_SECONDS
         pause = PERMIT_POLL_SECONDS[0]
         # A rate-limited job sends one request at a time per task, as before lanes: its
         # spacing is kept by sleeping, which parallel lanes would blur.
@@ -56,7 +55,7 @@ class Lanes:
         try:
             while queue and not stop.is_set():
                 lanes = {lane for lane in lanes if not lane.done()}
-                granted = self._acquire(job, min(len(queue), width) - len(lanes), lease)
+                granted = self._acquire(job, min(len(queue), width) - len(lanes))
                 for token in granted:
                     lanes.add(self.pool.submit(self._lane, job, token, queue, sent, send,
                                                stop))
@@ -74,9 +73,9 @@ class Lanes:
         sent += [(item, Outcome.deferred(item.index)) for item in queue]
         return sent
 
-    def _acquire(self, job: CompiledJob, wanted: int, lease: float) -> list[str]:
+    def _acquire(self, job: CompiledJob, wanted: int) -> list[str]:
         try:
-            tokens = self.permits.acquire(job.id, job.concurrency, wanted, lease)
+            tokens = self.permits.acquire(job.id, job.concurrency, wanted, LEASE_SECONDS)
         except redis.RedisError as e:
             log.warning("job %s: cannot take request permits (%s); waiting", job.id, e)
             return []

@@ -68,7 +68,3 @@ class Permits:
 
     def release(self, job_id: str, token: str) -> None:
         self.redis.zrem(keys.permits(job_id), token)
-
-    def held(self, job_id: str) -> int:
-        """Permits currently leased (expired ones included until the next acquire)."""
-        return int(self.redis.zcard(keys.permits(job_id)))

@@ -57,10 +57,6 @@ def schedule(pipe: Any, retry: Retry, delay: float) -> None:
     pipe.zadd(keys.RETRIES, {retry.encode(): time.time() + delay})
 
 
-def waiting(client: Any) -> int:
-    return int(client.zcard(keys.RETRIES))
-
-
 Publisher = Callable[[list[Retry]], None]
 """Sends retries as ``deliver`` tasks (``tasks.make_retry_publisher``)."""
 
