@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import redis
+from confluent_kafka import KafkaException
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -19,9 +20,10 @@ from rest_consumer.errors import ConfigError, JobNotFound, JobValidationError
 from rest_consumer.jobfiles import load_job_files
 from rest_consumer.messages import TaskMessage
 from rest_consumer.openapi import openapi_document
-from rest_consumer.operations import json_body, operations
+from rest_consumer.operations import dead_letter_queue, json_body, operations
 from rest_consumer.status import job_state
 from rest_consumer.store import JobStore
+from rest_consumer.topics import TopicError
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,31 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    store = store or JobStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5),
-                              settings.destination_allowlist)
+    store = store or JobStore.for_settings(
+        redis.Redis.from_url(settings.redis_url, socket_timeout=5), settings)
     app.extensions["rest_consumer"] = {
         "settings": settings, "store": store,
         "kafka_ready": kafka_ready or _kafka_ready_check(settings),
         "dispatch": dispatch or _celery_dispatch(settings),
     }
     app.before_request(_authenticate)
+    app.before_request(_ensure_jobs_loaded)
     app.register_error_handler(Exception, _error_response)
     app.register_blueprint(routes)
     app.register_blueprint(operations)
     if load_files:
-        load_job_files(store, settings.jobs_dir)
+        _load_files(store, settings)
     return app
+
+
+def _load_files(store: JobStore, settings: Settings) -> None:
+    """Jobs from files are added only where none is stored: so Kafka's jobs come back first."""
+    try:
+        store.ensure_loaded()
+    except (TopicError, KafkaException, redis.RedisError) as e:
+        log.warning("job files not loaded: %s (the reader loads them when it starts)", e)
+        return
+    load_job_files(store, settings.jobs_dir)
 
 
 def _celery_dispatch(settings: Settings) -> Any:
@@ -85,6 +98,8 @@ ERROR_STATUS: list[tuple[type[BaseException], int, str]] = [
     (JobNotFound, 404, "job not found"),
     (redis.RedisError, 503, "Redis is unavailable"),
     (OperationalError, 503, "the Celery broker is unavailable"),
+    (TopicError, 503, "Kafka is unavailable"),
+    (KafkaException, 503, "Kafka is unavailable"),
 ]
 
 
@@ -102,6 +117,12 @@ def _error_response(error: Exception) -> Any:
             return jsonify(error=title, details=details), status
     log.exception("unhandled error on %s %s", request.method, request.path)
     return jsonify(error="internal error", details="see the API's log"), 500
+
+
+def _ensure_jobs_loaded() -> None:
+    """After Redis lost its data, the first request rebuilds the jobs from Kafka."""
+    if request.endpoint not in PUBLIC_ENDPOINTS and (restored := _store().ensure_loaded()):
+        log.warning("Redis had lost the jobs: %d restored from the jobs topic", restored)
 
 
 # --- authentication -----------------------------------------------------------------------
@@ -209,6 +230,11 @@ def upsert_job(job_id: str) -> tuple[Response, int]:
 def delete_job(job_id: str) -> Response:
     _store().delete(job_id)
     log.info("job %s deleted by the API", job_id)
+    try:
+        dead_letter_queue(job_id).forget()
+    except (TopicError, KafkaException) as e:
+        log.warning("job %s: could not mark its dead letters done (%s); a new job with this "
+                    "id would show them", job_id, e)
     return jsonify(id=job_id, deleted=True)
 
 

@@ -125,8 +125,8 @@ class DevPipeline:
 
     def _prepare_demo_job(self, env: dict[str, str]) -> None:
         settings = config.from_env(env)
-        store = JobStore(redis.Redis.from_url(settings.redis_url),
-                         settings.destination_allowlist)
+        store = JobStore.for_settings(redis.Redis.from_url(settings.redis_url), settings)
+        store.ensure_loaded()
         load_job_files(store, settings.jobs_dir)
         job = store.find(DEMO_JOB)
         if job is not None and not job["url"].startswith(self.endpoint.url):

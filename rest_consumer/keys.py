@@ -8,6 +8,9 @@ JOB_IDS = "list_jobs"
 SENTINEL = "rest_consumer:sentinel"
 """Set once by any process; its absence means Redis lost its data (flush or failover)."""
 
+JOBS_LOADED = "rest_consumer:jobs_loaded"
+"""Set once Redis holds every job of the jobs topic; its absence means the copy must be rebuilt."""
+
 HASH_KEY = "rest_consumer:hash_key"
 """Random key for the HMAC that stands in for secrets when a job's hash is computed."""
 
@@ -53,9 +56,14 @@ def done(job_id: str, topic: str, partition: int) -> str:
     return f"done:{job_id}:{partition}:{topic}"
 
 
-def dead_letters(job_id: str) -> str:
-    """Capped stream of the job's dead letters."""
-    return f"dead_letters:{job_id}"
+def dead_letter_index(job_id: str) -> str:
+    """Sorted set of the offsets of the job's live dead letters in its dead-letter topic."""
+    return f"dlq_index:{job_id}"
+
+
+def dead_letter_scanned(job_id: str) -> str:
+    """Where the index was last rebuilt from the topic; its absence means rebuild it."""
+    return f"dlq_scanned:{job_id}"
 
 
 def last_error(job_id: str) -> str:
@@ -73,11 +81,28 @@ def permits(job_id: str) -> str:
     return f"permits:{job_id}"
 
 
+def seek_request(job_id: str) -> str:
+    """JSON of the job's newest ``set_offset`` request (``seeks``)."""
+    return f"seek_request:{job_id}"
+
+
+def seek_generation(job_id: str) -> str:
+    """Counter numbering the job's ``set_offset`` requests."""
+    return f"seek_generation:{job_id}"
+
+
+def seek_applied(job_id: str) -> str:
+    """Hash: partition (``topic[n]``) -> generation of the last request applied to it."""
+    return f"seek_applied:{job_id}"
+
+
 def job_keys(job_id: str) -> list[str]:
     """The per-job tracking keys removed with the job (``done`` lists are found by pattern)."""
     return [counters(job_id), last_error(job_id), reader_heartbeat(job_id),
-            latency(job_id), ratelimit(job_id), oauth2_token(job_id), dead_letters(job_id),
-            permits(job_id)]
+            latency(job_id), ratelimit(job_id), oauth2_token(job_id),
+            dead_letter_index(job_id), dead_letter_scanned(job_id),
+            permits(job_id), seek_request(job_id), seek_generation(job_id),
+            seek_applied(job_id)]
 
 
 def done_pattern(job_id: str) -> str:

@@ -36,7 +36,7 @@ class ReaderManager:
         self.settings = settings
         self.publish_retries = publish_retries
         self.redis = client
-        self.store = JobStore(client, settings.destination_allowlist)
+        self.store = JobStore.for_settings(client, settings)
         self.dispatch = dispatch
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.readers: dict[str, JobReader] = {}
@@ -54,6 +54,7 @@ class ReaderManager:
                 self._stop(job_id)
             for job in wanted.values():
                 self._run(job)
+                self.readers[job["id"]].check_seek_request()
 
     def handle(self, command: Command) -> None:
         """A control message: look at the stored job and act on it."""
@@ -66,8 +67,8 @@ class ReaderManager:
                 self._stop(command.job_id, forget=job is None)
                 return
             self._run(job)
-            if command.action == "set_offset" and command.offset is not None:
-                self.readers[job["id"]].request_seek(command.offset)
+            if command.action == "set_offset":
+                self.readers[job["id"]].check_seek_request()
 
     def _run(self, job: Job) -> None:
         current = self.readers.get(job["id"])
@@ -98,10 +99,10 @@ class ReaderManager:
     def _recover_if_redis_lost(self) -> bool:
         if self.redis.exists(keys.SENTINEL):
             return False
-        log.warning("Redis lost its data: restoring %d job(s) and re-dispatching from the "
-                    "committed watermarks", len(self.readers))
+        restored = self.store.ensure_loaded()
+        log.warning("Redis lost its data: %d job(s) restored from the jobs topic; %d reader(s) "
+                    "re-dispatch from their committed watermarks", restored, len(self.readers))
         for reader in self.readers.values():
-            self.store.restore(reader.job)
             reader.request_rewind()
         self.mark_redis()
         return True
@@ -111,6 +112,7 @@ class ReaderManager:
     def serve(self, stopping: threading.Event) -> None:
         """Run until ``stopping`` is set: load job files, follow control, reconcile."""
         self.mark_redis()
+        self.store.ensure_loaded()
         load_job_files(self.store, self.settings.jobs_dir)
         listener = ControlListener(self.redis, self._handle_safely, self._reconcile_safely)
         listener.start()

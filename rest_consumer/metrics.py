@@ -40,8 +40,10 @@ class RedisCollector:
         retries = CounterMetricFamily("rest_consumer_retries", "Retried records", labels=["job"])
         in_flight = GaugeMetricFamily("rest_consumer_in_flight",
                                       "Messages dispatched and not yet final", labels=["job"])
-        dead = GaugeMetricFamily("rest_consumer_dead_letters", "Dead letters kept",
-                                 labels=["job"])
+        dead = GaugeMetricFamily(
+            "rest_consumer_dead_letters",
+            "Dead letters not replayed or purged (the Redis index of the job's dead-letter topic)",
+            labels=["job"])
         running = GaugeMetricFamily("rest_consumer_job_running", "1 when a reader runs the job",
                                     labels=["job", "state"])
         lag = GaugeMetricFamily("rest_consumer_consumer_lag",
@@ -58,7 +60,7 @@ class RedisCollector:
             dispatched.add_metric([job_id], counts.get("dispatched", 0))
             retries.add_metric([job_id], counts.get("retried", 0))
             in_flight.add_metric([job_id], heartbeat.in_flight(client, job_id))
-            dead.add_metric([job_id], int(client.xlen(keys.dead_letters(job_id))))
+            dead.add_metric([job_id], int(client.zcard(keys.dead_letter_index(job_id))))
             state = job_state(client, job)["state"]
             running.add_metric([job_id, state], 1 if state == "running" else 0)
             for report in reader_reports(client, job_id):

@@ -37,6 +37,15 @@ def job_partitions(consumer: Consumer, job: Job) -> list[TopicPartition]:
             for p in sorted(topics[name].partitions)]
 
 
+def partition_names(settings: Settings, job: Job) -> list[str]:
+    """``topic[n]`` of every partition of the job now."""
+    consumer = _consumer(settings, job["id"])
+    try:
+        return [f"{tp.topic}[{tp.partition}]" for tp in job_partitions(consumer, job)]
+    finally:
+        consumer.close()
+
+
 def partition_status(settings: Settings, job: Job) -> list[dict[str, Any]]:
     """Committed offset, high watermark and lag of every partition of the job."""
     consumer = _consumer(settings, job["id"])

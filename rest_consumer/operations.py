@@ -11,8 +11,9 @@ from confluent_kafka import KafkaException
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
-from rest_consumer import deadletters, heartbeat, keys, offsets
+from rest_consumer import heartbeat, keys, offsets, seeks
 from rest_consumer.control import Command, publish
+from rest_consumer.deadletters import DeadLetterQueue
 from rest_consumer.decoding import MAX_JSON_DEPTH, Decoded, decode, nesting_depth
 from rest_consumer.errors import DecodeError, MappingError
 from rest_consumer.jobs import setting
@@ -69,6 +70,7 @@ def status(job_id: str) -> Response:
     body: dict[str, Any] = {
         "id": job_id, **job_state(client, job), "counters": counts,
         "in_flight": heartbeat.in_flight(client, job_id),
+        "set_offset": seeks.progress(client, job_id),
         "last_error": json.loads(last_error) if last_error else None,
         "readers": reader_reports(client, job_id),
     }
@@ -89,14 +91,9 @@ def list_dead_letters(job_id: str) -> Response:
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")
     before = request.args.get("before")
-    if before is not None and not _is_stream_id(before):
-        raise BadRequest("before must be a dead-letter id such as 1700000000000-0")
-    return jsonify(deadletters.page(_store().redis, job_id, limit, before))
-
-
-def _is_stream_id(value: str) -> bool:
-    millis, _, seq = value.partition("-")
-    return millis.isdigit() and (seq == "" or seq.isdigit())
+    if before is not None and not before.isdigit():
+        raise BadRequest("before must be a dead-letter id (a non-negative integer)")
+    return jsonify(dead_letter_queue(job_id).page(limit, None if before is None else int(before)))
 
 
 @operations.post("/job/<job_id>/dead_letters/replay")
@@ -105,17 +102,23 @@ def replay_dead_letters(job_id: str) -> Response:
     ids = None
     if request.content_length:
         ids = _json_object().get("ids")
-        if ids is not None and (not isinstance(ids, list)
-                                or not all(isinstance(i, str) and _is_stream_id(i) for i in ids)):
-            raise BadRequest("ids must be a list of dead-letter ids")
-    sent = deadletters.replay(_store().redis, job, _ext("dispatch"), ids)
+        if ids is not None and (not isinstance(ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)):
+            raise BadRequest("ids must be a list of dead-letter ids (non-negative integers)")
+    sent = dead_letter_queue(job_id).replay(_ext("dispatch"), job, ids)
     return jsonify(replayed=sent, count=len(sent))
 
 
 @operations.delete("/job/<job_id>/dead_letters")
 def purge_dead_letters(job_id: str) -> Response:
     _store().get(job_id)
-    return jsonify(purged=deadletters.purge(_store().redis, job_id))
+    return jsonify(purged=dead_letter_queue(job_id).purge())
+
+
+def dead_letter_queue(job_id: str) -> DeadLetterQueue:
+    settings = _ext("settings")
+    return DeadLetterQueue(_store().redis, settings.kafka_client_config(),
+                           settings.consumer_group_prefix, job_id)
 
 
 @operations.post("/job/<job_id>/preview")
@@ -164,8 +167,11 @@ def set_offset(job_id: str, offset: str) -> tuple[Response, int]:
         target = int(offset)
     running = setting(job, "enabled") and reader_reports(_store().redis, job_id)
     if running:
+        names = offsets.partition_names(_ext("settings"), job)
+        asked = seeks.submit(_store().redis, job_id, target, names)
         publish(_store().redis, Command(job_id, "set_offset", job["hash"], target))
-        return jsonify(id=job_id, offset=target, applied_by="readers"), 202
+        return jsonify(id=job_id, offset=target, applied_by="readers",
+                       generation=asked.generation, partitions=names), 202
     try:
         partitions = offsets.alter_group_offsets(_ext("settings"), job, target)
     except KafkaException as e:

@@ -1,5 +1,5 @@
-"""What workers record in Redis: final outcomes (for the reader's watermark), counters,
-request latencies, the job's last error and its dead letters."""
+"""What workers record: final outcomes (for the reader's watermark), counters, request
+latencies and the job's last error in Redis; dead letters in Kafka (``deadletters``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from rest_consumer import keys
+from rest_consumer.deadletters import DeadLetter, index_letters
 from rest_consumer.messages import TaskMessage
 from rest_consumer.metrics import latency_bucket
 from rest_consumer.records import Outcome
-
-DEAD_LETTER_CAP = 10_000
-"""Approximate length at which a job's dead-letter stream is trimmed (oldest first)."""
 
 
 class TaskOutcomes:
@@ -26,7 +24,11 @@ class TaskOutcomes:
         self.final: dict[tuple[str, int], list[int]] = defaultdict(list)
         self.latency: Counter[str] = Counter()
         self.latency_sum = 0.0
-        self.letters: list[dict[str, Any]] = []
+        self.letters: list[DeadLetter] = []
+        self._lettered: list[TaskMessage] = []
+        """The message (as this task had it) of each of ``letters``."""
+        self.letter_offsets: list[int] = []
+        """Where Kafka put ``letters`` in the job's dead-letter topic, once written."""
         self.error: dict[str, Any] | None = None
 
     def count(self, counter: str, amount: int = 1) -> None:
@@ -45,22 +47,34 @@ class TaskOutcomes:
     def dead_letter(self, message: TaskMessage, outcome: Outcome) -> None:
         """A dead letter; the message itself is kept, for replay."""
         error, request = outcome.error, outcome.request
-        self.letters.append({
-            "reason": outcome.reason,
-            "status": "" if error is None or error.status is None else error.status,
-            "excerpt": "" if error is None else error.excerpt,
-            "topic": message.topic, "partition": message.partition, "offset": message.offset,
-            "index": "" if outcome.index is None else outcome.index,
-            "record_id": "" if outcome.record_id is None else json.dumps(outcome.record_id,
-                                                                         default=str),
-            "request": json.dumps(request.public()) if request else "",
-            "message": json.dumps(message.original().to_args()),
-            "time": f"{time.time():.3f}",
-        })
+        self._lettered.append(message)
+        self.letters.append(DeadLetter(
+            message.original(), outcome.reason,
+            None if error is None else error.status, "" if error is None else error.excerpt,
+            message.attempt, outcome.index, outcome.record_id,
+            request.public() if request else None, time.time()))
         self.count("dead_lettered")
         self.error = {"reason": outcome.reason, "topic": message.topic,
                       "partition": message.partition, "offset": message.offset,
                       "index": outcome.index, "time": time.time()}
+
+    def unwritten_letters(self) -> list[TaskMessage]:
+        """Kafka refused the letters: their messages are not final, and go back as retries
+        of the records that failed (the next attempt dead-letters them again)."""
+        retries: dict[TaskMessage, list[int | None]] = defaultdict(list)
+        for message, letter in zip(self._lettered, self.letters, strict=True):
+            retries[message].append(letter.index)
+        self.count("dead_lettered", -len(self.letters))
+        self.letters, self._lettered = [], []
+        again = []
+        for message, indexes in retries.items():
+            offsets = self.final.get((message.topic, message.partition), [])
+            if message.offset in offsets:
+                offsets.remove(message.offset)
+            whole = None in indexes
+            again.append(message if whole else message.retry(sorted(
+                i for i in indexes if i is not None), failed=False))
+        return again
 
     def write(self, pipe: Any) -> None:
         """Queue the Redis commands on ``pipe``; the caller executes it."""
@@ -74,8 +88,6 @@ class TaskOutcomes:
             for bucket, amount in self.latency.items():
                 pipe.hincrby(keys.latency(job_id), bucket, amount)
             pipe.hincrbyfloat(keys.latency(job_id), "sum", self.latency_sum)
-        for letter in self.letters:
-            pipe.xadd(keys.dead_letters(job_id), letter, maxlen=DEAD_LETTER_CAP,
-                      approximate=True)
+        index_letters(pipe, job_id, self.letter_offsets)
         if self.error is not None:
             pipe.set(keys.last_error(job_id), json.dumps(self.error))

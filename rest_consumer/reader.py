@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from rest_consumer import keys
+from rest_consumer import keys, seeks
 from rest_consumer.batching import AdaptiveBatcher
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.heartbeat import Heartbeat, beat, fresh_heartbeats
@@ -44,7 +44,7 @@ class JobReader(threading.Thread):
         self.error: str | None = None
         self._stopping = threading.Event()
         self._rewind = threading.Event()
-        self._seek_request: int | str | None = None
+        self._seek_check = threading.Event()
         self.max_in_flight = int(setting(job, "max_in_flight"))
         self.batch_size = int(setting(job, "batch_size"))
         queue = job.get("queue") or DEFAULT_QUEUE
@@ -64,9 +64,9 @@ class JobReader(threading.Thread):
         """Ask the thread to seek back to its watermarks (Redis lost the tasks)."""
         self._rewind.set()
 
-    def request_seek(self, offset: int | str) -> None:
-        """Ask the thread to move every assigned partition to ``offset`` and commit it."""
-        self._seek_request = offset
+    def check_seek_request(self) -> None:
+        """Ask the thread to apply the job's ``set_offset`` request where it is pending."""
+        self._seek_check.set()
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -111,9 +111,9 @@ class JobReader(threading.Thread):
                 if self._rewind.is_set():
                     self._rewind.clear()
                     self._rewind_partitions(list(self.trackers))
-                if self._seek_request is not None:
-                    target, self._seek_request = self._seek_request, None
-                    self._seek_all(target)
+                if self._seek_check.is_set():
+                    self._seek_check.clear()
+                    self._apply_seek_request()
                 self.batcher.add(self._take(consumer))
                 if self.batcher.ready() or self._room() <= len(self.batcher.held):
                     self._dispatch(self.batcher.take())
@@ -130,6 +130,7 @@ class JobReader(threading.Thread):
         for tp in partitions:
             self.trackers[(tp.topic, tp.partition)] = PartitionTracker()
         log.info("job %s: assigned %s", self.job_id, _names(partitions))
+        self._seek_check.set()  # a set_offset request may wait for these partitions
         if self.paused:  # a rebalance does not keep pauses
             consumer.pause(partitions)
 
@@ -220,27 +221,42 @@ class JobReader(threading.Thread):
                             key[0], key[1], target)
                 self._seek(key[0], key[1], target)
 
-    def _seek_all(self, offset: int | str) -> None:
-        """set_offset: forget what is out, move each assigned partition, commit at once."""
+    def _apply_seek_request(self) -> None:
+        """set_offset: move the assigned partitions the request still waits for, forget what
+        is out for them, commit at once, and mark them applied (``seeks``)."""
         if self._consumer is None:
             return
-        self.batcher.drop()
+        try:
+            request = seeks.current(self.redis, self.job_id)
+            waiting = set(seeks.pending(self.redis, self.job_id, request)) if request else set()
+        except redis.RedisError as e:
+            self._seek_check.set()
+            self._note_error(f"Redis: {e}")
+            return
+        mine = [tp for tp in self._consumer.assignment()
+                if seeks.partition_name(tp.topic, tp.partition) in waiting]
+        if request is None or not mine:
+            return
         moved = []
-        for tp in self._consumer.assignment():
-            target = resolve(self._consumer, tp, offset)
+        for tp in mine:
+            target = resolve(self._consumer, tp, request.offset)
             try:
                 self._seek(tp.topic, tp.partition, target)
             except KafkaException as e:  # not fetching yet: try again on the next loop
                 log.info("job %s: set_offset deferred (%s)", self.job_id, e)
-                self._seek_request = offset
+                self._seek_check.set()
                 return
+            moved.append(TopicPartition(tp.topic, tp.partition, target))
+        self.batcher.drop({(tp.topic, tp.partition) for tp in moved})
+        for tp in moved:
             tracker = self.trackers.setdefault((tp.topic, tp.partition), PartitionTracker())
             tracker.rewind()
-            tracker.high = tracker.committed = target
-            moved.append(TopicPartition(tp.topic, tp.partition, target))
-        if moved:
-            self._consumer.commit(offsets=moved, asynchronous=False)
-        log.info("job %s: set_offset %s -> %s", self.job_id, offset,
+            tracker.high = tracker.committed = tp.offset
+        self._consumer.commit(offsets=moved, asynchronous=False)
+        seeks.mark_applied(self.redis, self.job_id, request.generation,
+                           [seeks.partition_name(tp.topic, tp.partition) for tp in moved])
+        log.info("job %s: set_offset %s (generation %d) -> %s", self.job_id, request.offset,
+                 request.generation,
                  ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in moved))
 
     # --- periodic work -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""JobStore: jobs in Redis (``job:<id>``, the ``list_jobs`` index, a per-owner index)."""
+"""JobStore: jobs in Redis (``job:<id>``, the ``list_jobs`` index, a per-owner index), each
+change written first to the jobs topic in Kafka (``joblog``), from which Redis is rebuilt."""
 
 from __future__ import annotations
 
@@ -12,21 +13,52 @@ from typing import Any, TypeVar, cast
 import redis
 
 from rest_consumer import jobs, keys
+from rest_consumer.config import Settings
 from rest_consumer.control import Command, publish
 from rest_consumer.destinations import Allowlist
 from rest_consumer.errors import JobNotFound
+from rest_consumer.joblog import JobLog
 from rest_consumer.jobs import Job
 
 T = TypeVar("T")
 
 
 class JobStore:
-    """Stores validated jobs; every change publishes its control message in the same transaction."""
+    """Stores validated jobs; every change publishes its control message in the same transaction.
 
-    def __init__(self, client: redis.Redis, allowlist: Allowlist | None = None) -> None:
+    With a ``JobLog``, Kafka holds every change before Redis does (so a refused Kafka write
+    changes nothing), and ``ensure_loaded`` rebuilds Redis's copy after it lost its data.
+    Without one (unit tests, preview tools) Redis is the only copy.
+    """
+
+    def __init__(self, client: redis.Redis, allowlist: Allowlist | None = None,
+                 log: JobLog | None = None) -> None:
         self.redis = client
         self.allowlist = allowlist or Allowlist()
+        self.log = log
         self._hash_key: bytes | None = None
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, settings: Settings) -> JobStore:
+        """The store every service uses: Redis's copy backed by the jobs topic."""
+        log = JobLog(settings.kafka_client_config(), settings.consumer_group_prefix)
+        return cls(client, settings.destination_allowlist, log)
+
+    def ensure_loaded(self) -> int:
+        """Rebuild Redis's copy from the jobs topic if Redis lost it; returns jobs restored.
+
+        Cheap when nothing was lost (one EXISTS). Jobs only Redis knows (stored before the
+        topic existed) are written to the topic, so the two agree from then on.
+        """
+        if self.log is None or self.redis.exists(keys.JOBS_LOADED):
+            return 0
+        logged = self.log.read()
+        restored = sum(self.restore(job) for job in logged.values())
+        for job in self.list():
+            if job["id"] not in logged:
+                self.log.put(job)
+        self.redis.set(keys.JOBS_LOADED, "1")
+        return restored
 
     def find(self, job_id: str) -> Job | None:
         raw = self.redis.get(keys.job(job_id))
@@ -55,6 +87,7 @@ class JobStore:
             raw = pipe.get(keys.job(job_id))
             stored = json.loads(raw) if raw else None
             job = jobs.prepare(doc, job_id, stored, digest, self.allowlist)
+            self._log(job)
             pipe.multi()
             self._write(pipe, job, stored)
             publish(pipe, Command(job_id, "upsert", job["hash"]))
@@ -70,6 +103,7 @@ class JobStore:
             if pipe.exists(keys.job(job_id)):
                 return None
             job = jobs.prepare(doc, job_id, None, digest, self.allowlist)
+            self._log(job)
             pipe.multi()
             self._write(pipe, job, None)
             publish(pipe, Command(job_id, "upsert", job["hash"]))
@@ -84,6 +118,7 @@ class JobStore:
                 return False
             pipe.multi()
             self._write(pipe, job, None)
+            publish(pipe, Command(job["id"], "upsert", job["hash"]))
             return True
 
         return self._transaction(change, keys.job(job["id"]))
@@ -97,6 +132,7 @@ class JobStore:
         def change(pipe: Any) -> Job:
             stored = self._get_watched(pipe, job_id)
             job = jobs.stamp({**stored, "enabled": enabled}, self.secret_digest)
+            self._log(job)
             pipe.multi()
             self._write(pipe, job, stored)
             publish(pipe, Command(job_id, "start" if enabled else "stop", job["hash"]))
@@ -108,6 +144,8 @@ class JobStore:
         """Remove a job, its indexes and its tracking keys; tell the readers."""
         def change(pipe: Any) -> Job:
             stored = self._get_watched(pipe, job_id)
+            if self.log is not None:
+                self.log.tombstone(job_id)
             pipe.multi()
             pipe.delete(keys.job(job_id), *keys.job_keys(job_id))
             pipe.srem(keys.JOB_IDS, job_id)
@@ -116,6 +154,15 @@ class JobStore:
             return stored
 
         return self._transaction(change, keys.job(job_id))
+
+    def _log(self, job: Job) -> None:
+        """Kafka first: if it refuses, the transaction ends here and Redis stays as it was.
+
+        Under a WATCH conflict the change is computed and logged again, so the topic's newest
+        record is always the version Redis ends with.
+        """
+        if self.log is not None:
+            self.log.put(job)
 
     def _transaction(self, change: Callable[[Any], T], key: str) -> T:
         """Run ``change`` under WATCH ``key``, retried if the key changes meanwhile."""

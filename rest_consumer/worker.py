@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
+from confluent_kafka import KafkaException
 
 from rest_consumer.config import Settings
+from rest_consumer.deadletters import DeadLetterWriter
 from rest_consumer.decoding import decode
 from rest_consumer.delivery import Sender, backoff
 from rest_consumer.destinations import DestinationGuard
@@ -32,11 +34,15 @@ from rest_consumer.records import Outcome, Pending, log_failure
 from rest_consumer.retries import Retry, schedule
 from rest_consumer.sending import send
 from rest_consumer.store import JobStore
+from rest_consumer.topics import TopicError
 
 log = logging.getLogger(__name__)
 
 SEND_THREADS = 256
 """Lane threads per worker process: the most requests one process has in flight."""
+
+DEAD_LETTER_RETRY_SECONDS = 10.0
+"""How long dead letters Kafka refused wait before their records are tried again."""
 
 class WorkerContext:
     """Per-process state: Redis, the HTTP client and its lanes, and compiled jobs by hash."""
@@ -45,10 +51,12 @@ class WorkerContext:
         self.settings = settings
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
                                           health_check_interval=30)
-        self.store = JobStore(self.redis, settings.destination_allowlist)
+        self.store = JobStore.for_settings(self.redis, settings)
         self.sender = Sender(DestinationGuard(settings.destination_allowlist))
         self.limiter = RateLimiter(self.redis)
         self.tokens = TokenSource(self.redis, self.sender)
+        self.dead_letters = DeadLetterWriter(settings.kafka_client_config(),
+                                             settings.consumer_group_prefix)
         self.lanes = Lanes(Permits(self.redis),
                            ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="send"))
         self._jobs: dict[str, CompiledJob] = {}
@@ -60,6 +68,8 @@ class WorkerContext:
         if cached is not None and cached.hash == job_hash:
             return cached
         stored = self.store.find(job_id)
+        if stored is None and self.store.ensure_loaded():  # Redis had lost its copy
+            stored = self.store.find(job_id)
         if stored is None:
             return None
         with self._lock:
@@ -101,11 +111,25 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     retries = [retry for position, message in enumerate(messages) if position not in deferred
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
     retries += [(messages[position], 0.0) for position in sorted(deferred)]
+    retries += _write_dead_letters(ctx, job.id, out)
     pipe = ctx.redis.pipeline(transaction=False)
     out.write(pipe)
     for message, delay in retries:
         schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
     pipe.execute()
+
+
+def _write_dead_letters(ctx: WorkerContext, job_id: str,
+                        out: TaskOutcomes) -> list[tuple[TaskMessage, float]]:
+    """Kafka holds the dead letters before their messages count as final; if it will not
+    take them now, those messages come back later (as retries) instead of being lost."""
+    try:
+        out.letter_offsets = ctx.dead_letters.write(job_id, out.letters)
+    except (TopicError, KafkaException) as e:
+        log.error("job %s: could not write %d dead letter(s) to Kafka (%s); they are retried "
+                  "in %.0f s", job_id, len(out.letters), e, DEAD_LETTER_RETRY_SECONDS)
+        return [(message, DEAD_LETTER_RETRY_SECONDS) for message in out.unwritten_letters()]
+    return []
 
 
 def _prepare_all(ctx: WorkerContext, job: CompiledJob, messages: list[TaskMessage],

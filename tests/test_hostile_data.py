@@ -250,7 +250,7 @@ def run(redis_url: str, kafka_bootstrap: str,
 
         def finished() -> bool:
             _sample_queues(client, queued)
-            letters = client.xlen(keys.dead_letters("hostile"))
+            letters = client.zcard(keys.dead_letter_index("hostile"))
             expected = sum(1 for c in DATA_CASES if c.dead_letter)
             return letters >= expected and committed(client, "hostile")
 

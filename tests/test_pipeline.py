@@ -13,6 +13,7 @@ import redis
 from conftest import FIXTURES, LOOPBACK
 from helpers import wait_for
 from rest_consumer import heartbeat, keys
+from rest_consumer.deadletters import DeadLetterQueue
 from rest_consumer.store import JobStore
 
 
@@ -107,9 +108,12 @@ def heartbeat_hash(client: redis.Redis, job_id: str = "people") -> set[str]:
     return {json.loads(v)["hash"] for v in client.hvals(keys.reader_heartbeat(job_id))}
 
 
-def dead_letters(client: redis.Redis, job_id: str = "people") -> list[dict[str, str]]:
-    return [{k.decode(): v.decode() for k, v in fields.items()}
-            for _, fields in client.xrange(keys.dead_letters(job_id))]
+def dead_letters(pipeline: Any, client: redis.Redis,
+                 job_id: str = "people") -> list[dict[str, Any]]:
+    """The job's dead letters, oldest first, as the API shows them (read from Kafka)."""
+    queue = DeadLetterQueue(client, {"bootstrap.servers": pipeline.kafka},
+                            pipeline.env["CONSUMER_GROUP_PREFIX"], job_id)
+    return list(reversed(queue.page(500)["dead_letters"]))
 
 
 def kafka_committed(pipeline: Any, topic: str, partitions: int = 1) -> list[int]:
@@ -138,7 +142,7 @@ def test_503_twice_then_200_delivers_every_record(pipeline: Any, endpoint: Any,
     wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
     assert len(endpoint.received) == 15 and len(endpoint.failed) == 30
     assert counters(real_redis)["retried"] == 30
-    assert dead_letters(real_redis) == []
+    assert dead_letters(pipeline, real_redis) == []
     wait_for(lambda: kafka_committed(pipeline, topic) == [6], 10, what="offset 6 committed")
 
 
@@ -152,15 +156,15 @@ def test_a_400_is_dead_lettered_without_retrying(pipeline: Any, endpoint: Any,
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(3))
-    wait_for(lambda: len(dead_letters(real_redis)) == 1 and len(endpoint.keys()) == 2, 30,
+    wait_for(lambda: len(dead_letters(pipeline, real_redis)) == 1 and len(endpoint.keys()) == 2, 30,
              what="one dead letter and two deliveries")
     wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
     assert [r.path for r in endpoint.failed] == ["/p/p1"]  # sent once, never retried
-    letter = dead_letters(real_redis)[0]
-    assert (letter["reason"], letter["status"], letter["offset"]) == ("HTTP 400", "400", "1")
+    letter = dead_letters(pipeline, real_redis)[0]
+    assert (letter["reason"], letter["status"], letter["offset"]) == ("HTTP 400", 400, 1)
     assert "told to fail" in letter["excerpt"]
-    assert json.loads(letter["request"])["headers"]["Authorization"] == "***"
-    assert "tok-400-secret" not in json.dumps(dead_letters(real_redis))
+    assert letter["request"]["headers"]["Authorization"] == "***"
+    assert "tok-400-secret" not in json.dumps(dead_letters(pipeline, real_redis))
     assert counters(real_redis).get("retried", 0) == 0
 
 
@@ -174,9 +178,9 @@ def test_poison_messages_are_dead_lettered_while_good_ones_flow(
     values = [json_values(1, 0)[0], fixture("poison-binary.bin"), json_values(1, 1)[0],
               fixture("poison-truncated.avro"), b'{"name": "no id"}', json_values(1, 2)[0]]
     pipeline.produce(topic, values)
-    wait_for(lambda: len(dead_letters(real_redis)) == 3 and len(endpoint.keys()) == 3, 30,
+    wait_for(lambda: len(dead_letters(pipeline, real_redis)) == 3 and len(endpoint.keys()) == 3, 30,
              what="3 dead letters and 3 deliveries")
-    letters = {int(d["offset"]): d["reason"] for d in dead_letters(real_redis)}
+    letters = {int(d["offset"]): d["reason"] for d in dead_letters(pipeline, real_redis)}
     assert letters[1].startswith("decode: ") and letters[3].startswith("decode: corrupt Avro")
     assert letters[4] == "mapping: url placeholder {id} has no value in this record"
     wait_for(lambda: kafka_committed(pipeline, topic) == [6], 20, what="offset 6 committed")
@@ -244,6 +248,8 @@ def test_flushall_mid_run_loses_nothing(pipeline: Any, endpoint: Any,
     pipeline.create_topic(topic)
     endpoint.delay = 0.02
     JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, token="tok-flush"))
+    JobStore(real_redis, LOOPBACK).upsert("idle", simple_job(endpoint, "elsewhere", id="idle",
+                                                                    enabled=False))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(200))
@@ -255,6 +261,8 @@ def test_flushall_mid_run_loses_nothing(pipeline: Any, endpoint: Any,
     restored = wait_for(lambda: JobStore(real_redis, LOOPBACK).find("people"), 10,
                         what="the job restored")
     assert restored["token"] == "tok-flush"
+    # the stopped job too: every job comes back from the jobs topic, not only running ones
+    assert JobStore(real_redis, LOOPBACK).get("idle")["enabled"] is False
     wait_for(lambda: kafka_committed(pipeline, topic) == [200], 30, what="all committed")
 
 

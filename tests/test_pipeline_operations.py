@@ -13,7 +13,7 @@ from test_pipeline import committed, counters, json_values, kafka_committed, sim
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer import heartbeat, keys
+from rest_consumer import heartbeat, keys, seeks
 from rest_consumer.api import create_app
 from rest_consumer.config import Settings
 from rest_consumer.store import JobStore
@@ -27,7 +27,7 @@ def api(pipeline: Any, real_redis: redis.Redis) -> Any:
                         kafka_bootstrap_servers=pipeline.kafka,
                         consumer_group_prefix=pipeline.env["CONSUMER_GROUP_PREFIX"],
                         jobs_dir=pipeline.workdir / "jobs")
-    return create_app(settings, store=JobStore(real_redis, LOOPBACK)).test_client()
+    return create_app(settings, store=JobStore.for_settings(real_redis, settings)).test_client()
 
 
 def test_status_reports_partitions_lag_counters_and_state(pipeline: Any, endpoint: Any,
@@ -68,7 +68,11 @@ def test_set_offset_while_running_and_while_stopped(pipeline: Any, endpoint: Any
     # Running: the readers seek and commit
     answer = client.post("/job/people/set_offset/earliest", headers=AUTH)
     assert answer.status_code == 202 and answer.json["applied_by"] == "readers"
+    assert (answer.json["generation"], answer.json["partitions"]) == (1, [f"{topic}[0]"])
     wait_for(lambda: len(endpoint.received) == 10, 30, what="5 deliveries again")
+    shown = client.get("/job/people/status", headers=AUTH).json["set_offset"]
+    assert (shown["generation"], shown["state"], shown["pending_partitions"]) == (1, "applied",
+                                                                                  [])
     # Stopped: the group's offsets are altered directly
     client.post("/job/people/stop", headers=AUTH)
     wait_for(lambda: not real_redis.exists(keys.reader_heartbeat("people")), 20,
@@ -79,6 +83,15 @@ def test_set_offset_while_running_and_while_stopped(pipeline: Any, endpoint: Any
     client.post("/job/people/start", headers=AUTH)
     wait_for(lambda: len(endpoint.received) == 12, 30, what="offsets 3 and 4 again")
     assert sorted(r.path for r in endpoint.received[10:]) == ["/p/p3", "/p/p4"]
+    # A request whose announcement never arrives is applied at the next reconcile, once
+    wait_for(lambda: committed(real_redis, "people"), 30, what="the restarted reader")
+    seeks.submit(real_redis, "people", 4, [f"{topic}[0]"])
+    wait_for(lambda: len(endpoint.received) == 13, 30, what="offset 4 again, without pub/sub")
+    assert endpoint.received[12].path == "/p/p4"
+    wait_for(lambda: client.get("/job/people/status", headers=AUTH).json["set_offset"][
+        "state"] == "applied", 10, what="the request applied")
+    time.sleep(3)  # a reconcile or two later: never applied twice
+    assert len(endpoint.received) == 13
 
 
 def test_backpressure_bounds_redis_during_an_outage_and_loses_nothing(
