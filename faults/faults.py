@@ -1,8 +1,12 @@
 """Fault injection against the real pipeline: count delivered, lost and duplicated messages.
 
-Every scenario runs real Kafka, Redis, reader and worker processes and a real endpoint, sends
-a known set of messages (ids m0…mN), injects one kind of fault, and waits for the pipeline
-to deliver. ``lost`` counts ids never answered 2xx; ``duplicates`` counts extra 2xx answers.
+Every scenario runs real Kafka, Redis, reader and worker processes (with the settings a user
+runs) and a real endpoint, sends a known set of messages (ids m0…mN), injects faults, and
+waits until the pipeline is quiet: every message delivered (or dead-lettered), the committed
+offsets at the end of the topic, no request for a few seconds. ``lost`` counts ids never
+answered 2xx; ``duplicates`` counts extra 2xx answers; ``recovery_s`` is the time from the
+last fault to the last message delivered; each scenario also checks its committed offsets
+and its dead letters.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,11 +33,14 @@ from endpoint import RecordingEndpoint  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 
 from conftest import LOOPBACK  # noqa: E402
-from rest_consumer import keys  # noqa: E402
+from rest_consumer.config import Settings  # noqa: E402
+from rest_consumer.deadletters import DeadLetterQueue  # noqa: E402
+from rest_consumer.offsets import partition_status  # noqa: E402
 from rest_consumer.services import KafkaBroker, RedisServer  # noqa: E402
 from rest_consumer.store import JobStore  # noqa: E402
 
 RESULTS = REPO / "faults" / "results"
+QUIET_SECONDS = 5.0
 POISON = (REPO / "tests" / "fixtures" / "poison-truncated.avro").read_bytes()
 
 
@@ -44,6 +53,10 @@ class Outcome:
     duplicates: int
     dead_lettered: int
     seconds: float
+    recovery_s: float
+    """From the last fault to the last message delivered (0 without a fault)."""
+    committed_at_end: bool
+    dead_letters_as_expected: bool
     note: str = ""
 
 
@@ -64,14 +77,24 @@ class Run:
             self.pipe.env.pop(name_, None)
         self.pipe.env["LOG_LEVEL"] = "WARNING"
         self.pipe.create_topic(self.topic, partitions=2)
+        self.settings = Settings(redis_url=faults.redis.url,
+                                 kafka_bootstrap_servers=faults.kafka.bootstrap_servers,
+                                 consumer_group_prefix=self.pipe.env["CONSUMER_GROUP_PREFIX"],
+                                 destination_allowlist=LOOPBACK)
         self.endpoint = faults.endpoint
         self.job = {"id": f"f-{name}", "owner": "faults", "type": "POST", "topic": [self.topic],
                     "datamap": {"id": "$.msg.id"},
                     "url": self.endpoint.url + f"/{name}/{{id}}",
                     "json_body": ["id"], "retry_backoff": 0.3, "retry_backoff_max": 2,
                     "max_retries": 1000, **job}
-        JobStore(faults.client, LOOPBACK).upsert(self.job["id"], self.job)
+        JobStore.for_settings(faults.client, self.settings).upsert(self.job["id"], self.job)
         self.note = ""
+        self.struck = 0.0
+        self.recovered = 0.0
+
+    def strike(self) -> None:
+        """A fault happened (or ended) now."""
+        self.struck = time.monotonic()
 
     def values(self, start: int, count: int) -> list[bytes]:
         return [json.dumps({"id": f"m{i}"}).encode() for i in range(start, start + count)]
@@ -87,12 +110,35 @@ class Run:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.delivered_ids()) >= count:
+                self.recovered = time.monotonic()
                 return True
             time.sleep(0.2)
         return False
 
     def dead_letters(self) -> int:
-        return int(self.faults.client.xlen(keys.dead_letters(self.job["id"])))
+        return DeadLetterQueue(self.faults.client, self.settings.kafka_client_config(),
+                               self.settings.consumer_group_prefix, self.job["id"]).count()
+
+    def committed_at_end(self) -> bool:
+        rows = partition_status(self.settings, self.job)
+        return bool(rows) and all(r["lag"] == 0 for r in rows)
+
+    def wait_quiet(self, expect_dead: int, timeout: float) -> tuple[bool, bool]:
+        """Until offsets are committed to the end, the dead letters are in and no request
+        has arrived for QUIET_SECONDS; returns (committed at end, dead letters as expected)."""
+        deadline = time.monotonic() + timeout
+        committed = dead_ok = False
+        seen, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            committed = self.committed_at_end()
+            dead_ok = self.dead_letters() == expect_dead
+            count = len(self.endpoint.received) + len(self.endpoint.failed)
+            if count != seen:
+                seen, since = count, time.monotonic()
+            if committed and dead_ok and time.monotonic() - since >= QUIET_SECONDS:
+                break
+            time.sleep(0.5)
+        return committed, dead_ok
 
 
 class Faults:
@@ -129,18 +175,22 @@ class Faults:
         try:
             inject(run)
             run.wait_delivered(n - expect_dead, timeout)
-            time.sleep(1.0)  # let late duplicates land before counting
+            committed, dead_ok = run.wait_quiet(expect_dead, 120)
+            dead = run.dead_letters()
         finally:
             run.pipe.stop_all()
         got = run.delivered_ids()
         wanted = {f"/{name}/m{i}" for i in range(n)} - run.poison_ids
+        recovery = run.recovered - run.struck if run.struck and run.recovered else 0.0
         outcome = Outcome(name, n, len(got & wanted), len(wanted - got),
-                          len(run.requests()) - len(got), run.dead_letters(),
-                          round(time.monotonic() - started, 1), run.note)
+                          len(run.requests()) - len(got), dead,
+                          round(time.monotonic() - started, 1), round(max(recovery, 0.0), 1),
+                          committed, dead_ok, run.note)
         self.outcomes.append(outcome)
         print(f"    delivered {outcome.delivered}, lost {outcome.lost}, duplicates "
-              f"{outcome.duplicates}, dead letters {outcome.dead_lettered} "
-              f"({outcome.seconds}s) {outcome.note}", flush=True)
+              f"{outcome.duplicates}, dead letters {outcome.dead_lettered}, recovery "
+              f"{outcome.recovery_s}s, committed to the end {committed}, dead letters as "
+              f"expected {dead_ok} ({outcome.seconds}s) {outcome.note}", flush=True)
         return outcome
 
 
@@ -157,8 +207,23 @@ def worker_sigkill(run: Run) -> None:
         name = f"worker{round_ % 2}"
         if name in run.pipe.procs:
             run.pipe.kill(name)
+        run.strike()
         run.pipe.start_worker(f"{name}")
     run.note = "3 SIGKILLs"
+
+
+def worker_sigkill_holding_retries(run: Run) -> None:
+    """Every message fails once (503) and waits 20 s for its retry; meanwhile the only
+    worker is SIGKILLed and a new one started: the retries wait in Redis, not in it."""
+    run.endpoint.respond = lambda request, seen: 503 if seen == 0 else 200
+    run.pipe.produce(run.topic, run.values(0, run.n))
+    deadline = time.monotonic() + 60
+    while len(run.endpoint.failed) < run.n and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run.pipe.kill("worker0")
+    run.strike()
+    run.pipe.start_worker("worker0")
+    run.note = "retry_backoff 20 s; SIGKILL after every first attempt failed"
 
 
 def reader_sigkill(run: Run) -> None:
@@ -169,6 +234,7 @@ def reader_sigkill(run: Run) -> None:
     run.pipe.produce(run.topic, run.values(run.n // 2, run.n - run.n // 2))
     time.sleep(2)
     run.pipe.start_reader("reader")
+    run.strike()
 
 
 def redis_restart(run: Run) -> None:
@@ -178,6 +244,7 @@ def redis_restart(run: Run) -> None:
     run.faults.redis.kill()  # SIGKILL: only what AOF fsynced (every second) survives
     time.sleep(2)
     run.faults.redis.start()
+    run.strike()
     run.note = "SIGKILL, AOF everysec"
 
 
@@ -186,7 +253,20 @@ def redis_data_loss(run: Run) -> None:
     run.pipe.produce(run.topic, run.values(0, run.n))
     _after(run, run.n // 4)
     run.faults.client.flushall()
+    run.strike()
     run.note = "FLUSHALL"
+
+
+def redis_replaced_by_empty(run: Run) -> None:
+    run.endpoint.delay = 0.003
+    run.pipe.produce(run.topic, run.values(0, run.n))
+    _after(run, run.n // 4)
+    run.faults.redis.kill()
+    shutil.rmtree(run.faults.redis.workdir)  # its AOF too: a new, empty server
+    time.sleep(2)
+    run.faults.redis.start()
+    run.strike()
+    run.note = "SIGKILL, data directory removed, empty server on the same port"
 
 
 def endpoint_outage(run: Run) -> None:
@@ -207,6 +287,7 @@ def endpoint_outage(run: Run) -> None:
     fresh.received = endpoint.received
     fresh.failed = endpoint.failed
     run.faults.endpoint = run.endpoint = fresh
+    run.strike()
     run.note = f"{seconds}s refused; Redis grew {(peak - baseline) / 1024:.0f} KiB at most"
 
 
@@ -246,42 +327,138 @@ def kafka_restart(run: Run) -> None:
     run.faults.kafka.stop()
     time.sleep(3)
     run.faults.kafka.start()
+    run.strike()
     run.pipe.produce(run.topic, run.values(run.n // 2, run.n - run.n // 2))
+
+
+def kafka_sigkill(run: Run) -> None:
+    run.endpoint.delay = 0.003
+    run.pipe.produce(run.topic, run.values(0, run.n // 2))
+    _after(run, run.n // 4)
+    run.faults.kafka.kill()
+    time.sleep(3)
+    run.faults.kafka.start()
+    run.strike()
+    run.pipe.produce(run.topic, run.values(run.n // 2, run.n - run.n // 2))
+    run.note = "SIGKILL, restarted 3 s later"
+
+
+RATE = 40
+"""Messages per second in the mixed run, as the issue that asked for it measured."""
+
+
+def mixed(run: Run) -> None:
+    """A steady stream while six faults strike one after another."""
+    step = run.n / RATE / 7  # the faults spread over the stream
+    producer = threading.Thread(target=_stream, args=(run,), daemon=True)
+    producer.start()
+    faults: list[tuple[str, Callable[[], None]]] = [
+        ("worker0 SIGKILL", lambda: _restart_worker(run, "worker0")),
+        ("endpoint 503 for 8 s", lambda: _fail_endpoint(run, 8.0)),
+        ("reader SIGKILL", lambda: _restart_reader(run)),
+        ("Redis SIGKILL (AOF)", lambda: _restart_redis(run)),
+        ("FLUSHALL", lambda: _flush(run)),
+        ("worker1 SIGKILL", lambda: _restart_worker(run, "worker1")),
+    ]
+    for name, strike in faults:
+        time.sleep(step)
+        print(f"    {name}", flush=True)
+        strike()
+        run.strike()
+    producer.join()
+    run.note = f"{RATE} msg/s; " + ", ".join(name for name, _ in faults)
+
+
+def _stream(run: Run) -> None:
+    per_tick = max(1, RATE // 10)
+    start = time.monotonic()
+    for i in range(0, run.n, per_tick):
+        run.pipe.produce(run.topic, run.values(i, min(per_tick, run.n - i)))
+        time.sleep(max(0.0, start + (i + per_tick) / RATE - time.monotonic()))
+
+
+def _restart_worker(run: Run, name: str) -> None:
+    run.pipe.kill(name)
+    run.pipe.start_worker(name)
+
+
+def _restart_reader(run: Run) -> None:
+    run.pipe.kill("reader")
+    time.sleep(1)
+    run.pipe.start_reader("reader")
+
+
+def _restart_redis(run: Run) -> None:
+    run.faults.redis.kill()
+    time.sleep(1)
+    run.faults.redis.start()
+
+
+def _flush(run: Run) -> None:
+    run.faults.client.flushall()
+
+
+def _fail_endpoint(run: Run, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    run.endpoint.respond = lambda request, seen: 503 if time.monotonic() < until else 200
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller runs (under 10 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (under 15 minutes)")
+    parser.add_argument("--only", help="run only the scenarios named (comma-separated)")
     args = parser.parse_args()
     n = 600 if args.quick else 3000
+    scenarios: list[tuple[str, int, Callable[[Run], None], dict[str, Any]]] = [
+        ("worker_sigkill", n, worker_sigkill, {"workers": 2}),
+        ("worker_sigkill_holding_retries", n // 3, worker_sigkill_holding_retries,
+         {"job": {"retry_backoff": 20, "retry_backoff_max": 20}}),
+        ("reader_sigkill", n, reader_sigkill, {}),
+        ("redis_restart_aof", n, redis_restart, {"timeout": 150}),
+        ("redis_data_loss", n, redis_data_loss, {}),
+        ("redis_replaced_by_empty", n, redis_replaced_by_empty, {}),
+        ("endpoint_outage", n, endpoint_outage, {"job": {"max_in_flight": 200},
+                                                 "timeout": 180}),
+        ("storm_503", n // 2, storm_503, {"workers": 2}),
+        ("slow_endpoint", n // 3, slow_endpoint, {"job": {"timeout": 1}}),
+        ("poison", n, poison, {"expect_dead": n // 10}),
+        ("kafka_restart", n, kafka_restart, {"timeout": 180}),
+        ("kafka_sigkill", n, kafka_sigkill, {"timeout": 180}),
+        ("mixed", 1200 if args.quick else 3000, mixed, {"workers": 2, "timeout": 240}),
+    ]
+    only = set(args.only.split(",")) if args.only else None
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rc-faults-") as tmp:
         faults = Faults(Path(tmp), args.quick)
         try:
-            faults.scenario("worker_sigkill", n, worker_sigkill, workers=2)
-            faults.scenario("reader_sigkill", n, reader_sigkill)
-            faults.scenario("redis_restart_aof", n, redis_restart, timeout=150)
-            faults.scenario("redis_data_loss", n, redis_data_loss)
-            faults.scenario("endpoint_outage", n, endpoint_outage,
-                            job={"max_in_flight": 200}, timeout=180)
-            faults.scenario("storm_503", n // 2, storm_503, workers=2)
-            faults.scenario("slow_endpoint", n // 3, slow_endpoint, job={"timeout": 1})
-            faults.scenario("poison", n, poison, expect_dead=n // 10)
-            faults.scenario("kafka_restart", n, kafka_restart, timeout=180)
+            for name, count, inject, options in scenarios:
+                if only is None or name in only:
+                    faults.scenario(name, count, inject, **options)
         finally:
             faults.close()
     report(faults.outcomes)
 
 
 def report(outcomes: list[Outcome]) -> None:
-    lines = ["| scenario | sent | delivered | lost | duplicates | dead letters | seconds | "
-             "note |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| scenario | sent | delivered | lost | duplicates | dead letters | recovery s | "
+             "committed to the end | dead letters as expected | seconds | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|"]
     lines += [f"| {o.scenario} | {o.sent} | {o.delivered} | {o.lost} | {o.duplicates} | "
-              f"{o.dead_lettered} | {o.seconds} | {o.note} |" for o in outcomes]
+              f"{o.dead_lettered} | {o.recovery_s} | {_yes(o.committed_at_end)} | "
+              f"{_yes(o.dead_letters_as_expected)} | {o.seconds} | {o.note} |"
+              for o in outcomes]
     (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "results.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=2))
+    failed = [o.scenario for o in outcomes
+              if not (o.committed_at_end and o.dead_letters_as_expected)]
     print(f"RESULT scenarios={len(outcomes)} lost={sum(o.lost for o in outcomes)} "
-          f"duplicates={sum(o.duplicates for o in outcomes)}")
+          f"duplicates={sum(o.duplicates for o in outcomes)} "
+          f"max_recovery_s={max((o.recovery_s for o in outcomes), default=0)} "
+          f"checks_failed={len(failed)}{' (' + ','.join(failed) + ')' if failed else ''}")
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "**no**"
 
 
 if __name__ == "__main__":

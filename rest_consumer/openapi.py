@@ -59,24 +59,25 @@ def _operation_paths() -> dict[str, Any]:
     offset = {"name": "offset", "in": "path", "required": True,
               "schema": {"type": "string", "pattern": "^([0-9]+|earliest|latest)$"}}
     replay_body = {"required": False, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"ids": {"type": "array", "items": {"type": "string"}}}}}}}
+        "type": "object", "properties": {"ids": {
+            "type": "array", "items": {"type": "integer", "minimum": 0}}}}}}}
     preview_body = {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "description": "a sample record, or {\"avro_base64\": …}"}}}}
     page_params = [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                     "maximum": 500}},
-        {"name": "before", "in": "query", "schema": {"type": "string",
-                                                     "pattern": "^[0-9]+(-[0-9]+)?$"}}]
+        {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}}]
     return {
         "/job/{job_id}/status": {"parameters": [_JOB_ID], "get": _op(
             "State, partitions with committed offset and lag, counters, last error",
             {"200": _json(anything, "status"), **_errors(401, 404)})},
         "/job/{job_id}/dead_letters": {
             "parameters": [_JOB_ID],
-            "get": _op("Dead letters, newest first, paged",
+            "get": _op("Dead letters (from the job's dead-letter topic), newest first, paged",
                        {"200": _json(anything, "a page"), **_errors(400, 401, 404)},
                        parameters=page_params),
-            "delete": _op("Purge the dead letters",
+            "delete": _op("Purge the dead letters (remembered in the topic; Kafka's retention "
+                          "removes the records)",
                           {"200": _json(anything, "purged"), **_errors(401, 404)}),
         },
         "/job/{job_id}/dead_letters/replay": {"parameters": [_JOB_ID], "post": _op(
@@ -90,7 +91,8 @@ def _operation_paths() -> dict[str, Any]:
         "/job/{job_id}/set_offset/{offset}": {"parameters": [_JOB_ID, offset], "post": _op(
             "Move every partition of the job to an offset, earliest or latest",
             {"200": _json(anything, "moved the group's offsets"),
-             "202": _json(anything, "sent to the running readers"),
+             "202": _json(anything, "stored with a generation for the running readers; "
+                          "status shows it pending until applied"),
              "409": _json(_ERROR, "Kafka refused"), **_errors(400, 401, 404)})},
     }
 

@@ -260,6 +260,12 @@ class KafkaBroker:
     def stop(self) -> None:
         _stop(self.proc)
 
+    def kill(self) -> None:
+        """SIGKILL (an unclean stop: the next start recovers the log), for fault runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
 
 class LocalServices:
     """Redis and Kafka together, in one temporary directory removed on stop."""
