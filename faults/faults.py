@@ -113,6 +113,7 @@ class Run:
                 self.recovered = time.monotonic()
                 return True
             time.sleep(0.2)
+        self.recovered = time.monotonic()  # not recovered: the whole wait counts
         return False
 
     def dead_letters(self) -> int:

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,11 @@ import click
 
 from rest_consumer import config, logs
 from rest_consumer.errors import RestConsumerError
+
+CELERY_FAILURE = 1
+"""Celery's exit code after an unrecoverable error (``EX_FAILURE``)."""
+
+WORKER_RESTART_SECONDS = 2.0
 
 
 def _settings() -> config.Settings:
@@ -122,11 +128,26 @@ def reader() -> None:
 def worker(ctx: click.Context, queues: str, pool: str, concurrency: int) -> None:
     """Run a Celery worker for ``deliver`` (extra arguments go to ``celery worker``)."""
     settings = _settings()
+    from celery.signals import worker_shutting_down
+
     from rest_consumer.tasks import app
 
-    app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency),
-                     "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
-                     *ctx.args])
+    asked_to_stop: list[object] = []
+    worker_shutting_down.connect(lambda **_: asked_to_stop.append(True), weak=False)
+    try:
+        app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency),
+                         "--loglevel", settings.log_level, "--without-gossip",
+                         "--without-mingle", *ctx.args])
+    except SystemExit as stopped:
+        if stopped.code != CELERY_FAILURE or asked_to_stop:
+            raise
+        # Celery gave up on an error nobody asked for; seen here: kombu's Redis transport
+        # raising AttributeError while closing a channel after Redis died. A supervisor
+        # would restart the worker; so does this, in place (same pid, nothing orphaned).
+        click.echo(f"rest-consumer: the Celery worker stopped on an unrecoverable error; "
+                   f"restarting it in {WORKER_RESTART_SECONDS:.0f} s", err=True)
+        time.sleep(WORKER_RESTART_SECONDS)
+        os.execv(sys.executable, [sys.executable, "-m", "rest_consumer", *sys.argv[1:]])
 
 
 @main.command()

@@ -26,6 +26,11 @@ RETRY_PUMP = "rest_consumer:retry_pump"
 """Lease of the one reader process moving due retries onto the Celery queue."""
 
 
+def task_claim(task_id: str) -> str:
+    """A ``deliver`` task's claim: a running lease, then a done mark (``claims``)."""
+    return f"claim:{task_id}"
+
+
 def job(job_id: str) -> str:
     """The stored job document (JSON)."""
     return f"job:{job_id}"
@@ -52,8 +57,16 @@ def counters(job_id: str) -> str:
 
 
 def done(job_id: str, topic: str, partition: int) -> str:
-    """List of offsets of one partition that reached a final outcome, for the reader to collect."""
+    """Sorted set (score = offset) of one partition's offsets that reached a final outcome and
+    are not committed yet: the reader reads it every tick and trims it below each commit, so
+    a partition's next owner still finds what its previous owner had not committed."""
     return f"done:{job_id}:{partition}:{topic}"
+
+
+def dispatched(job_id: str) -> str:
+    """Hash: partition (``topic[n]``) -> one past the highest offset dispatched, so that the
+    partition's next owner adopts what is still out instead of dispatching it again."""
+    return f"dispatched:{job_id}"
 
 
 def dead_letter_index(job_id: str) -> str:
@@ -101,7 +114,7 @@ def job_keys(job_id: str) -> list[str]:
     return [counters(job_id), last_error(job_id), reader_heartbeat(job_id),
             latency(job_id), ratelimit(job_id), oauth2_token(job_id),
             dead_letter_index(job_id), dead_letter_scanned(job_id),
-            permits(job_id), seek_request(job_id), seek_generation(job_id),
+            permits(job_id), dispatched(job_id), seek_request(job_id), seek_generation(job_id),
             seek_applied(job_id)]
 
 

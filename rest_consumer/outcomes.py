@@ -80,7 +80,7 @@ class TaskOutcomes:
         """Queue the Redis commands on ``pipe``; the caller executes it."""
         job_id = self.job_id
         for (topic, partition), offsets in self.final.items():
-            pipe.rpush(keys.done(job_id, topic, partition), *offsets)
+            pipe.zadd(keys.done(job_id, topic, partition), {str(o): o for o in offsets})
         for counter, amount in self.counters.items():
             if amount:
                 pipe.hincrby(keys.counters(job_id), counter, amount)

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from redis.typing import EncodableT, FieldT
 
 from rest_consumer import keys, seeks
 from rest_consumer.batching import AdaptiveBatcher
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 500
 TICK_SECONDS = 1.0
-DONE_CHUNK = 10_000
 
 TP = tuple[str, int]
 
@@ -127,8 +127,18 @@ class JobReader(threading.Thread):
     # --- rebalance callbacks -------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.trackers[(tp.topic, tp.partition)] = PartitionTracker()
+        try:
+            previous = self.redis.hmget(keys.dispatched(self.job_id), [
+                seeks.partition_name(tp.topic, tp.partition) for tp in partitions])
+        except redis.RedisError as e:  # then what is out is sent again: duplicates, no loss
+            log.warning("job %s: cannot adopt what is out (%s)", self.job_id, e)
+            previous = [None] * len(partitions)
+        for tp, high in zip(partitions, previous, strict=True):
+            tracker = self.trackers[(tp.topic, tp.partition)] = PartitionTracker()
+            if high is not None:
+                tracker.adopt_until = int(high)
+                log.info("job %s: %s[%d] adopts what its previous owner dispatched below "
+                         "offset %d", self.job_id, tp.topic, tp.partition, int(high))
         log.info("job %s: assigned %s", self.job_id, _names(partitions))
         self._seek_check.set()  # a set_offset request may wait for these partitions
         if self.paused:  # a rebalance does not keep pauses
@@ -171,7 +181,7 @@ class JobReader(threading.Thread):
             else [first]
 
     def _dispatch(self, messages: list[Message]) -> None:
-        good = [m for m in messages if self._usable(m)]
+        good = [m for m in messages if self._usable(m) and not self._adopted(m)]
         if not good:
             return
         size = self.batch_size
@@ -179,15 +189,26 @@ class JobReader(threading.Thread):
         groups = [payloads[i:i + size] for i in range(0, len(payloads), size)]
         try:
             self.dispatch(self.job, groups)
-            # Counted after the tasks are out: a worker may decrement first, never the reverse
-            # of a count that was never undone.
-            self.redis.hincrby(keys.counters(self.job_id), "dispatched", len(good))
         except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
             self._undo_dispatch(good, e)
             return
+        highs: dict[FieldT, EncodableT] = {}
         for m in payloads:
             self.trackers.setdefault((m.topic, m.partition), PartitionTracker()).dispatched(
                 m.offset)
+            highs[seeks.partition_name(m.topic, m.partition)] = m.offset + 1
+        # After the tasks are out, so a count or a mark never covers a task that is not.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(keys.counters(self.job_id), "dispatched", len(good))
+        pipe.hset(keys.dispatched(self.job_id), mapping=highs)
+        try:
+            pipe.execute()
+        except redis.RedisError as e:  # the tasks are out; a next owner would send them again
+            self._note_error(f"Redis: {e}")
+
+    def _adopted(self, msg: Message) -> bool:
+        tracker = self.trackers.get((str(msg.topic()), int(msg.partition() or 0)))
+        return tracker is not None and tracker.adopts(int(msg.offset() or 0))
 
     def _usable(self, msg: Message) -> bool:
         error = msg.error()
@@ -208,11 +229,19 @@ class JobReader(threading.Thread):
             self._seek(topic, partition, offset)
         self._stopping.wait(1.0)
 
+    def _forget_dispatched(self, partitions: list[TP]) -> None:
+        """What is out there will be dispatched again by this reader: no next owner may adopt
+        it (a stale mark would make it wait for tasks that no longer exist)."""
+        if partitions:
+            self.redis.hdel(keys.dispatched(self.job_id),
+                            *[seeks.partition_name(t, p) for t, p in partitions])
+
     def _seek(self, topic: str, partition: int, offset: int) -> None:
         if self._consumer is not None:
             self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _rewind_partitions(self, partitions: list[TP]) -> None:
+        self._forget_dispatched(partitions)
         self.batcher.drop(set(partitions))
         for key in partitions:
             target = self.trackers[key].rewind()
@@ -247,6 +276,7 @@ class JobReader(threading.Thread):
                 self._seek_check.set()
                 return
             moved.append(TopicPartition(tp.topic, tp.partition, target))
+        self._forget_dispatched([(tp.topic, tp.partition) for tp in moved])
         self.batcher.drop({(tp.topic, tp.partition) for tp in moved})
         for tp in moved:
             tracker = self.trackers.setdefault((tp.topic, tp.partition), PartitionTracker())
@@ -285,27 +315,32 @@ class JobReader(threading.Thread):
         self.error = None
 
     def _collect_and_commit(self, partitions: list[TP]) -> None:
+        """Read the final offsets above each partition's oldest pending one, commit the new
+        watermarks, then trim what the commits cover."""
         partitions = [p for p in partitions if p in self.trackers]
-        if not partitions:
-            return
-        pipe = self.redis.pipeline(transaction=True)
-        for topic, partition in partitions:
-            key = keys.done(self.job_id, topic, partition)
-            pipe.lrange(key, 0, DONE_CHUNK - 1)
-            pipe.ltrim(key, DONE_CHUNK, -1)
-        replies = pipe.execute()
+        waiting = [p for p in partitions if self.trackers[p].pending]
+        if waiting:
+            pipe = self.redis.pipeline(transaction=False)
+            for topic, partition in waiting:
+                floor = self.trackers[(topic, partition)].pending[0]
+                pipe.zrangebyscore(keys.done(self.job_id, topic, partition), floor, "+inf")
+            for key, done in zip(waiting, pipe.execute(), strict=True):
+                self.trackers[key].finished(int(o) for o in done)
+                self.trackers[key].advance()
         offsets = []
-        for (topic, partition), done in zip(partitions, replies[::2], strict=True):
-            tracker = self.trackers[(topic, partition)]
-            tracker.finished(int(o) for o in done)
-            tracker.advance()
-            mark = tracker.watermark
-            if mark is not None and mark != tracker.committed:
+        for topic, partition in partitions:
+            mark = self.trackers[(topic, partition)].watermark
+            if mark is not None and mark != self.trackers[(topic, partition)].committed:
                 offsets.append(TopicPartition(topic, partition, mark))
-        if offsets and self._consumer is not None:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-            for tp in offsets:
-                self.trackers[(tp.topic, tp.partition)].committed = tp.offset
+        if not offsets or self._consumer is None:
+            return
+        self._consumer.commit(offsets=offsets, asynchronous=False)
+        pipe = self.redis.pipeline(transaction=False)
+        for tp in offsets:
+            self.trackers[(tp.topic, tp.partition)].committed = tp.offset
+            pipe.zremrangebyscore(keys.done(self.job_id, tp.topic, tp.partition), "-inf",
+                                  f"({tp.offset}")
+        pipe.execute()
 
     def _local_in_flight(self) -> int:
         return sum(len(t.pending) for t in self.trackers.values())

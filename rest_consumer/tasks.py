@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from rest_consumer import config
@@ -84,10 +84,24 @@ def _reset_after_fork(**_: Any) -> None:
     _context.clear()
 
 
-@app.task(name="rest_consumer.deliver", acks_late=True)
-def deliver(job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
-    """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes."""
-    deliver_messages(context(), job_id, job_hash, _task_messages(job_id, messages))
+@app.task(name="rest_consumer.deliver", acks_late=True, bind=True)
+def deliver(task: Task, job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
+    """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes.
+
+    Each task id runs once (``claims``): a copy redelivered while the first waited in a
+    worker's buffer finds the claim and does nothing.
+    """
+    ctx, task_id = context(), str(task.request.id)
+    if not ctx.claims.claim(task_id):
+        log.warning("job %s: task %s was run elsewhere (a copy redelivered while it waited "
+                    "in a worker's buffer); skipped", job_id, task_id)
+        return
+    try:
+        deliver_messages(ctx, job_id, job_hash, _task_messages(job_id, messages))
+    except BaseException:
+        ctx.claims.abandon(task_id)
+        raise
+    ctx.claims.finish(task_id)
 
 
 def _task_messages(job_id: str, messages: list[dict[str, Any]]) -> list[TaskMessage]:

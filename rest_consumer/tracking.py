@@ -17,6 +17,18 @@ class PartitionTracker:
         self.high: int | None = None
         self.committed: int | None = None
         self.last_progress = time.monotonic()
+        self.adopt_until: int | None = None
+        """Offsets below this were dispatched by the partition's previous owner and are still
+        out (their tasks queued, running or waiting to retry): wait for them, do not send
+        them again."""
+
+    def adopts(self, offset: int) -> bool:
+        """Whether ``offset`` is the previous owner's, still out; records it as pending."""
+        if self.adopt_until is None or offset >= self.adopt_until:
+            self.adopt_until = None
+            return False
+        self.dispatched(offset)
+        return True
 
     def dispatched(self, offset: int) -> None:
         if not self.pending:
@@ -53,6 +65,7 @@ class PartitionTracker:
         target = self.watermark
         self.pending.clear()
         self.done.clear()
+        self.adopt_until = None
         self.high = target
         self.last_progress = time.monotonic()
         return target

@@ -17,6 +17,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from confluent_kafka import KafkaException
 
+from rest_consumer.claims import TaskClaims
 from rest_consumer.config import Settings
 from rest_consumer.deadletters import DeadLetterWriter
 from rest_consumer.decoding import decode
@@ -55,6 +56,8 @@ class WorkerContext:
         self.sender = Sender(DestinationGuard(settings.destination_allowlist))
         self.limiter = RateLimiter(self.redis)
         self.tokens = TokenSource(self.redis, self.sender)
+        # A reserved copy waits at most about prefetch x the hard limit (< 3 x the timeout).
+        self.claims = TaskClaims(self.redis, 4 * settings.visibility_timeout)
         self.dead_letters = DeadLetterWriter(settings.kafka_client_config(),
                                              settings.consumer_group_prefix)
         self.lanes = Lanes(Permits(self.redis),

@@ -266,20 +266,27 @@ def test_flushall_mid_run_loses_nothing(pipeline: Any, endpoint: Any,
     wait_for(lambda: kafka_committed(pipeline, topic) == [200], 30, what="all committed")
 
 
-def test_a_reader_restart_loses_nothing(pipeline: Any, endpoint: Any,
-                                        real_redis: redis.Redis) -> None:
+def test_a_reader_killed_loses_nothing_and_its_successor_sends_nothing_twice(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given a slow job (2 requests at once, 50 ms each) with 100 messages out in tasks
     topic = "reader.restart"
     pipeline.create_topic(topic)
-    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
+    endpoint.delay = 0.05
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic, concurrency=2))
     pipeline.start_worker()
     pipeline.start_reader()
     pipeline.produce(topic, json_values(100))
     wait_for(lambda: len(endpoint.received) >= 20, 60, what="deliveries to start")
+    # When the reader is SIGKILLed before it committed most of them, and a new one starts
     pipeline.kill("reader")
+    assert len(endpoint.keys()) < 90
     pipeline.produce(topic, json_values(100, 100))
     pipeline.start_reader("reader2")
+    # Then the new reader waits for the tasks still out instead of dispatching them again
     wait_for(lambda: len(endpoint.keys()) == 200, 60, what="all 200 delivered")
     wait_for(lambda: kafka_committed(pipeline, topic) == [200], 30, what="all committed")
+    assert len(endpoint.received) == 200, "a message was delivered twice"
+    assert "adopts" in pipeline.log("reader2")
 
 
 def test_two_readers_share_a_jobs_partitions(pipeline: Any, endpoint: Any,

@@ -34,3 +34,21 @@ def test_rewind_returns_the_watermark_and_forgets_what_is_out() -> None:
     assert tracker.rewind() == 1
     assert not tracker.pending and tracker.watermark == 1
     assert tracker.stalled_for() == 0
+
+
+def test_offsets_the_previous_owner_dispatched_are_adopted_not_sent_again() -> None:
+    tracker = PartitionTracker()
+    tracker.adopt_until = 12
+    assert [tracker.adopts(o) for o in (10, 11, 12, 13)] == [True, True, False, False]
+    assert list(tracker.pending) == [10, 11] and tracker.adopt_until is None
+    tracker.finished([10, 11])
+    tracker.advance()
+    assert tracker.watermark == 12
+
+
+def test_a_rewind_adopts_nothing() -> None:
+    tracker = PartitionTracker()
+    tracker.adopt_until = 50
+    tracker.dispatched(40)
+    tracker.rewind()
+    assert not tracker.adopts(41)

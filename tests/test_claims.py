@@ -1,0 +1,69 @@
+"""One run per task id: a premature redelivery sends nothing twice (real Redis; end to end
+with a real worker, the same task sent twice as the broker would redeliver it)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from test_pipeline import json_values, simple_job
+
+from conftest import LOOPBACK
+from helpers import wait_for
+from rest_consumer import claims
+from rest_consumer.claims import TaskClaims
+from rest_consumer.config import Settings
+from rest_consumer.messages import TaskMessage
+from rest_consumer.store import JobStore
+from rest_consumer.tasks import create_celery
+
+
+def test_a_task_id_is_claimed_once_then_done(real_redis: redis.Redis) -> None:
+    first, second = TaskClaims(real_redis, 60), TaskClaims(real_redis, 60)
+    assert first.claim("t1")
+    assert not second.claim("t1")  # running elsewhere
+    first.finish("t1")
+    assert not second.claim("t1")  # done: a late copy has nothing to do
+    assert 0 < real_redis.ttl("claim:t1") <= 60
+
+
+def test_an_abandoned_run_lets_the_redelivered_copy_run(real_redis: redis.Redis) -> None:
+    first, second = TaskClaims(real_redis, 60), TaskClaims(real_redis, 60)
+    assert first.claim("t2")
+    first.abandon("t2")
+    assert second.claim("t2")
+
+
+def test_a_live_run_keeps_its_claim_and_a_dead_ones_lapses(
+        real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(claims, "LEASE_SECONDS", 0.6)
+    monkeypatch.setattr(claims, "RENEW_EVERY_SECONDS", 0.1)
+    alive, other = TaskClaims(real_redis, 60), TaskClaims(real_redis, 60)
+    assert alive.claim("t3")
+    time.sleep(1.5)  # beyond the lease: renewed by the living worker's thread
+    assert not other.claim("t3")
+    alive._held.clear()  # the worker dies: nobody renews
+    time.sleep(1.0)
+    assert other.claim("t3")
+
+
+def test_a_task_delivered_twice_sends_its_records_once(pipeline: Any, endpoint: Any,
+                                                      real_redis: redis.Redis) -> None:
+    # Given a worker, and a task sent twice under one id, as a premature redelivery would be
+    topic = "claims.twice"
+    pipeline.create_topic(topic)
+    job = JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))[0]
+    pipeline.start_worker()
+    celery = create_celery(Settings(redis_url=pipeline.env["REDIS_URL"]))
+    message = TaskMessage(topic, 0, 0, value=json_values(1)[0])
+    task_id = str(uuid.uuid4())
+    for _ in range(2):
+        celery.send_task("rest_consumer.deliver", ("people", job["hash"], [message.to_args()]),
+                         task_id=task_id, queue="rest_consumer")
+    # Then the record arrives once, and the worker says why the copy did nothing
+    wait_for(lambda: "was run elsewhere" in pipeline.log("worker"), 30,
+             what="the copy to be skipped")
+    assert [r.path for r in endpoint.received] == ["/p/p0"]
