@@ -128,19 +128,19 @@ def reader() -> None:
 def worker(ctx: click.Context, queues: str, pool: str, concurrency: int) -> None:
     """Run a Celery worker for ``deliver`` (extra arguments go to ``celery worker``)."""
     settings = _settings()
-    from celery.signals import worker_shutting_down
+    from celery.signals import worker_init, worker_shutting_down
 
     from rest_consumer.tasks import app
 
+    workers: list[Any] = []
     asked_to_stop: list[object] = []
+    worker_init.connect(lambda sender, **_: workers.append(sender), weak=False)
     worker_shutting_down.connect(lambda **_: asked_to_stop.append(True), weak=False)
-    try:
-        app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency),
-                         "--loglevel", settings.log_level, "--without-gossip",
-                         "--without-mingle", *ctx.args])
-    except SystemExit as stopped:
-        if stopped.code != CELERY_FAILURE or asked_to_stop:
-            raise
+    app.worker_main(["worker", "-Q", queues, "--pool", pool, "-c", str(concurrency),
+                     "--loglevel", settings.log_level, "--without-gossip", "--without-mingle",
+                     *ctx.args])
+    code = workers[-1].exitcode if workers else 0  # worker_main drops Celery's exit code
+    if code == CELERY_FAILURE and not asked_to_stop:
         # Celery gave up on an error nobody asked for; seen here: kombu's Redis transport
         # raising AttributeError while closing a channel after Redis died. A supervisor
         # would restart the worker; so does this, in place (same pid, nothing orphaned).
@@ -148,6 +148,7 @@ def worker(ctx: click.Context, queues: str, pool: str, concurrency: int) -> None
                    f"restarting it in {WORKER_RESTART_SECONDS:.0f} s", err=True)
         time.sleep(WORKER_RESTART_SECONDS)
         os.execv(sys.executable, [sys.executable, "-m", "rest_consumer", *sys.argv[1:]])
+    sys.exit(code or 0)
 
 
 @main.command()

@@ -95,3 +95,27 @@ def test_dev_runs_the_whole_pipeline_and_ctrl_c_leaves_nothing(tmp_path: Path) -
         assert alive == []
     finally:
         stop(proc)
+
+
+def test_a_worker_that_celery_gives_up_on_restarts_in_place(redis_url: str,
+                                                             tmp_path: Path) -> None:
+    # Given a worker whose Celery stops on an unrecoverable error (here: its pidfile cannot be
+    # written; seen in fault runs: kombu raising while closing a channel after Redis died)
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        proc = spawn("worker", "-c", "1", "--pidfile", str(tmp_path / "missing" / "w.pid"),
+                     env={"REDIS_URL": redis_url}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # Then the same process starts Celery again, as a supervisor would
+        wait_for(lambda: log.read_text().count("restarting it in 2 s") >= 2, 60,
+                 what="two restarts")
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+    # And a worker asked to stop does stop (no restart)
+    with open(tmp_path / "ok.log", "w") as out:
+        proc = spawn("worker", "-c", "1", env={"REDIS_URL": redis_url}, stdout=out,
+                     stderr=subprocess.STDOUT)
+    wait_for(lambda: "ready" in (tmp_path / "ok.log").read_text(), 60, what="the worker")
+    assert stop(proc) == 0
+    assert "restarting" not in (tmp_path / "ok.log").read_text()
