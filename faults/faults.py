@@ -91,10 +91,28 @@ class Run:
         self.note = ""
         self.struck = 0.0
         self.recovered = 0.0
+        self.strikes: list[tuple[str, float]] = []
+        self.breakdown = False
+        """Whether the note lists the duplicates by the fault before them."""
 
-    def strike(self) -> None:
+    def strike(self, name: str = "fault") -> None:
         """A fault happened (or ended) now."""
         self.struck = time.monotonic()
+        self.strikes.append((name, time.time()))
+
+    def duplicates_by_fault(self) -> dict[str, int]:
+        """Each extra 2xx answer, counted against the last fault before it arrived."""
+        seen: set[str] = set()
+        counts: dict[str, int] = {}
+        for request in sorted(self.endpoint.received, key=lambda r: r.at):
+            if not request.path.startswith(f"/{self.name}/"):
+                continue
+            if request.path in seen:
+                before = [name for name, at in self.strikes if at <= request.at]
+                cause = before[-1] if before else "before any fault"
+                counts[cause] = counts.get(cause, 0) + 1
+            seen.add(request.path)
+        return counts
 
     def values(self, start: int, count: int) -> list[bytes]:
         return [json.dumps({"id": f"m{i}"}).encode() for i in range(start, start + count)]
@@ -183,6 +201,9 @@ class Faults:
         got = run.delivered_ids()
         wanted = {f"/{name}/m{i}" for i in range(n)} - run.poison_ids
         recovery = run.recovered - run.struck if run.struck and run.recovered else 0.0
+        if run.breakdown:
+            run.note += "; duplicates after: " + ", ".join(
+                f"{name} {count}" for name, count in run.duplicates_by_fault().items())
         outcome = Outcome(name, n, len(got & wanted), len(wanted - got),
                           len(run.requests()) - len(got), dead,
                           round(time.monotonic() - started, 1), round(max(recovery, 0.0), 1),
@@ -365,9 +386,10 @@ def mixed(run: Run) -> None:
         time.sleep(step)
         print(f"    {name}", flush=True)
         strike()
-        run.strike()
+        run.strike(name)
     producer.join()
     run.note = f"{RATE} msg/s; " + ", ".join(name for name, _ in faults)
+    run.breakdown = True
 
 
 def _stream(run: Run) -> None:
