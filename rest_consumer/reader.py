@@ -181,34 +181,42 @@ class JobReader(threading.Thread):
             else [first]
 
     def _dispatch(self, messages: list[Message]) -> None:
-        good = [m for m in messages if self._usable(m) and not self._adopted(m)]
-        if not good:
+        usable = [m for m in messages if self._usable(m)]
+        if not usable:
             return
-        size = self.batch_size
-        payloads = [TaskMessage.from_kafka(m) for m in good]
-        groups = [payloads[i:i + size] for i in range(0, len(payloads), size)]
-        try:
-            self.dispatch(self.job, groups)
-        except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
-            self._undo_dispatch(good, e)
-            return
-        highs: dict[FieldT, EncodableT] = {}
-        for m in payloads:
-            self.trackers.setdefault((m.topic, m.partition), PartitionTracker()).dispatched(
-                m.offset)
-            highs[seeks.partition_name(m.topic, m.partition)] = m.offset + 1
-        # After the tasks are out, so a count or a mark never covers a task that is not.
+        send = [m for m in usable if self._needs_sending(m)]
+        if send:
+            size = self.batch_size
+            payloads = [TaskMessage.from_kafka(m) for m in send]
+            groups = [payloads[i:i + size] for i in range(0, len(payloads), size)]
+            try:
+                self.dispatch(self.job, groups)
+            except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
+                self._undo_dispatch(usable, e)
+                return
+        for m in usable:  # in offset order: what was sent, and what was not to be
+            self.trackers.setdefault((str(m.topic()), int(m.partition() or 0)),
+                                     PartitionTracker()).dispatched(int(m.offset() or 0))
+        if send:
+            self._note_dispatched(send)
+
+    def _note_dispatched(self, sent: list[Message]) -> None:
+        """Count them, and mark how far each partition was dispatched (for its next owner);
+        after the tasks are out, so a count or a mark never covers a task that is not."""
+        highs: dict[FieldT, EncodableT] = {
+            seeks.partition_name(str(m.topic()), int(m.partition() or 0)): int(m.offset() or 0) + 1
+            for m in sent}
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(keys.counters(self.job_id), "dispatched", len(good))
+        pipe.hincrby(keys.counters(self.job_id), "dispatched", len(sent))
         pipe.hset(keys.dispatched(self.job_id), mapping=highs)
         try:
             pipe.execute()
         except redis.RedisError as e:  # the tasks are out; a next owner would send them again
             self._note_error(f"Redis: {e}")
 
-    def _adopted(self, msg: Message) -> bool:
+    def _needs_sending(self, msg: Message) -> bool:
         tracker = self.trackers.get((str(msg.topic()), int(msg.partition() or 0)))
-        return tracker is not None and tracker.adopts(int(msg.offset() or 0))
+        return tracker is None or tracker.needs_sending(int(msg.offset() or 0))
 
     def _usable(self, msg: Message) -> bool:
         error = msg.error()
@@ -280,7 +288,7 @@ class JobReader(threading.Thread):
         self.batcher.drop({(tp.topic, tp.partition) for tp in moved})
         for tp in moved:
             tracker = self.trackers.setdefault((tp.topic, tp.partition), PartitionTracker())
-            tracker.rewind()
+            tracker.rewind(keep_final=False)
             tracker.high = tracker.committed = tp.offset
         self._consumer.commit(offsets=moved, asynchronous=False)
         seeks.mark_applied(self.redis, self.job_id, request.generation,

@@ -21,20 +21,26 @@ class PartitionTracker:
         """Offsets below this were dispatched by the partition's previous owner and are still
         out (their tasks queued, running or waiting to retry): wait for them, do not send
         them again."""
-
-    def adopts(self, offset: int) -> bool:
-        """Whether ``offset`` is the previous owner's, still out; records it as pending."""
-        if self.adopt_until is None or offset >= self.adopt_until:
-            self.adopt_until = None
-            return False
-        self.dispatched(offset)
-        return True
+        self.known_final: set[int] = set()
+        """Offsets known final when the partition was rewound: not sent again."""
 
     def dispatched(self, offset: int) -> None:
+        """``offset`` is out (sent now, or still out from the previous owner), or was final
+        before a rewind (then it is final again at once). Offsets come in increasing order."""
         if not self.pending:
             self.last_progress = time.monotonic()
         self.pending.append(offset)
         self.high = offset + 1
+        if offset in self.known_final:
+            self.known_final.discard(offset)
+            self.done.add(offset)
+        if self.adopt_until is not None and offset >= self.adopt_until:
+            self.adopt_until = None
+
+    def needs_sending(self, offset: int) -> bool:
+        """False for an offset final before a rewind, or still out from the previous owner."""
+        adopted = self.adopt_until is not None and offset < self.adopt_until
+        return offset not in self.known_final and not adopted
 
     def finished(self, offsets: Iterable[int]) -> None:
         floor = self.pending[0] if self.pending else None
@@ -60,9 +66,14 @@ class PartitionTracker:
         """Seconds the oldest pending offset has waited without progress (0 when none)."""
         return time.monotonic() - self.last_progress if self.pending else 0.0
 
-    def rewind(self) -> int | None:
-        """Forget what is out (it will be dispatched again); return where to seek."""
+    def rewind(self, keep_final: bool = True) -> int | None:
+        """Forget what is out (it will be dispatched again); return where to seek.
+
+        What is known final stays so (``needs_sending``) unless ``keep_final`` is False (set_offset:
+        the operator asked for everything again).
+        """
         target = self.watermark
+        self.known_final = set(self.done) if keep_final else set()
         self.pending.clear()
         self.done.clear()
         self.adopt_until = None

@@ -39,8 +39,11 @@ def test_rewind_returns_the_watermark_and_forgets_what_is_out() -> None:
 def test_offsets_the_previous_owner_dispatched_are_adopted_not_sent_again() -> None:
     tracker = PartitionTracker()
     tracker.adopt_until = 12
-    assert [tracker.adopts(o) for o in (10, 11, 12, 13)] == [True, True, False, False]
-    assert list(tracker.pending) == [10, 11] and tracker.adopt_until is None
+    assert [tracker.needs_sending(o) for o in (10, 11, 12)] == [False, False, True]
+    for offset in (10, 11, 12):
+        tracker.dispatched(offset)
+    assert list(tracker.pending) == [10, 11, 12] and tracker.adopt_until is None
+    assert tracker.needs_sending(11)  # the previous owner's range is behind us
     tracker.finished([10, 11])
     tracker.advance()
     assert tracker.watermark == 12
@@ -51,4 +54,29 @@ def test_a_rewind_adopts_nothing() -> None:
     tracker.adopt_until = 50
     tracker.dispatched(40)
     tracker.rewind()
-    assert not tracker.adopts(41)
+    assert tracker.needs_sending(41)
+
+
+def test_after_a_rewind_what_was_final_is_not_sent_again() -> None:
+    tracker = PartitionTracker()
+    for offset in range(5):
+        tracker.dispatched(offset)
+    tracker.finished([1, 3, 4])
+    tracker.advance()
+    assert tracker.rewind() == 0  # offset 0 is still out: re-read from there
+    sent = [offset for offset in range(5) if tracker.needs_sending(offset)]
+    assert sent == [0, 2]
+    for offset in range(5):  # read again in order: all are tracked, the final ones as final
+        tracker.dispatched(offset)
+    tracker.finished([0, 2])
+    tracker.advance()
+    assert tracker.watermark == 5
+
+
+def test_set_offset_sends_everything_again() -> None:
+    tracker = PartitionTracker()
+    tracker.dispatched(0)
+    tracker.dispatched(1)
+    tracker.finished([1])
+    tracker.rewind(keep_final=False)
+    assert tracker.needs_sending(1)
