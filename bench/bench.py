@@ -134,13 +134,13 @@ class Bench:
     # --- rest-consumer itself --------------------------------------------------------------
 
     def ours(self, name: str, n: int, *, events: bool, sink: SinkLog | None = None,
-             **job: Any) -> Result:
+             keys: int = 0, **job: Any) -> Result:
         """rest-consumer as a user runs it (`rest-consumer reader` and `worker`, defaults),
         on a job with the given fields over the defaults, draining a backlog of ``n``."""
         sink = sink or self.nginx
         topic, procs = self._start_ours(sink, events, job)
         try:
-            return self._measure_pipeline(name, topic, n, procs, sink)
+            return self._measure_pipeline(name, topic, n, procs, sink, keys)
         finally:
             stop_all(procs)
             self.redis.flushall()
@@ -168,10 +168,11 @@ class Bench:
                 **({"redis": redis_proc.pid} if redis_proc is not None else {})}
 
     def _measure_pipeline(self, name: str, topic: str, n: int,
-                          procs: list[subprocess.Popen[bytes]], sink: SinkLog) -> Result:
+                          procs: list[subprocess.Popen[bytes]], sink: SinkLog,
+                          keys: int = 0) -> Result:
         bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
         sink.reset_log()
-        produce(bootstrap, topic, 200)
+        produce(bootstrap, topic, 200, keys=keys)
         wait_until(lambda: sink.count() >= 200, 120, "the warm-up messages")
         time.sleep(0.5)
         sink.reset_log()
@@ -179,7 +180,7 @@ class Bench:
         watch.start()
         peak = RedisPeak(self.redis)
         peak.start()
-        began = produce(bootstrap, topic, n, start=200)
+        began = produce(bootstrap, topic, n, start=200, keys=keys)
         wait_until(lambda: sink.count() >= n, 600, f"{n} messages at the sink")
         return self._finish(name, "ours", n, began, watch, peak, sink)
 
@@ -330,12 +331,19 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
                          events=True, sink=bench.slow, concurrency=256)
     half = bench.steady("default job at half of capacity, events", fast.throughput / 2,
                         10 * scale)
+    by_key = bench.ours("ordering key, 1,000 keys, fast sink, events", 10000 * scale,
+                        events=True, keys=1000, ordering="key")
+    slow_by_key = bench.ours("ordering key, 1,000 keys, 100 ms endpoint, events",
+                             1500 * scale, events=True, sink=bench.slow, keys=1000,
+                             ordering="key")
     return {
         "fast_default_vs_naive": round(fast.throughput / naive.throughput, 2),
         "per_message_vs_ceiling": round(per_message.throughput / ceiling.throughput, 2),
         "slow_default_msgs": round(slow.throughput),
         "slow_c256_msgs": round(slow256.throughput),
         "p99_ms_half_load": half.p99_ms,
+        "ordering_key_vs_none": round(by_key.throughput / fast.throughput, 2),
+        "slow_ordering_key_msgs": round(slow_by_key.throughput),
         "cpu_ms_per_msg": fast.cpu_ms_per_msg,
         "worker_rss_mb": fast.peak_rss_mb.get("worker"),
     }

@@ -218,16 +218,18 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         future.result(30)
 
 
-def produce(bootstrap: str, topic: str, count: int, start: int = 0) -> float:
-    """Produce ``count`` small JSON messages as fast as possible; returns when it began."""
+def produce(bootstrap: str, topic: str, count: int, start: int = 0, keys: int = 0) -> float:
+    """Produce ``count`` small JSON messages as fast as possible (keyed ``k<i % keys>`` when
+    ``keys``); returns when it began."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                          "batch.num.messages": 10000, "queue.buffering.max.messages": 1000000})
     began = time.time()
     for i in range(start, start + count):
         value = json.dumps({"id": f"m{i}", "name": f"name {i}", "n": i}).encode()
+        key = f"k{i % keys}".encode() if keys else None
         while True:
             try:
-                producer.produce(topic, value)
+                producer.produce(topic, value, key)
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -27,6 +27,10 @@ class Heartbeat:
     """``topic[partition]`` -> committed watermark, high watermark, lag."""
     in_flight: int = 0
     """Messages this reader dispatched that have not reached a final outcome."""
+    held: int = 0
+    """Ordered jobs: messages waiting behind an earlier one of their key or partition."""
+    oldest_held_s: float | None = None
+    """Ordered jobs: how long the longest-waiting of those has waited."""
     ts: float = field(default_factory=time.time)
 
     def encode(self) -> str:
@@ -37,6 +41,7 @@ class Heartbeat:
         body = json.loads(raw)
         return cls(body.get("hash"), bool(body.get("paused")), body.get("error"),
                    dict(body.get("partitions") or {}), int(body.get("in_flight", 0)),
+                   int(body.get("held", 0)), body.get("oldest_held_s"),
                    float(body.get("ts", 0)))
 
     def fresh(self, now: float | None = None) -> bool:
@@ -64,6 +69,13 @@ def in_flight(client: Any, job_id: str) -> int:
     from what is outstanding, so it cannot drift (a lost task stays counted until the reader
     re-dispatches it)."""
     return sum(b.in_flight for b in fresh_heartbeats(client, job_id))
+
+
+def held(client: Any, job_id: str) -> dict[str, Any]:
+    """Ordered jobs: messages waiting behind held keys or partitions, and the oldest wait."""
+    beats = fresh_heartbeats(client, job_id)
+    waits = [b.oldest_held_s for b in beats if b.oldest_held_s is not None]
+    return {"held": sum(b.held for b in beats), "oldest_wait_s": max(waits, default=None)}
 
 
 def _text(value: bytes | str) -> str:

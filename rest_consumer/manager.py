@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import redis
+from confluent_kafka import KafkaException
 
 from rest_consumer import keys
 from rest_consumer.config import Settings
@@ -21,6 +22,7 @@ from rest_consumer.messages import Dispatcher
 from rest_consumer.reader import JobReader
 from rest_consumer.retries import Publisher, RetryPump
 from rest_consumer.store import JobStore
+from rest_consumer.topics import TopicError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class ReaderManager:
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.readers: dict[str, JobReader] = {}
         self._lock = threading.RLock()
+        self._files_loaded = False
 
     # --- the desired state ---------------------------------------------------------------
 
@@ -49,6 +52,7 @@ class ReaderManager:
         with self._lock:
             if self._recover_if_redis_lost():
                 return
+            self._load_jobs()
             wanted = {job["id"]: job for job in self.store.list() if setting(job, "enabled")}
             for job_id in set(self.readers) - set(wanted):
                 self._stop(job_id)
@@ -96,6 +100,14 @@ class ReaderManager:
         """Set the sentinel whose disappearance tells us Redis lost its data."""
         self.redis.set(keys.SENTINEL, self.instance, nx=True)
 
+    def _load_jobs(self) -> None:
+        """The jobs topic first (after Redis lost its data), then the job files (they never
+        override a stored job); retried at each reconcile until it works (Kafka down)."""
+        self.store.ensure_loaded()
+        if not self._files_loaded:
+            load_job_files(self.store, self.settings.jobs_dir)
+            self._files_loaded = True
+
     def _recover_if_redis_lost(self) -> bool:
         if self.redis.exists(keys.SENTINEL):
             return False
@@ -112,8 +124,7 @@ class ReaderManager:
     def serve(self, stopping: threading.Event) -> None:
         """Run until ``stopping`` is set: load job files, follow control, reconcile."""
         self.mark_redis()
-        self.store.ensure_loaded()
-        load_job_files(self.store, self.settings.jobs_dir)
+        self._guard(self._load_jobs)
         listener = ControlListener(self.redis, self._handle_safely, self._reconcile_safely)
         listener.start()
         pump = RetryPump(self.redis, self.publish_retries, self.instance)
@@ -146,6 +157,8 @@ class ReaderManager:
             action(*args)
         except redis.RedisError as e:
             log.warning("Redis unavailable (%s); will try again", e)
+        except (TopicError, KafkaException) as e:
+            log.warning("Kafka unavailable (%s); will try again", e)
         except Exception:
             log.exception("unexpected error in the reader manager")
 

@@ -71,6 +71,7 @@ def status(job_id: str) -> Response:
         "id": job_id, **job_state(client, job), "counters": counts,
         "in_flight": heartbeat.in_flight(client, job_id),
         "set_offset": seeks.progress(client, job_id),
+        "ordering": {"mode": setting(job, "ordering"), **heartbeat.held(client, job_id)},
         "last_error": json.loads(last_error) if last_error else None,
         "readers": reader_reports(client, job_id),
     }

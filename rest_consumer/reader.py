@@ -18,12 +18,15 @@ from rest_consumer.heartbeat import Heartbeat, beat, fresh_heartbeats
 from rest_consumer.jobs import Job, setting
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.offsets import resolve
+from rest_consumer.ordering import OrderGate
 from rest_consumer.tracking import PartitionTracker
 
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 500
 TICK_SECONDS = 1.0
+RELEASE_CHECK_SECONDS = 0.005
+"""How often an ordered job's reader asks Redis whether its lane holders are final."""
 
 TP = tuple[str, int]
 
@@ -52,6 +55,9 @@ class JobReader(threading.Thread):
                                        self.batch_size)
         self._consumer: Consumer | None = None
         self._last_tick = 0.0
+        mode = str(setting(job, "ordering"))
+        self.gate = OrderGate(mode) if mode != "none" else None
+        self._next_release_check = 0.0
 
     @property
     def job_id(self) -> str:
@@ -117,6 +123,7 @@ class JobReader(threading.Thread):
                 self.batcher.add(self._take(consumer))
                 if self.batcher.ready() or self._room() <= len(self.batcher.held):
                     self._dispatch(self.batcher.take())
+                self._release_lanes()
                 if self._due_for_tick():
                     self._tick_unless_redis_is_down()
             self._finish()
@@ -148,6 +155,8 @@ class JobReader(threading.Thread):
         log.info("job %s: revoked %s", self.job_id, _names(partitions))
         revoked = [(tp.topic, tp.partition) for tp in partitions]
         self.batcher.drop(set(revoked))
+        if self.gate is not None:
+            self.gate.drop(set(revoked))
         try:
             self._collect_and_commit(revoked)
         except (KafkaException, redis.RedisError) as e:
@@ -158,6 +167,8 @@ class JobReader(threading.Thread):
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.batcher.drop({(tp.topic, tp.partition) for tp in partitions})
+        if self.gate is not None:
+            self.gate.drop({(tp.topic, tp.partition) for tp in partitions})
         for tp in partitions:
             self.trackers.pop((tp.topic, tp.partition), None)
 
@@ -184,7 +195,15 @@ class JobReader(threading.Thread):
         usable = [m for m in messages if self._usable(m)]
         if not usable:
             return
-        send = [m for m in usable if self._needs_sending(m)]
+        if self.gate is None:
+            self._send(usable, usable)
+        else:  # what waits behind its lane is tracked (out, not final) but not sent yet
+            self._send(self.gate.admit(usable, self._known_final), usable)
+
+    def _send(self, ready: list[Message], track: list[Message]) -> None:
+        """Dispatch ``ready`` (less what must not be sent), then track ``track`` in offset
+        order: what was sent, what was not to be, what waits behind its lane."""
+        send = [m for m in ready if self._needs_sending(m)]
         if send:
             size = self.batch_size
             payloads = [TaskMessage.from_kafka(m) for m in send]
@@ -192,20 +211,49 @@ class JobReader(threading.Thread):
             try:
                 self.dispatch(self.job, groups)
             except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
-                self._undo_dispatch(usable, e)
+                self._undo_dispatch(track or send, e)
                 return
-        for m in usable:  # in offset order: what was sent, and what was not to be
+        for m in track:
             self.trackers.setdefault((str(m.topic()), int(m.partition() or 0)),
                                      PartitionTracker()).dispatched(int(m.offset() or 0))
         if send:
             self._note_dispatched(send)
 
+    def _release_lanes(self) -> None:
+        """Ordered jobs: ask Redis which lane holders are final now, and send what waited
+        behind them (every ``RELEASE_CHECK_SECONDS`` while a lane is held)."""
+        if self.gate is None or time.monotonic() < self._next_release_check:
+            return
+        self._next_release_check = time.monotonic() + RELEASE_CHECK_SECONDS
+        parts = sorted(self.gate.partitions())
+        if not parts:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        busy = [self.gate.busy(topic, partition) for topic, partition in parts]
+        for (topic, partition), offsets in zip(parts, busy, strict=True):
+            pipe.zmscore(keys.done(self.job_id, topic, partition), [str(o) for o in offsets])
+        released: list[Message] = []
+        for (topic, partition), offsets, scores in zip(parts, busy, pipe.execute(),
+                                                        strict=True):
+            final = [o for o, score in zip(offsets, scores, strict=True) if score is not None]
+            released += self.gate.release(topic, partition, final)
+        if released:
+            self._send(released, [])
+
+    def _known_final(self, msg: Message) -> bool:
+        tracker = self.trackers.get((str(msg.topic()), int(msg.partition() or 0)))
+        return tracker is not None and int(msg.offset() or 0) in tracker.known_final
+
     def _note_dispatched(self, sent: list[Message]) -> None:
         """Count them, and mark how far each partition was dispatched (for its next owner);
         after the tasks are out, so a count or a mark never covers a task that is not."""
-        highs: dict[FieldT, EncodableT] = {
-            seeks.partition_name(str(m.topic()), int(m.partition() or 0)): int(m.offset() or 0) + 1
-            for m in sent}
+        highs: dict[FieldT, EncodableT] = {}
+        for m in sent:
+            topic, partition = str(m.topic()), int(m.partition() or 0)
+            high = int(m.offset() or 0) + 1
+            if self.gate is not None:  # never past a message still waiting (never sent)
+                high = min(high, self.gate.first_waiting(topic, partition) or high)
+            highs[seeks.partition_name(topic, partition)] = high
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(keys.counters(self.job_id), "dispatched", len(sent))
         pipe.hset(keys.dispatched(self.job_id), mapping=highs)
@@ -227,8 +275,14 @@ class JobReader(threading.Thread):
         return False
 
     def _undo_dispatch(self, undelivered: list[Message], error: Exception) -> None:
-        """Seek each partition back to its first message not dispatched."""
+        """Seek each partition back to its first message not dispatched (ordered jobs: back
+        to the watermark, since their lanes are rebuilt from there)."""
         self._note_error(f"could not dispatch tasks: {error}")
+        if self.gate is not None:
+            self._rewind_partitions(sorted({(str(m.topic()), int(m.partition() or 0))
+                                            for m in undelivered} & set(self.trackers)))
+            self._stopping.wait(1.0)
+            return
         firsts: dict[TP, int] = {}
         for msg in undelivered:
             firsts.setdefault((str(msg.topic()), int(msg.partition() or 0)),
@@ -251,6 +305,8 @@ class JobReader(threading.Thread):
     def _rewind_partitions(self, partitions: list[TP]) -> None:
         self._forget_dispatched(partitions)
         self.batcher.drop(set(partitions))
+        if self.gate is not None:
+            self.gate.drop(set(partitions))
         for key in partitions:
             target = self.trackers[key].rewind()
             if target is not None:
@@ -286,6 +342,8 @@ class JobReader(threading.Thread):
             moved.append(TopicPartition(tp.topic, tp.partition, target))
         self._forget_dispatched([(tp.topic, tp.partition) for tp in moved])
         self.batcher.drop({(tp.topic, tp.partition) for tp in moved})
+        if self.gate is not None:
+            self.gate.drop({(tp.topic, tp.partition) for tp in moved})
         for tp in moved:
             tracker = self.trackers.setdefault((tp.topic, tp.partition), PartitionTracker())
             tracker.rewind(keep_final=False)
@@ -397,9 +455,12 @@ class JobReader(threading.Thread):
 
     def _heartbeat(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
+        held, oldest = 0, None
+        if self.gate is not None:
+            held, oldest = self.gate.held, self.gate.oldest_wait()
         beat(pipe, self.job_id, self.instance, Heartbeat(
             self.job.get("hash"), self.paused, self.error, self._partition_report(),
-            self._local_in_flight()))
+            self._local_in_flight(), held, None if oldest is None else round(oldest, 3)))
         pipe.execute()
 
     def _partition_report(self) -> dict[str, dict[str, Any]]:

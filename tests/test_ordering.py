@@ -1,0 +1,154 @@
+"""Ordered delivery: the lanes (unit), and per key / per partition order end to end with real
+Kafka, Redis, workers and an endpoint that fails some versions first."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import redis
+from confluent_kafka import Message
+from test_pipeline import committed, simple_job
+
+from conftest import LOOPBACK
+from helpers import wait_for
+from rest_consumer import heartbeat
+from rest_consumer.ordering import OrderGate
+from rest_consumer.store import JobStore
+
+
+def msg(offset: int, key: bytes | None = None, partition: int = 0) -> Message:
+    return Message(topic="t", partition=partition, offset=offset, key=key)
+
+
+def never_final(_: Message) -> bool:
+    return False
+
+
+def test_a_key_holds_its_later_messages_and_lets_other_keys_go() -> None:
+    gate = OrderGate("key")
+    ready = gate.admit([msg(0, b"a"), msg(1, b"b"), msg(2, b"a"), msg(3), msg(4, b"a")],
+                       never_final)
+    assert [m.offset() for m in ready] == [0, 1, 3]  # no key: not ordered
+    assert gate.held == 2 and gate.first_waiting("t", 0) == 2
+    assert [m.offset() for m in gate.release("t", 0, [1])] == []  # b had nothing behind it
+    assert [m.offset() for m in gate.release("t", 0, [0])] == [2]  # a's next, now holding
+    assert [m.offset() for m in gate.release("t", 0, [2])] == [4]
+    assert gate.held == 0 and gate.oldest_wait() is None
+
+
+def test_partition_mode_sends_one_message_at_a_time_per_partition() -> None:
+    gate = OrderGate("partition")
+    ready = gate.admit([msg(0, b"a"), msg(1, b"b"), msg(0, b"x", partition=1)], never_final)
+    assert [(m.partition(), m.offset()) for m in ready] == [(0, 0), (1, 0)]
+    assert [m.offset() for m in gate.release("t", 0, [0])] == [1]
+
+
+def test_dropping_a_partition_forgets_its_lanes_and_waiting_messages() -> None:
+    gate = OrderGate("key")
+    gate.admit([msg(0, b"a"), msg(1, b"a"), msg(0, b"a", partition=1)], never_final)
+    gate.drop({("t", 0)})
+    assert gate.held == 0 and gate.partitions() == {("t", 1)}
+    assert [m.offset() for m in gate.admit([msg(0, b"a")], never_final)] == [0]
+
+
+def test_a_message_known_final_takes_no_lane() -> None:
+    gate = OrderGate("key")
+    ready = gate.admit([msg(0, b"a"), msg(1, b"a")], lambda m: m.offset() == 0)
+    assert [m.offset() for m in ready] == [0, 1]
+
+
+def ordered_job(endpoint: Any, topic: str, ordering: str) -> dict[str, Any]:
+    return simple_job(endpoint, topic, ordering=ordering, datamap={"id": "$.msg.id",
+                                                                   "v": "$.msg.v"},
+                      url=endpoint.url + "/e/{id}", json_body=["id", "v"])
+
+
+def versions(keys: int, count: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of ``count`` versions of ``keys`` entities, interleaved as updates come."""
+    return [(f"k{k}".encode(), b'{"id": "k%d", "v": %d}' % (k, v))
+            for v in range(count) for k in range(keys)]
+
+
+def test_every_keys_versions_arrive_in_order_despite_retries(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given 50 keys x 40 versions, every fifth key's versions answered 503 twice first
+    topic = "ordering.key"
+    pipeline.create_topic(topic, partitions=2)
+
+    def answer(request: Any, seen: int) -> int:
+        key = int(request.path.rsplit("/k", 1)[1])
+        return 503 if key % 5 == 0 and seen < 2 else 200
+
+    endpoint.respond = answer
+    job = ordered_job(endpoint, topic, "key")
+    job.update(retry_backoff=0.05, retry_backoff_max=0.2)
+    JobStore(real_redis, LOOPBACK).upsert("people", job)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    for key, value in versions(50, 40):
+        pipeline.produce(topic, [value], key=key)
+    # Then every version arrives, and each key's versions arrive in order
+    wait_for(lambda: len(endpoint.received) >= 2000, 180, interval=0.5,
+             what="2,000 versions delivered")
+    arrived: dict[str, list[int]] = defaultdict(list)
+    for request in endpoint.received:
+        body = request.json()
+        arrived[body["id"]].append(body["v"])
+    assert len(arrived) == 50
+    for key, seen in arrived.items():
+        assert seen == sorted(seen), f"{key} out of order: {seen}"
+        assert sorted(set(seen)) == list(range(40))
+    wait_for(lambda: committed(real_redis), 30, what="everything committed")
+
+
+def test_partition_order_and_a_held_key_does_not_slow_the_others(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given an endpoint refusing key "stuck" for 6 s
+    topic = "ordering.held"
+    pipeline.create_topic(topic)
+    until = time.time() + 6
+    endpoint.respond = lambda request, seen: (503 if request.path.endswith("/stuck")
+                                              and time.time() < until else 200)
+    job = ordered_job(endpoint, topic, "key")
+    job.update(retry_backoff=0.5, retry_backoff_max=1)
+    JobStore(real_redis, LOOPBACK).upsert("people", job)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, [b'{"id": "stuck", "v": %d}' % v for v in range(5)], key=b"stuck")
+    for key, value in versions(10, 10):
+        pipeline.produce(topic, [value], key=key)
+    # Then the other keys all arrive while "stuck" waits, and status says what is held
+    wait_for(lambda: sum(1 for r in endpoint.received
+                         if not r.path.endswith("/stuck")) == 100, 20,
+             what="the other keys delivered")
+    assert time.time() < until, "the other keys waited for the stuck one"
+    held = heartbeat.held(real_redis, "people")
+    assert held["held"] == 4 and held["oldest_wait_s"] > 0
+    wait_for(lambda: sum(1 for r in endpoint.received if r.path.endswith("/stuck")) == 5, 30,
+             what="the stuck key delivered")
+    stuck = [r.json()["v"] for r in endpoint.received if r.path.endswith("/stuck")]
+    assert stuck == [0, 1, 2, 3, 4]
+
+
+def test_partition_mode_keeps_offset_order_per_partition(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    topic = "ordering.partition"
+    pipeline.create_topic(topic, partitions=2)
+    endpoint.respond = lambda request, seen: 503 if seen == 0 and request.path.endswith(
+        "3") else 200
+    job = ordered_job(endpoint, topic, "partition")
+    job.update(retry_backoff=0.05, retry_backoff_max=0.2)
+    JobStore(real_redis, LOOPBACK).upsert("people", job)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    for partition in (0, 1):
+        pipeline.produce(topic, [b'{"id": "p%d-%d", "v": %d}' % (partition, i, i)
+                                 for i in range(60)], partition=partition)
+    wait_for(lambda: len(endpoint.received) >= 120, 60, what="120 deliveries")
+    for partition in (0, 1):
+        seen = [r.json()["v"] for r in endpoint.received
+                if r.json()["id"].startswith(f"p{partition}-")]
+        assert seen == list(range(60))
+    assert endpoint.most_concurrent <= 2  # one at a time per partition
