@@ -63,10 +63,11 @@ def done(job_id: str, topic: str, partition: int) -> str:
     return f"done:{job_id}:{partition}:{topic}"
 
 
-def dispatched(job_id: str) -> str:
-    """Hash: partition (``topic[n]``) -> one past the highest offset dispatched, so that the
-    partition's next owner adopts what is still out instead of dispatching it again."""
-    return f"dispatched:{job_id}"
+def out(job_id: str, topic: str, partition: int) -> str:
+    """Sorted set (score = offset) of one partition's offsets dispatched and not committed
+    yet: with ``done``, what the partition's next owner adopts (out, not final) instead of
+    dispatching it again, and what it knows final."""
+    return f"out:{job_id}:{partition}:{topic}"
 
 
 def dead_letter_index(job_id: str) -> str:
@@ -114,13 +115,13 @@ def job_keys(job_id: str) -> list[str]:
     return [counters(job_id), last_error(job_id), reader_heartbeat(job_id),
             latency(job_id), ratelimit(job_id), oauth2_token(job_id),
             dead_letter_index(job_id), dead_letter_scanned(job_id),
-            permits(job_id), dispatched(job_id), seek_request(job_id), seek_generation(job_id),
+            permits(job_id), seek_request(job_id), seek_generation(job_id),
             seek_applied(job_id)]
 
 
-def done_pattern(job_id: str) -> str:
-    """SCAN pattern for every ``done`` list of a job."""
-    return f"done:{job_id}:*"
+def partition_patterns(job_id: str) -> list[str]:
+    """SCAN patterns for a job's per-partition keys (``done``, ``out``)."""
+    return [f"done:{job_id}:*", f"out:{job_id}:*"]
 
 
 def ratelimit(job_id: str) -> str:

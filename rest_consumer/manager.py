@@ -90,9 +90,10 @@ class ReaderManager:
         if reader is not None:
             reader.stop()
             reader.join(STOP_BUDGET_SECONDS)
-        if forget:  # the job was deleted: its done lists go with it
-            for key in self.redis.scan_iter(match=keys.done_pattern(job_id), count=1000):
-                self.redis.delete(key)
+        if forget:  # the job was deleted: its per-partition keys go with it
+            for pattern in keys.partition_patterns(job_id):
+                for key in self.redis.scan_iter(match=pattern, count=1000):
+                    self.redis.delete(key)
 
     # --- healing -------------------------------------------------------------------------
 

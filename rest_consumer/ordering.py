@@ -63,12 +63,6 @@ class OrderGate:
         """The offsets holding lanes of a partition (to ask Redis which are final now)."""
         return [o for (t, p, o) in self._lanes if t == topic and p == partition]
 
-    def first_waiting(self, topic: str, partition: int) -> int | None:
-        """The lowest offset of the partition waiting behind a lane (never sent yet)."""
-        firsts = [int(queue[0][0].offset() or 0) for lane, queue in self._waiting.items()
-                  if lane[0] == topic and lane[1] == partition and queue]
-        return min(firsts) if firsts else None
-
     def partitions(self) -> set[tuple[str, int]]:
         return {(t, p) for (t, p, _) in self._lanes}
 

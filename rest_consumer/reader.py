@@ -9,7 +9,6 @@ from typing import Any
 
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from redis.typing import EncodableT, FieldT
 
 from rest_consumer import keys, seeks
 from rest_consumer.batching import AdaptiveBatcher
@@ -133,19 +132,30 @@ class JobReader(threading.Thread):
 
     # --- rebalance callbacks -------------------------------------------------------------
 
+    def _take_over(self, partitions: list[TopicPartition]) -> None:
+        """What the partitions' previous owner left: offsets out (dispatched, not final) are
+        adopted, not sent again; offsets final above the committed watermark are not either."""
+        pipe = self.redis.pipeline(transaction=False)
+        for tp in partitions:
+            pipe.zrange(keys.out(self.job_id, tp.topic, tp.partition), 0, -1)
+            pipe.zrange(keys.done(self.job_id, tp.topic, tp.partition), 0, -1)
+        replies = pipe.execute()
+        for tp, out, done in zip(partitions, replies[::2], replies[1::2], strict=True):
+            tracker = self.trackers[(tp.topic, tp.partition)]
+            tracker.known_final = {int(o) for o in done}
+            tracker.adopted = {int(o) for o in out} - tracker.known_final
+            if tracker.adopted or tracker.known_final:
+                log.info("job %s: %s[%d] adopts %d message(s) still out and skips %d final",
+                         self.job_id, tp.topic, tp.partition, len(tracker.adopted),
+                         len(tracker.known_final))
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.trackers[(tp.topic, tp.partition)] = PartitionTracker()
         try:
-            previous = self.redis.hmget(keys.dispatched(self.job_id), [
-                seeks.partition_name(tp.topic, tp.partition) for tp in partitions])
+            self._take_over(partitions)
         except redis.RedisError as e:  # then what is out is sent again: duplicates, no loss
             log.warning("job %s: cannot adopt what is out (%s)", self.job_id, e)
-            previous = [None] * len(partitions)
-        for tp, high in zip(partitions, previous, strict=True):
-            tracker = self.trackers[(tp.topic, tp.partition)] = PartitionTracker()
-            if high is not None:
-                tracker.adopt_until = int(high)
-                log.info("job %s: %s[%d] adopts what its previous owner dispatched below "
-                         "offset %d", self.job_id, tp.topic, tp.partition, int(high))
         log.info("job %s: assigned %s", self.job_id, _names(partitions))
         self._seek_check.set()  # a set_offset request may wait for these partitions
         if self.paused:  # a rebalance does not keep pauses
@@ -245,18 +255,17 @@ class JobReader(threading.Thread):
         return tracker is not None and int(msg.offset() or 0) in tracker.known_final
 
     def _note_dispatched(self, sent: list[Message]) -> None:
-        """Count them, and mark how far each partition was dispatched (for its next owner);
-        after the tasks are out, so a count or a mark never covers a task that is not."""
-        highs: dict[FieldT, EncodableT] = {}
+        """Count them, and add them to their partitions' ``out`` sets (for a next owner);
+        after the tasks are out, so a count or an entry never covers a task that is not."""
+        by_partition: dict[TP, dict[str, float]] = {}
         for m in sent:
-            topic, partition = str(m.topic()), int(m.partition() or 0)
-            high = int(m.offset() or 0) + 1
-            if self.gate is not None:  # never past a message still waiting (never sent)
-                high = min(high, self.gate.first_waiting(topic, partition) or high)
-            highs[seeks.partition_name(topic, partition)] = high
+            offset = int(m.offset() or 0)
+            by_partition.setdefault((str(m.topic()), int(m.partition() or 0)), {})[
+                str(offset)] = offset
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(keys.counters(self.job_id), "dispatched", len(sent))
-        pipe.hset(keys.dispatched(self.job_id), mapping=highs)
+        for (topic, partition), offsets in by_partition.items():
+            pipe.zadd(keys.out(self.job_id, topic, partition), offsets)
         try:
             pipe.execute()
         except redis.RedisError as e:  # the tasks are out; a next owner would send them again
@@ -293,10 +302,9 @@ class JobReader(threading.Thread):
 
     def _forget_dispatched(self, partitions: list[TP]) -> None:
         """What is out there will be dispatched again by this reader: no next owner may adopt
-        it (a stale mark would make it wait for tasks that no longer exist)."""
+        it (a stale entry would make it wait for a task that no longer exists)."""
         if partitions:
-            self.redis.hdel(keys.dispatched(self.job_id),
-                            *[seeks.partition_name(t, p) for t, p in partitions])
+            self.redis.delete(*[keys.out(self.job_id, t, p) for t, p in partitions])
 
     def _seek(self, topic: str, partition: int, offset: int) -> None:
         if self._consumer is not None:
@@ -404,8 +412,9 @@ class JobReader(threading.Thread):
         pipe = self.redis.pipeline(transaction=False)
         for tp in offsets:
             self.trackers[(tp.topic, tp.partition)].committed = tp.offset
-            pipe.zremrangebyscore(keys.done(self.job_id, tp.topic, tp.partition), "-inf",
-                                  f"({tp.offset}")
+            for name in (keys.done(self.job_id, tp.topic, tp.partition),
+                         keys.out(self.job_id, tp.topic, tp.partition)):
+                pipe.zremrangebyscore(name, "-inf", f"({tp.offset}")
         pipe.execute()
 
     def _local_in_flight(self) -> int:

@@ -17,12 +17,12 @@ class PartitionTracker:
         self.high: int | None = None
         self.committed: int | None = None
         self.last_progress = time.monotonic()
-        self.adopt_until: int | None = None
-        """Offsets below this were dispatched by the partition's previous owner and are still
-        out (their tasks queued, running or waiting to retry): wait for them, do not send
-        them again."""
+        self.adopted: set[int] = set()
+        """Offsets the partition's previous owner dispatched that are still out (their tasks
+        queued, running or waiting to retry): wait for them, do not send them again."""
         self.known_final: set[int] = set()
-        """Offsets known final when the partition was rewound: not sent again."""
+        """Offsets above the watermark known final (before a rewind, or by the previous
+        owner): not sent again."""
 
     def dispatched(self, offset: int) -> None:
         """``offset`` is out (sent now, or still out from the previous owner), or was final
@@ -34,13 +34,11 @@ class PartitionTracker:
         if offset in self.known_final:
             self.known_final.discard(offset)
             self.done.add(offset)
-        if self.adopt_until is not None and offset >= self.adopt_until:
-            self.adopt_until = None
+        self.adopted.discard(offset)
 
     def needs_sending(self, offset: int) -> bool:
         """False for an offset final before a rewind, or still out from the previous owner."""
-        adopted = self.adopt_until is not None and offset < self.adopt_until
-        return offset not in self.known_final and not adopted
+        return offset not in self.known_final and offset not in self.adopted
 
     def finished(self, offsets: Iterable[int]) -> None:
         floor = self.pending[0] if self.pending else None
@@ -76,7 +74,7 @@ class PartitionTracker:
         self.known_final = set(self.done) if keep_final else set()
         self.pending.clear()
         self.done.clear()
-        self.adopt_until = None
+        self.adopted = set()
         self.high = target
         self.last_progress = time.monotonic()
         return target
