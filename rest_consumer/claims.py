@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from typing import Any
 
 import redis
 
@@ -61,13 +62,11 @@ class TaskClaims:
                 self._renewer.start()
         return True
 
-    def finish(self, task_id: str) -> None:
-        """The run recorded everything it learned: later copies have nothing to do."""
+    def finish(self, task_id: str, pipe: Any) -> None:
+        """The run recorded everything it learned (the mark is queued on ``pipe``, the
+        task's outcome pipeline, so both land together): later copies have nothing to do."""
         self._forget(task_id)
-        try:
-            self.redis.set(keys.task_claim(task_id), DONE, ex=int(self.done_seconds))
-        except redis.RedisError as e:  # the lease lapses; only a copy could then run again
-            log.warning("task %s: cannot mark it done (%s)", task_id, e)
+        pipe.set(keys.task_claim(task_id), DONE, ex=int(self.done_seconds))
 
     def abandon(self, task_id: str) -> None:
         """The run failed before recording its outcomes: a redelivered copy may run."""

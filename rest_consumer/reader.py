@@ -300,11 +300,15 @@ class JobReader(threading.Thread):
             self._seek(topic, partition, offset)
         self._stopping.wait(1.0)
 
-    def _forget_dispatched(self, partitions: list[TP]) -> None:
+    def _forget_dispatched(self, partitions: list[TP], final_too: bool = False) -> None:
         """What is out there will be dispatched again by this reader: no next owner may adopt
-        it (a stale entry would make it wait for a task that no longer exists)."""
-        if partitions:
-            self.redis.delete(*[keys.out(self.job_id, t, p) for t, p in partitions])
+        it (a stale entry would make it wait for a task that no longer exists). With
+        ``final_too`` (set_offset), what was final is to be sent again as well."""
+        names = [keys.out(self.job_id, t, p) for t, p in partitions]
+        if final_too:
+            names += [keys.done(self.job_id, t, p) for t, p in partitions]
+        if names:
+            self.redis.delete(*names)
 
     def _seek(self, topic: str, partition: int, offset: int) -> None:
         if self._consumer is not None:
@@ -348,7 +352,7 @@ class JobReader(threading.Thread):
                 self._seek_check.set()
                 return
             moved.append(TopicPartition(tp.topic, tp.partition, target))
-        self._forget_dispatched([(tp.topic, tp.partition) for tp in moved])
+        self._forget_dispatched([(tp.topic, tp.partition) for tp in moved], final_too=True)
         self.batcher.drop({(tp.topic, tp.partition) for tp in moved})
         if self.gate is not None:
             self.gate.drop({(tp.topic, tp.partition) for tp in moved})

@@ -97,11 +97,10 @@ def deliver(task: Task, job_id: str, job_hash: str, messages: list[dict[str, Any
                     "in a worker's buffer); skipped", job_id, task_id)
         return
     try:
-        deliver_messages(ctx, job_id, job_hash, _task_messages(job_id, messages))
+        deliver_messages(ctx, job_id, job_hash, _task_messages(job_id, messages), task_id)
     except BaseException:
         ctx.claims.abandon(task_id)
         raise
-    ctx.claims.finish(task_id)
 
 
 def _task_messages(job_id: str, messages: list[dict[str, Any]]) -> list[TaskMessage]:

@@ -83,15 +83,18 @@ class WorkerContext:
 
 
 def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
-                     messages: list[TaskMessage]) -> None:
+                     messages: list[TaskMessage], claim: str | None = None) -> None:
     """Deliver each message's records; one bad record never affects the others.
 
     Outcomes and retries go to Redis in one pipeline, so what a task learned is recorded
-    whole or (if the worker dies first) not at all, and the task is then run again.
+    whole or (if the worker dies first) not at all, and the task is then run again. With
+    ``claim`` (the task id, claimed in ``claims``), the claim's done mark joins that pipeline.
     """
     job = ctx.job(job_id, job_hash)
     if job is None:
         log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
+        if claim is not None:
+            ctx.claims.abandon(claim)
         return
     soft_limit, hard_limit = ctx.settings.task_time_limits()
     started = time.monotonic()
@@ -119,6 +122,8 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     out.write(pipe)
     for message, delay in retries:
         schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
+    if claim is not None:
+        ctx.claims.finish(claim, pipe)
     pipe.execute()
 
 

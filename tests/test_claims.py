@@ -25,7 +25,9 @@ def test_a_task_id_is_claimed_once_then_done(real_redis: redis.Redis) -> None:
     first, second = TaskClaims(real_redis, 60), TaskClaims(real_redis, 60)
     assert first.claim("t1")
     assert not second.claim("t1")  # running elsewhere
-    first.finish("t1")
+    pipe = real_redis.pipeline()
+    first.finish("t1", pipe)
+    pipe.execute()
     assert not second.claim("t1")  # done: a late copy has nothing to do
     assert 0 < real_redis.ttl("claim:t1") <= 60
 
