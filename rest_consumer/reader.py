@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from rest_consumer import keys, seeks
+from rest_consumer import keys, outstanding, seeks
 from rest_consumer.batching import AdaptiveBatcher
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.heartbeat import Heartbeat, beat, fresh_heartbeats
@@ -135,15 +135,11 @@ class JobReader(threading.Thread):
     def _take_over(self, partitions: list[TopicPartition]) -> None:
         """What the partitions' previous owner left: offsets out (dispatched, not final) are
         adopted, not sent again; offsets final above the committed watermark are not either."""
-        pipe = self.redis.pipeline(transaction=False)
-        for tp in partitions:
-            pipe.zrange(keys.out(self.job_id, tp.topic, tp.partition), 0, -1)
-            pipe.zrange(keys.done(self.job_id, tp.topic, tp.partition), 0, -1)
-        replies = pipe.execute()
-        for tp, out, done in zip(partitions, replies[::2], replies[1::2], strict=True):
+        left = outstanding.read_left_behind(self.redis.pipeline(transaction=False), self.job_id,
+                                            [(tp.topic, tp.partition) for tp in partitions])
+        for tp, (out, final) in zip(partitions, left, strict=True):
             tracker = self.trackers[(tp.topic, tp.partition)]
-            tracker.known_final = {int(o) for o in done}
-            tracker.adopted = {int(o) for o in out} - tracker.known_final
+            tracker.adopted, tracker.known_final = out, final
             if tracker.adopted or tracker.known_final:
                 log.info("job %s: %s[%d] adopts %d message(s) still out and skips %d final",
                          self.job_id, tp.topic, tp.partition, len(tracker.adopted),
@@ -241,7 +237,7 @@ class JobReader(threading.Thread):
         pipe = self.redis.pipeline(transaction=False)
         busy = [self.gate.busy(topic, partition) for topic, partition in parts]
         for (topic, partition), offsets in zip(parts, busy, strict=True):
-            pipe.zmscore(keys.done(self.job_id, topic, partition), [str(o) for o in offsets])
+            outstanding.queue_which_final(pipe, self.job_id, (topic, partition), offsets)
         released: list[Message] = []
         for (topic, partition), offsets, scores in zip(parts, busy, pipe.execute(),
                                                         strict=True):
@@ -257,15 +253,13 @@ class JobReader(threading.Thread):
     def _note_dispatched(self, sent: list[Message]) -> None:
         """Count them, and add them to their partitions' ``out`` sets (for a next owner);
         after the tasks are out, so a count or an entry never covers a task that is not."""
-        by_partition: dict[TP, dict[str, float]] = {}
+        by_partition: dict[TP, list[int]] = {}
         for m in sent:
-            offset = int(m.offset() or 0)
-            by_partition.setdefault((str(m.topic()), int(m.partition() or 0)), {})[
-                str(offset)] = offset
+            by_partition.setdefault((str(m.topic()), int(m.partition() or 0)), []).append(
+                int(m.offset() or 0))
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(keys.counters(self.job_id), "dispatched", len(sent))
-        for (topic, partition), offsets in by_partition.items():
-            pipe.zadd(keys.out(self.job_id, topic, partition), offsets)
+        outstanding.record_sent(pipe, self.job_id, by_partition)
         try:
             pipe.execute()
         except redis.RedisError as e:  # the tasks are out; a next owner would send them again
@@ -300,22 +294,12 @@ class JobReader(threading.Thread):
             self._seek(topic, partition, offset)
         self._stopping.wait(1.0)
 
-    def _forget_dispatched(self, partitions: list[TP], final_too: bool = False) -> None:
-        """What is out there will be dispatched again by this reader: no next owner may adopt
-        it (a stale entry would make it wait for a task that no longer exists). With
-        ``final_too`` (set_offset), what was final is to be sent again as well."""
-        names = [keys.out(self.job_id, t, p) for t, p in partitions]
-        if final_too:
-            names += [keys.done(self.job_id, t, p) for t, p in partitions]
-        if names:
-            self.redis.delete(*names)
-
     def _seek(self, topic: str, partition: int, offset: int) -> None:
         if self._consumer is not None:
             self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _rewind_partitions(self, partitions: list[TP]) -> None:
-        self._forget_dispatched(partitions)
+        outstanding.forget(self.redis, self.job_id, partitions)
         self.batcher.drop(set(partitions))
         if self.gate is not None:
             self.gate.drop(set(partitions))
@@ -352,7 +336,8 @@ class JobReader(threading.Thread):
                 self._seek_check.set()
                 return
             moved.append(TopicPartition(tp.topic, tp.partition, target))
-        self._forget_dispatched([(tp.topic, tp.partition) for tp in moved], final_too=True)
+        outstanding.forget(self.redis, self.job_id, [(tp.topic, tp.partition) for tp in moved],
+                           final_too=True)
         self.batcher.drop({(tp.topic, tp.partition) for tp in moved})
         if self.gate is not None:
             self.gate.drop({(tp.topic, tp.partition) for tp in moved})
@@ -401,7 +386,7 @@ class JobReader(threading.Thread):
             pipe = self.redis.pipeline(transaction=False)
             for topic, partition in waiting:
                 floor = self.trackers[(topic, partition)].pending[0]
-                pipe.zrangebyscore(keys.done(self.job_id, topic, partition), floor, "+inf")
+                outstanding.queue_finals_from(pipe, self.job_id, (topic, partition), floor)
             for key, done in zip(waiting, pipe.execute(), strict=True):
                 self.trackers[key].finished(int(o) for o in done)
                 self.trackers[key].advance()
@@ -416,9 +401,7 @@ class JobReader(threading.Thread):
         pipe = self.redis.pipeline(transaction=False)
         for tp in offsets:
             self.trackers[(tp.topic, tp.partition)].committed = tp.offset
-            for name in (keys.done(self.job_id, tp.topic, tp.partition),
-                         keys.out(self.job_id, tp.topic, tp.partition)):
-                pipe.zremrangebyscore(name, "-inf", f"({tp.offset}")
+            outstanding.queue_trim(pipe, self.job_id, (tp.topic, tp.partition), tp.offset)
         pipe.execute()
 
     def _local_in_flight(self) -> int:
