@@ -17,6 +17,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from confluent_kafka import KafkaException
 
+from rest_consumer import outstanding
 from rest_consumer.claims import TaskClaims
 from rest_consumer.config import Settings
 from rest_consumer.deadletters import DeadLetterWriter
@@ -96,6 +97,7 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
         if claim is not None:
             ctx.claims.abandon(claim)
         return
+    messages = _not_final_yet(ctx, job.id, messages)
     soft_limit, hard_limit = ctx.settings.task_time_limits()
     started = time.monotonic()
     deadline = started + soft_limit
@@ -125,6 +127,20 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     if claim is not None:
         ctx.claims.finish(claim, pipe)
     pipe.execute()
+
+
+def _not_final_yet(ctx: WorkerContext, job_id: str,
+                   messages: list[TaskMessage]) -> list[TaskMessage]:
+    """Drop the messages already final: sent again by a reader that rewound (Redis lost its
+    data, a stalled watermark) while a worker still held and then finished the original.
+    Replays are final by definition and always go."""
+    checked = [(m.topic, m.partition, m.offset) for m in messages if not m.replay]
+    final = outstanding.final_already(ctx.redis, job_id, checked)
+    if not final:
+        return messages
+    skip = {checked[i] for i in final}
+    log.info("job %s: %d message(s) already final elsewhere; not sent again", job_id, len(skip))
+    return [m for m in messages if m.replay or (m.topic, m.partition, m.offset) not in skip]
 
 
 def _write_dead_letters(ctx: WorkerContext, job_id: str,

@@ -69,3 +69,27 @@ def test_a_task_delivered_twice_sends_its_records_once(pipeline: Any, endpoint: 
     wait_for(lambda: "was run elsewhere" in pipeline.log("worker"), 30,
              what="the copy to be skipped")
     assert [r.path for r in endpoint.received] == ["/p/p0"]
+
+
+def test_a_message_already_final_is_not_sent_again_but_a_replay_is(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given message 0 already final (its original finished after the reader had rewound)
+    topic = "claims.final"
+    pipeline.create_topic(topic)
+    job = JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))[0]
+    real_redis.zadd(f"done:people:0:{topic}", {"0": 0})
+    pipeline.start_worker()
+    celery = create_celery(Settings(redis_url=pipeline.env["REDIS_URL"]))
+    first, second = (TaskMessage(topic, 0, i, value=json_values(1, i)[0]) for i in (0, 1))
+    # When the reader sends it again in a task with message 1, and later as a replay
+    celery.send_task("rest_consumer.deliver",
+                     ("people", job["hash"], [first.to_args(), second.to_args()]),
+                     queue="rest_consumer")
+    wait_for(lambda: len(endpoint.received) == 1, 30, what="message 1")
+    celery.send_task("rest_consumer.deliver",
+                     ("people", job["hash"], [first.as_replay(None).to_args()]),
+                     queue="rest_consumer")
+    # Then only message 1 goes the first time, and the replay goes
+    wait_for(lambda: len(endpoint.received) == 2, 30, what="the replay")
+    assert [r.path for r in endpoint.received] == ["/p/p1", "/p/p0"]
+    assert "already final elsewhere" in pipeline.log("worker")
