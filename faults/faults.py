@@ -186,6 +186,7 @@ class Faults:
         self.endpoint.failed.clear()
         self.endpoint.respond = lambda request, seen: 200
         self.endpoint.delay = 0.0
+        self.endpoint.delay_for = None
         run = Run(self, name, n, job or {})
         for i in range(workers):
             run.pipe.start_worker(f"worker{i}")
@@ -322,13 +323,8 @@ def storm_503(run: Run) -> None:
 
 def slow_endpoint(run: Run) -> None:
     rand = random.Random(8)
-
-    def answer(request: Any, seen: int) -> int:
-        if rand.random() < 0.2:
-            time.sleep(1.5)  # longer than the job's 1 s timeout
-        return 200
-
-    run.endpoint.respond = answer
+    # 20% answered after 1.5 s, longer than the job's 1 s timeout
+    run.endpoint.delay_for = lambda request: 1.5 if rand.random() < 0.2 else 0.0
     run.pipe.produce(run.topic, run.values(0, run.n))
     run.note = "20% of answers after 1.5 s, timeout 1 s"
 

@@ -26,7 +26,8 @@ class Received:
 
 
 Responder = Callable[[Received, int], Any]
-"""(request, times this path was seen before) -> status, (status, headers) or (…, body)."""
+"""(request, times this path was seen before) -> status, (status, headers) or (…, body).
+Called under the endpoint's lock: it must answer at once (see ``delay_for``)."""
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -44,6 +45,9 @@ class RecordingEndpoint:
         self.failed: list[Received] = []  # answered otherwise
         self.respond: Responder = lambda request, seen: 200
         self.delay = 0.0  # seconds to wait before answering, for slow-endpoint tests
+        self.delay_for: Callable[[Received], float] | None = None
+        """Per-request wait before answering (outside the lock: ``respond`` must not sleep,
+        it would hold every other request up)."""
         self.concurrent = 0  # requests being answered right now
         self.most_concurrent = 0  # the most ever answered at once
         self._seen: dict[str, int] = {}
@@ -72,6 +76,8 @@ class RecordingEndpoint:
                 try:
                     if endpoint.delay:
                         time.sleep(endpoint.delay)
+                    if endpoint.delay_for is not None:
+                        time.sleep(endpoint.delay_for(request))
                     status, headers, body = endpoint._record(request)
                 finally:
                     endpoint._leave()
