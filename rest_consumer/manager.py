@@ -44,6 +44,7 @@ class ReaderManager:
         self.readers: dict[str, JobReader] = {}
         self._lock = threading.RLock()
         self._files_loaded = False
+        self._redis_run_id: str | None = None
 
     # --- the desired state ---------------------------------------------------------------
 
@@ -101,6 +102,20 @@ class ReaderManager:
         """Set the sentinel whose disappearance tells us Redis lost its data."""
         self.redis.set(keys.SENTINEL, self.instance, nx=True)
 
+    def _rewind_if_redis_restarted(self) -> None:
+        """A Redis that restarted (its ``run_id`` changed) kept its data but may have lost
+        its last second (AOF ``everysec``): a task taken off the queue then, or an outcome,
+        may be gone. Readers re-dispatch from their watermarks what they do not know to be
+        final, so nothing waits for a task that no longer exists."""
+        run_id = str(self.redis.info("server").get("run_id", ""))
+        previous, self._redis_run_id = self._redis_run_id, run_id
+        if previous is None or previous == run_id:
+            return
+        log.warning("Redis restarted (run_id changed); %d reader(s) re-dispatch what is not "
+                    "known final from their committed watermarks", len(self.readers))
+        for reader in self.readers.values():
+            reader.request_rewind()
+
     def _load_jobs(self) -> None:
         """The jobs topic first (after Redis lost its data), then the job files (they never
         override a stored job); retried at each reconcile until it works (Kafka down)."""
@@ -111,6 +126,7 @@ class ReaderManager:
 
     def _recover_if_redis_lost(self) -> bool:
         if self.redis.exists(keys.SENTINEL):
+            self._rewind_if_redis_restarted()
             return False
         restored = self.store.ensure_loaded()
         log.warning("Redis lost its data: %d job(s) restored from the jobs topic; %d reader(s) "
@@ -118,6 +134,7 @@ class ReaderManager:
         for reader in self.readers.values():
             reader.request_rewind()
         self.mark_redis()
+        self._redis_run_id = str(self.redis.info("server").get("run_id", ""))
         return True
 
     # --- lifecycle -----------------------------------------------------------------------

@@ -42,10 +42,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM us when the parent dies, so nothing is left behind."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In the child: ask Linux to send ``sig`` when the parent dies, so nothing is left
+    behind."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    libc.prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
 def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:

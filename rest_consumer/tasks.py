@@ -7,6 +7,7 @@ arguments carry the job id and hash, never a secret: workers read the job from t
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 from celery import Celery, Task
@@ -16,6 +17,7 @@ from rest_consumer import config
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.retries import Publisher, Retry
+from rest_consumer.services import die_with_parent
 from rest_consumer.worker import WorkerContext, deliver_messages
 
 
@@ -82,6 +84,9 @@ def context() -> WorkerContext:
 @worker_process_init.connect
 def _reset_after_fork(**_: Any) -> None:
     _context.clear()
+    # A pool process outlives a SIGKILLed worker otherwise: half-done, still renewing its
+    # task claims and request permits, so its tasks could not be redelivered until it ends.
+    die_with_parent(signal.SIGKILL)
 
 
 @app.task(name="rest_consumer.deliver", acks_late=True, bind=True)
