@@ -57,6 +57,8 @@ class JobReader(threading.Thread):
         mode = str(setting(job, "ordering"))
         self.gate = OrderGate(mode) if mode != "none" else None
         self._next_release_check = 0.0
+        self._released: list[Message] = []
+        """Messages whose lane a tick's collection freed, to send on the next loop."""
 
     @property
     def job_id(self) -> str:
@@ -228,7 +230,12 @@ class JobReader(threading.Thread):
     def _release_lanes(self) -> None:
         """Ordered jobs: ask Redis which lane holders are final now, and send what waited
         behind them (every ``RELEASE_CHECK_SECONDS`` while a lane is held)."""
-        if self.gate is None or time.monotonic() < self._next_release_check:
+        if self.gate is None:
+            return
+        if self._released:  # lanes freed by a tick's collection
+            freed, self._released = self._released, []
+            self._send(freed, [])
+        if time.monotonic() < self._next_release_check:
             return
         self._next_release_check = time.monotonic() + RELEASE_CHECK_SECONDS
         parts = sorted(self.gate.partitions())
@@ -388,8 +395,11 @@ class JobReader(threading.Thread):
                 floor = self.trackers[(topic, partition)].pending[0]
                 outstanding.queue_finals_from(pipe, self.job_id, (topic, partition), floor)
             for key, done in zip(waiting, pipe.execute(), strict=True):
-                self.trackers[key].finished(int(o) for o in done)
+                final = [int(o) for o in done]
+                self.trackers[key].finished(final)
                 self.trackers[key].advance()
+                if self.gate is not None:  # before the commit trims them from Redis
+                    self._released += self.gate.release(key[0], key[1], final)
         offsets = []
         for topic, partition in partitions:
             mark = self.trackers[(topic, partition)].watermark
