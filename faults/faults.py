@@ -339,26 +339,24 @@ def poison(run: Run) -> None:
 
 
 def kafka_restart(run: Run) -> None:
-    run.endpoint.delay = 0.003
-    run.pipe.produce(run.topic, run.values(0, run.n // 2))
-    _after(run, run.n // 4)
-    run.faults.kafka.stop()
-    time.sleep(3)
-    run.faults.kafka.start()
-    run.strike()
-    run.pipe.produce(run.topic, run.values(run.n // 2, run.n - run.n // 2))
+    _bounce_kafka(run, run.faults.kafka.stop)
 
 
 def kafka_sigkill(run: Run) -> None:
+    _bounce_kafka(run, run.faults.kafka.kill)
+    run.note = "SIGKILL, restarted 3 s later"
+
+
+def _bounce_kafka(run: Run, stop: Callable[[], None]) -> None:
+    """Stop the broker under load (cleanly or not), start it 3 s later, produce the rest."""
     run.endpoint.delay = 0.003
     run.pipe.produce(run.topic, run.values(0, run.n // 2))
     _after(run, run.n // 4)
-    run.faults.kafka.kill()
+    stop()
     time.sleep(3)
     run.faults.kafka.start()
     run.strike()
     run.pipe.produce(run.topic, run.values(run.n // 2, run.n - run.n // 2))
-    run.note = "SIGKILL, restarted 3 s later"
 
 
 RATE = 40

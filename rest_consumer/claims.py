@@ -48,19 +48,21 @@ class TaskClaims:
         self._renew = client.register_script(_RENEW)
         self._renewer: threading.Thread | None = None
 
-    def claim(self, task_id: str) -> bool:
-        """True when this run may go ahead; False when another run has or had the task."""
+    def claim(self, task_id: str, pipe: Any) -> tuple[bool, list[Any]]:
+        """Whether this run may go ahead (False: another run has or had the task), and the
+        replies of the commands already queued on ``pipe``, run in the same round trip."""
         lease = f"running:{uuid.uuid4().hex}"
-        if not self.redis.set(keys.task_claim(task_id), lease, nx=True,
-                              px=int(LEASE_SECONDS * 1000)):
-            return False
+        pipe.set(keys.task_claim(task_id), lease, nx=True, px=int(LEASE_SECONDS * 1000))
+        *replies, claimed = pipe.execute()
+        if not claimed:
+            return False, replies
         with self._lock:
             self._held[task_id] = lease
             if self._renewer is None:
                 self._renewer = threading.Thread(target=self._renew_forever,
                                                  name="claim-renewer", daemon=True)
                 self._renewer.start()
-        return True
+        return True, replies
 
     def finish(self, task_id: str, pipe: Any) -> None:
         """The run recorded everything it learned (the mark is queued on ``pipe``, the

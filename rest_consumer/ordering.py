@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 
 from confluent_kafka import Message
 
-MODES = ("none", "partition", "key")
-
 Lane = tuple[str, int, bytes | None]
 """Topic, partition and (``key`` mode) the message key."""
 

@@ -48,15 +48,10 @@ def queue_which_final(pipe: Any, job_id: str, tp: TP, offsets: list[int]) -> Non
     pipe.zmscore(keys.done(job_id, *tp), [str(o) for o in offsets])
 
 
-def final_already(client: Any, job_id: str, messages: list[tuple[str, int, int]]) -> set[int]:
-    """Positions in ``messages`` ((topic, partition, offset) each) of those already final:
-    a copy re-dispatched after a rewind whose original a worker finished meanwhile."""
-    if not messages:
-        return set()
-    pipe = client.pipeline(transaction=False)
+def queue_final_check(pipe: Any, job_id: str, messages: list[tuple[str, int, int]]) -> None:
+    """Queue, for each (topic, partition, offset), its score in ``done``: None unless final."""
     for topic, partition, offset in messages:
         pipe.zscore(keys.done(job_id, topic, partition), str(offset))
-    return {i for i, score in enumerate(pipe.execute()) if score is not None}
 
 
 def queue_trim(pipe: Any, job_id: str, tp: TP, committed: int) -> None:

@@ -18,7 +18,7 @@ from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.retries import Publisher, Retry
 from rest_consumer.services import die_with_parent
-from rest_consumer.worker import WorkerContext, deliver_messages
+from rest_consumer.worker import WorkerContext, deliver_messages, start_run
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -97,12 +97,13 @@ def deliver(task: Task, job_id: str, job_hash: str, messages: list[dict[str, Any
     worker's buffer finds the claim and does nothing.
     """
     ctx, task_id = context(), str(task.request.id)
-    if not ctx.claims.claim(task_id):
+    todo = start_run(ctx, task_id, job_id, _task_messages(job_id, messages))
+    if todo is None:
         log.warning("job %s: task %s was run elsewhere (a copy redelivered while it waited "
                     "in a worker's buffer); skipped", job_id, task_id)
         return
     try:
-        deliver_messages(ctx, job_id, job_hash, _task_messages(job_id, messages), task_id)
+        deliver_messages(ctx, job_id, job_hash, todo, task_id)
     except BaseException:
         ctx.claims.abandon(task_id)
         raise

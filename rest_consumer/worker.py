@@ -97,7 +97,6 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
         if claim is not None:
             ctx.claims.abandon(claim)
         return
-    messages = _not_final_yet(ctx, job.id, messages)
     soft_limit, hard_limit = ctx.settings.task_time_limits()
     started = time.monotonic()
     deadline = started + soft_limit
@@ -129,16 +128,24 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     pipe.execute()
 
 
-def _not_final_yet(ctx: WorkerContext, job_id: str,
-                   messages: list[TaskMessage]) -> list[TaskMessage]:
-    """Drop the messages already final: sent again by a reader that rewound (Redis lost its
-    data, a stalled watermark) while a worker still held and then finished the original.
-    Replays are final by definition and always go."""
+def start_run(ctx: WorkerContext, task_id: str, job_id: str,
+              messages: list[TaskMessage]) -> list[TaskMessage] | None:
+    """Claim the task (``claims``) and learn which of its messages are already final, in
+    one round trip; None when another run has or had the task.
+
+    A message already final was sent again by a reader that rewound (Redis lost its data, a
+    stalled watermark) while a worker still held and then finished the original: it is
+    dropped. Replays are final by definition and always go.
+    """
     checked = [(m.topic, m.partition, m.offset) for m in messages if not m.replay]
-    final = outstanding.final_already(ctx.redis, job_id, checked)
-    if not final:
+    pipe = ctx.redis.pipeline(transaction=False)
+    outstanding.queue_final_check(pipe, job_id, checked)
+    claimed, scores = ctx.claims.claim(task_id, pipe)
+    if not claimed:
+        return None
+    skip = {where for where, score in zip(checked, scores, strict=True) if score is not None}
+    if not skip:
         return messages
-    skip = {checked[i] for i in final}
     log.info("job %s: %d message(s) already final elsewhere; not sent again", job_id, len(skip))
     return [m for m in messages if m.replay or (m.topic, m.partition, m.offset) not in skip]
 
