@@ -20,7 +20,7 @@ import redis
 from rest_consumer import config, producing
 from rest_consumer.errors import ServiceError
 from rest_consumer.jobfiles import load_job_files
-from rest_consumer.services import LocalServices, die_with_parent, free_port
+from rest_consumer.services import STOP_TIMEOUT, LocalServices, die_with_parent, free_port
 from rest_consumer.store import JobStore
 
 DEMO_JOB = "demo-people"
@@ -180,15 +180,20 @@ Ctrl-C stops everything.
 """, fg="cyan")
 
     def _stop_everything(self) -> None:
+        """SIGTERM every process at once; whatever is still running after one shared
+        ``STOP_TIMEOUT`` is killed, so Ctrl-C never waits for each process in turn."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT
         for name, proc in self.procs.items():
             try:
-                proc.wait(20)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                click.echo(f"  {name} did not stop; killing it", err=True)
+                click.echo(f"  {name} did not stop within {STOP_TIMEOUT:.0f}s; killing it",
+                           err=True)
                 proc.kill()
+                proc.wait()
         if self.services is not None:
             self.services.stop()
 

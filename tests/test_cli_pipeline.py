@@ -6,6 +6,7 @@ import base64
 import json
 import signal
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -89,12 +90,21 @@ def test_dev_runs_the_whole_pipeline_and_ctrl_c_leaves_nothing(tmp_path: Path) -
         children = descendants(proc.pid)
         assert len(children) >= 6  # redis, kafka, api, reader, worker, flower
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        # (the rest of its output is read on, so a full pipe can never hold it up)
+        threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True).start()
+        assert proc.wait(60) == 0, _dev_story(lines, tmp_path)
         alive = [pid for pid in children if psutil.pid_exists(pid)
                  and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
         assert alive == []
     finally:
         stop(proc)
+
+
+def _dev_story(lines: list[str], logs: Path) -> str:
+    """What ``dev`` printed and the tail of each process's log, for a failure message."""
+    tails = [f"== {log.name}\n" + "".join(log.read_text(errors="replace").splitlines(True)[-15:])
+             for log in sorted(logs.glob("*.log"))]
+    return "".join(lines[-40:]) + "\n".join(tails)
 
 
 def test_a_worker_that_celery_gives_up_on_restarts_in_place(redis_url: str,
