@@ -14,8 +14,9 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from rest_consumer import config, jobs, metrics
+from rest_consumer import config, csrf, jobs, metrics
 from rest_consumer.config import Settings
+from rest_consumer.console import console
 from rest_consumer.errors import ConfigError, JobNotFound, JobValidationError
 from rest_consumer.jobfiles import load_job_files
 from rest_consumer.messages import TaskMessage
@@ -49,10 +50,12 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
         "dispatch": dispatch or _celery_dispatch(settings),
     }
     app.before_request(_authenticate)
+    app.before_request(_refuse_forgery)
     app.before_request(_ensure_jobs_loaded)
     app.register_error_handler(Exception, _error_response)
     app.register_blueprint(routes)
     app.register_blueprint(operations)
+    app.register_blueprint(console)
     if load_files:
         _load_files(store, settings)
     return app
@@ -134,6 +137,14 @@ def _authenticate() -> tuple[Response, int, dict[str, str]] | None:
         return None
     body = jsonify(error="unauthorized", details="admin credentials are required")
     return body, 401, {"WWW-Authenticate": 'Basic realm="rest-consumer"'}
+
+
+def _refuse_forgery() -> tuple[Response, int] | None:
+    """After authentication: a browser's state-changing request must come from the console."""
+    if (problem := csrf.refusal(request, _ext("settings"))) is not None:
+        log.warning("refused %s %s: %s", request.method, request.path, problem)
+        return jsonify(error="forbidden", details=problem), 403
+    return None
 
 
 def _credentials_match(settings: Settings, header: str) -> bool:

@@ -58,8 +58,13 @@ def beat(pipe: Any, job_id: str, instance: str, heartbeat: Heartbeat) -> None:
 def fresh_heartbeats(client: Any, job_id: str,
                      but: str | None = None) -> list[Heartbeat]:
     """The heartbeats of the readers running this job now (all but instance ``but``)."""
-    now = time.time()
-    raw = client.hgetall(keys.reader_heartbeat(job_id))
+    return fresh_of(client.hgetall(keys.reader_heartbeat(job_id)), but=but)
+
+
+def fresh_of(raw: dict[Any, Any], now: float | None = None,
+             but: str | None = None) -> list[Heartbeat]:
+    """The fresh heartbeats in a reply of HGETALL on a job's heartbeat hash."""
+    now = time.time() if now is None else now
     beats = [Heartbeat.decode(v) for k, v in raw.items() if but is None or _text(k) != but]
     return [b for b in beats if b.fresh(now)]
 

@@ -119,9 +119,15 @@ def job_keys(job_id: str) -> list[str]:
             seek_applied(job_id)]
 
 
-def partition_patterns(job_id: str) -> list[str]:
-    """SCAN patterns for a job's per-partition keys (``done``, ``out``)."""
-    return [f"done:{job_id}:*", f"out:{job_id}:*"]
+def throughput(job_id: str, window: int) -> str:
+    """Hash: ``<bucket>:<kind>`` -> count, for one 15-minute window (``throughput``)."""
+    return f"throughput:{job_id}:{window}"
+
+
+def pattern_keys(job_id: str) -> list[str]:
+    """SCAN patterns for a job's keys with a variable part (``done``, ``out``,
+    ``throughput``), removed with the job."""
+    return [f"done:{job_id}:*", f"out:{job_id}:*", f"throughput:{job_id}:*"]
 
 
 def ratelimit(job_id: str) -> str:

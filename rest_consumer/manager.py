@@ -91,8 +91,8 @@ class ReaderManager:
         if reader is not None:
             reader.stop()
             reader.join(STOP_BUDGET_SECONDS)
-        if forget:  # the job was deleted: its per-partition keys go with it
-            for pattern in keys.partition_patterns(job_id):
+        if forget:  # the job was deleted: its keys with a variable part go with it
+            for pattern in keys.pattern_keys(job_id):
                 for key in self.redis.scan_iter(match=pattern, count=1000):
                     self.redis.delete(key)
 

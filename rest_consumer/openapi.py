@@ -16,7 +16,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "invalid request", 401: "missing or wrong credentials", 404: "no such job",
+    text = {400: "invalid request", 401: "missing or wrong credentials",
+            403: "a browser's request not from the console (cross-site request forgery)",
+            404: "no such job",
             413: "body too large", 415: "body is not JSON", 503: "Redis unavailable"}
     return {str(code): _json(_ERROR, text[code]) for code in codes}
 
@@ -43,14 +45,15 @@ def _job_paths() -> dict[str, Any]:
                        {"200": _json(job, "the job"), **_errors(401, 404)}),
             "post": _op("Create or replace a job; \"***\" in a secret keeps the stored one",
                         {"200": _json(job, "updated"), "201": _json(job, "created"),
-                         **_errors(400, 401, 413, 415)}, requestBody=upsert_body),
+                         **_errors(400, 401, 403, 413, 415)}, requestBody=upsert_body),
             "delete": _op("Delete a job; its reader threads stop",
-                          {"200": _json({"type": "object"}, "deleted"), **_errors(401, 404)}),
+                          {"200": _json({"type": "object"}, "deleted"),
+                           **_errors(401, 403, 404)}),
         },
         "/job/{job_id}/start": {"parameters": [_JOB_ID], "post": _op(
-            "Enable a job", {"200": _json(job, "the job"), **_errors(401, 404)})},
+            "Enable a job", {"200": _json(job, "the job"), **_errors(401, 403, 404)})},
         "/job/{job_id}/stop": {"parameters": [_JOB_ID], "post": _op(
-            "Disable a job", {"200": _json(job, "the job"), **_errors(401, 404)})},
+            "Disable a job", {"200": _json(job, "the job"), **_errors(401, 403, 404)})},
     }
 
 
@@ -78,22 +81,22 @@ def _operation_paths() -> dict[str, Any]:
                        parameters=page_params),
             "delete": _op("Purge the dead letters (remembered in the topic; Kafka's retention "
                           "removes the records)",
-                          {"200": _json(anything, "purged"), **_errors(401, 404)}),
+                          {"200": _json(anything, "purged"), **_errors(401, 403, 404)}),
         },
         "/job/{job_id}/dead_letters/replay": {"parameters": [_JOB_ID], "post": _op(
             "Send dead letters again (all, or the ids given)",
-            {"200": _json(anything, "replayed"), **_errors(400, 401, 404, 415)},
+            {"200": _json(anything, "replayed"), **_errors(400, 401, 403, 404, 415)},
             requestBody=replay_body)},
         "/job/{job_id}/preview": {"parameters": [_JOB_ID], "post": _op(
             "The request(s) the job would send for a sample message; nothing is sent",
-            {"200": _json(anything, "requests"), **_errors(400, 401, 404, 415)},
+            {"200": _json(anything, "requests"), **_errors(400, 401, 403, 404, 415)},
             requestBody=preview_body)},
         "/job/{job_id}/set_offset/{offset}": {"parameters": [_JOB_ID, offset], "post": _op(
             "Move every partition of the job to an offset, earliest or latest",
             {"200": _json(anything, "moved the group's offsets"),
              "202": _json(anything, "stored with a generation for the running readers; "
                           "status shows it pending until applied"),
-             "409": _json(_ERROR, "Kafka refused"), **_errors(400, 401, 404)})},
+             "409": _json(_ERROR, "Kafka refused"), **_errors(400, 401, 403, 404)})},
     }
 
 
@@ -115,6 +118,25 @@ def _service_paths() -> dict[str, Any]:
     }
 
 
+def _console_paths() -> dict[str, Any]:
+    page = {"200": {"description": "an HTML page of the operator console",
+                    "content": {"text/html": {"schema": {"type": "string"}}}}}
+    jobs_page = {"get": _op("The console: every job at a glance", {**page, **_errors(401)})}
+    rows = {"type": "object", "properties": {
+        "jobs": {"type": "array", "items": {"type": "object"}},
+        "owners": {"type": "array", "items": {"type": "string"}}, "time": {"type": "number"}}}
+    return {
+        "/ui": jobs_page, "/ui/": jobs_page,
+        "/ui/job/{job_id}": {"parameters": [_JOB_ID], "get": _op(
+            "The console's page of one job", {**page, **_errors(401, 404)})},
+        "/ui/api/jobs": {"get": _op(
+            "The console's jobs table: each job's state, lag, deliveries per second over the "
+            "last minutes, dead letters and last error, read in one Redis round trip",
+            {"200": _json(rows, "rows"), **_errors(401)},
+            parameters=[{"name": "owner", "in": "query", "schema": {"type": "string"}}])},
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     job_schema = {k: v for k, v in jobs.SCHEMA.items() if k not in ("$schema", "$id")}
@@ -127,7 +149,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "rest-consumer", "version": __version__,
                  "description": "Deliver Aether records from Apache Kafka to REST endpoints."},
         "security": [{"basic": []}, {"bearer": []}],
-        "paths": {**_service_paths(), **_job_paths(), **_operation_paths()},
+        "paths": {**_service_paths(), **_job_paths(), **_operation_paths(),
+                  **_console_paths()},
         "components": {
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},

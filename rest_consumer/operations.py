@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
-from rest_consumer import heartbeat, keys, offsets, seeks
+from rest_consumer import heartbeat, keys, offsets, seeks, throughput
 from rest_consumer.control import Command, publish
 from rest_consumer.deadletters import DeadLetterQueue
 from rest_consumer.decoding import MAX_JSON_DEPTH, Decoded, decode, nesting_depth
@@ -73,6 +73,7 @@ def status(job_id: str) -> Response:
         "set_offset": seeks.progress(client, job_id),
         "ordering": {"mode": setting(job, "ordering"), **heartbeat.held(client, job_id)},
         "last_error": json.loads(last_error) if last_error else None,
+        "throughput": throughput.read(client, job_id),
         "readers": reader_reports(client, job_id),
     }
     try:

@@ -8,7 +8,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from rest_consumer import keys
+from rest_consumer import keys, throughput
 from rest_consumer.deadletters import DeadLetter, index_letters
 from rest_consumer.messages import TaskMessage
 from rest_consumer.metrics import latency_bucket
@@ -84,6 +84,7 @@ class TaskOutcomes:
         for counter, amount in self.counters.items():
             if amount:
                 pipe.hincrby(keys.counters(job_id), counter, amount)
+        throughput.record(pipe, job_id, self.counters)
         if self.latency:
             for bucket, amount in self.latency.items():
                 pipe.hincrby(keys.latency(job_id), bucket, amount)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from rest_consumer.heartbeat import fresh_heartbeats
+from rest_consumer.heartbeat import Heartbeat, fresh_heartbeats
 from rest_consumer.jobs import Job, setting
 
 
@@ -18,7 +18,13 @@ def job_state(client: Any, job: Job) -> dict[str, Any]:
     """``{"state": running|stopped|error|pending, "reason": …}`` for one job."""
     if not setting(job, "enabled"):
         return {"state": "stopped"}
-    beats = fresh_heartbeats(client, job["id"])
+    return state_of(job, fresh_heartbeats(client, job["id"]))
+
+
+def state_of(job: Job, beats: list[Heartbeat]) -> dict[str, Any]:
+    """``job_state`` from heartbeats already read (and known fresh)."""
+    if not setting(job, "enabled"):
+        return {"state": "stopped"}
     errors = [b.error for b in beats if b.error]
     if errors:
         return {"state": "error", "reason": errors[0]}
