@@ -24,6 +24,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import console
 from harness import (
     REPO,
     Nginx,
@@ -299,7 +300,12 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 5 minutes)")
+    parser.add_argument("--console", action="store_true",
+                        help="only the console with 500 jobs (about a minute)")
     args = parser.parse_args()
+    if args.console:
+        console.main()
+        return
     scale = 1 if args.quick else 3
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / "raw"  # process logs of the last run, kept for a look when one fails
@@ -336,6 +342,8 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
     slow_by_key = bench.ours("ordering key, 1,000 keys, 100 ms endpoint, events",
                              1500 * scale, events=True, sink=bench.slow, keys=1000,
                              ordering="key")
+    bench.redis.flushall()  # the console's 500 jobs, on their own
+    console_figures = console.run(bench.env, bench.workdir)
     return {
         "fast_default_vs_naive": round(fast.throughput / naive.throughput, 2),
         "per_message_vs_ceiling": round(per_message.throughput / ceiling.throughput, 2),
@@ -346,6 +354,7 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
         "slow_ordering_key_msgs": round(slow_by_key.throughput),
         "cpu_ms_per_msg": fast.cpu_ms_per_msg,
         "worker_rss_mb": fast.peak_rss_mb.get("worker"),
+        **console_figures,
     }
 
 

@@ -5,13 +5,17 @@ its credentials; no build step, no CDN: the assets are files of this package."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import redis
 from confluent_kafka import KafkaException
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from rest_consumer import csrf
+from rest_consumer.deadletters import DeadLetterQueue
 from rest_consumer.operations import dead_letter_queue
 from rest_consumer.overview import snapshots
 from rest_consumer.store import JobStore
@@ -19,8 +23,12 @@ from rest_consumer.topics import TopicError
 
 log = logging.getLogger(__name__)
 
+_indexer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dead-letter-index")
+_indexing: set[str] = set()
+"""Jobs whose index is being rebuilt or waits to be."""
+_indexing_lock = threading.Lock()
+
 REFRESH_SECONDS = 2
-INDEXES_PER_REFRESH = 5
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; object-src 'none'; "
                            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 """Scripts and styles only from the package's files (no inline script can run, whatever a
@@ -55,7 +63,9 @@ def _page(template: str, **context: Any) -> str:
 @console.get("")
 @console.get("/")
 def jobs_page() -> str:
-    return _page("jobs.html")
+    """The table's first rows come inside the page: drawn without waiting for a second
+    request; refreshes then ask ``/ui/api/jobs``."""
+    return _page("jobs.html", first=_rows(request.args.get("owner") or None))
 
 
 @console.get("/job/<job_id>")
@@ -66,24 +76,37 @@ def job_page(job_id: str) -> str:
 
 @console.get("/api/jobs")
 def job_rows() -> Response:
-    """Every job's row (or one owner's), read in one Redis round trip."""
-    owner = request.args.get("owner") or None
+    return jsonify(_rows(request.args.get("owner") or None))
+
+
+def _rows(owner: str | None) -> dict[str, Any]:
+    """Every job's row (or one owner's), read in one Redis round trip, and every owner."""
     every = _store().list()
     chosen = [job for job in every if owner is None or job.get("owner") == owner]
     rows = [snapshot.row() for snapshot in snapshots(_store().redis, chosen)]
     _index_dead_letters([row for row in rows if row["dead_letters"] is None])
-    return jsonify(jobs=rows, owners=sorted({str(job.get("owner")) for job in every}),
-                   time=time.time())
+    return {"jobs": rows, "owners": sorted({str(job.get("owner")) for job in every}),
+            "time": time.time()}
 
 
 def _index_dead_letters(rows: list[dict[str, Any]]) -> None:
-    """Rebuild a few jobs' dead-letter indexes from Kafka (new jobs, or after Redis lost
-    them), so each refresh stays quick and the table fills in within a few; the rest show
-    as unknown meanwhile, never as zero."""
-    for row in rows[:INDEXES_PER_REFRESH]:
-        queue = dead_letter_queue(row["id"])
-        try:
-            row["dead_letters"] = queue.count()
-        except (TopicError, KafkaException) as e:
-            log.warning("job %s: dead letters not indexed: %s", row["id"], e)
-            return
+    """Rebuild, in the background, the dead-letter indexes these rows lack (new jobs, or
+    after Redis lost them): reading Kafka may take seconds (or time out when it is down), and
+    a refresh never waits for it; the rows show unknown, never zero, until the next one."""
+    for row in rows:
+        job_id = row["id"]
+        with _indexing_lock:
+            if job_id in _indexing:
+                continue
+            _indexing.add(job_id)
+        _indexer.submit(_index, job_id, dead_letter_queue(job_id))
+
+
+def _index(job_id: str, queue: DeadLetterQueue) -> None:
+    try:
+        queue.ensure_index()
+    except (TopicError, KafkaException, redis.RedisError) as e:
+        log.warning("job %s: dead letters not indexed: %s", job_id, e)
+    finally:
+        with _indexing_lock:
+            _indexing.discard(job_id)

@@ -14,8 +14,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-from rest_consumer import heartbeat, keys
-from rest_consumer.status import job_state, reader_reports
+from rest_consumer import keys
+from rest_consumer.overview import snapshots
+from rest_consumer.status import state_of
 from rest_consumer.store import JobStore, as_text
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -42,7 +43,8 @@ class RedisCollector:
                                       "Messages dispatched and not yet final", labels=["job"])
         dead = GaugeMetricFamily(
             "rest_consumer_dead_letters",
-            "Dead letters not replayed or purged (the Redis index of the job's dead-letter topic)",
+            "Dead letters not replayed or purged (the Redis index of the job's dead-letter "
+            "topic; absent while the index waits to be rebuilt)",
             labels=["job"])
         running = GaugeMetricFamily("rest_consumer_job_running", "1 when a reader runs the job",
                                     labels=["job", "state"])
@@ -52,23 +54,28 @@ class RedisCollector:
         latency = HistogramMetricFamily("rest_consumer_request_duration_seconds",
                                         "HTTP request duration", labels=["job"])
         client = self.store.redis
-        for job in self.store.list():
-            job_id = job["id"]
-            counts = {as_text(k): int(v) for k, v in client.hgetall(keys.counters(job_id)).items()}
+        jobs = self.store.list()
+        pipe = client.pipeline(transaction=False)
+        for job in jobs:
+            pipe.hgetall(keys.latency(job["id"]))
+        histograms = pipe.execute()
+        for snapshot, histogram in zip(snapshots(client, jobs), histograms, strict=True):
+            job_id, counts = snapshot.job["id"], snapshot.counters
             for outcome in ("delivered", "dead_lettered", "skipped"):
                 outcomes.add_metric([job_id, outcome], counts.get(outcome, 0))
             dispatched.add_metric([job_id], counts.get("dispatched", 0))
             retries.add_metric([job_id], counts.get("retried", 0))
-            in_flight.add_metric([job_id], heartbeat.in_flight(client, job_id))
-            dead.add_metric([job_id], int(client.zcard(keys.dead_letter_index(job_id))))
-            state = job_state(client, job)["state"]
+            in_flight.add_metric([job_id], sum(b.in_flight for b in snapshot.beats))
+            if snapshot.dead_letters is not None:
+                dead.add_metric([job_id], snapshot.dead_letters)
+            state = state_of(snapshot.job, snapshot.beats)["state"]
             running.add_metric([job_id, state], 1 if state == "running" else 0)
-            for report in reader_reports(client, job_id):
-                for partition in report.get("partitions", {}).values():
+            for beat in snapshot.beats:
+                for partition in beat.partitions.values():
                     if isinstance(partition, dict) and partition.get("lag") is not None:
                         lag.add_metric([job_id, partition["topic"], str(partition["partition"])],
                                        partition["lag"])
-            buckets, total = _histogram(client.hgetall(keys.latency(job_id)))
+            buckets, total = _histogram(histogram)
             latency.add_metric([job_id], buckets, total)
         yield from (outcomes, dispatched, retries, in_flight, dead, running, lag, latency)
 

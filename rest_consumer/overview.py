@@ -13,9 +13,6 @@ from rest_consumer.heartbeat import Heartbeat, fresh_of
 from rest_consumer.jobs import Job
 from rest_consumer.status import state_of
 
-READS_PER_JOB = 7
-"""Heartbeats, counters, last error, dead-letter index size, the throughput buckets (two
-replies) and whether the dead-letter index was rebuilt: see ``_queue``."""
 SPARK_BUCKETS = 30
 """The table's sparkline: the last five minutes of ten-second buckets."""
 
@@ -32,6 +29,7 @@ class JobSnapshot:
     """Live dead letters; None while the index waits to be rebuilt from Kafka (after Redis
     lost it: the job's own page rebuilds it)."""
     throughput: dict[str, Any]
+    """The last ``SPARK_BUCKETS`` delivery counts and the rate (``throughput.recent``)."""
 
     def lag(self) -> int | None:
         """Messages behind the high watermarks, as the job's readers last saw them."""
@@ -44,37 +42,63 @@ class JobSnapshot:
         return {"id": self.job["id"], "owner": self.job.get("owner"),
                 **state_of(self.job, self.beats), "lag": self.lag(),
                 "in_flight": sum(b.in_flight for b in self.beats),
-                "rate": self.throughput["rate"],
-                "spark": self.throughput["delivered"][-SPARK_BUCKETS:],
+                "rate": self.throughput["rate"], "spark": self.throughput["delivered"],
                 "delivered": self.counters.get("delivered", 0),
                 "dead_letters": self.dead_letters, "last_error": self.last_error}
 
 
+_READ = """
+-- KEYS, 7 per job: heartbeats, counters, last error, dead-letter index, index-rebuilt mark,
+-- the throughput window before the current one, the current one. ARGV: the number of
+-- sparkline buckets, how many of them lie in the window before, then their field names,
+-- oldest first.
+local n, split = tonumber(ARGV[1]), tonumber(ARGV[2])
+local found = {}
+for j = 0, #KEYS / 7 - 1 do
+  local k = j * 7
+  local spark = {}
+  for b = 1, n do
+    local window = KEYS[k + (b <= split and 6 or 7)]
+    spark[b] = redis.call('HGET', window, ARGV[2 + b]) or false
+  end
+  found[j + 1] = {redis.call('HGETALL', KEYS[k + 1]), redis.call('HGETALL', KEYS[k + 2]),
+                  redis.call('GET', KEYS[k + 3]), redis.call('ZCARD', KEYS[k + 4]),
+                  redis.call('EXISTS', KEYS[k + 5]), spark}
+end
+return found
+"""
+
+
 def snapshots(client: Any, jobs: list[Job], now: float | None = None) -> list[JobSnapshot]:
-    """Every job's snapshot, from one pipelined round trip."""
+    """Every job's snapshot, from one Redis command (a script: a pipeline of 500 jobs' reads
+    cost the API more time packing and parsing commands than Redis took to answer them)."""
+    if not jobs:
+        return []
     now = time.time() if now is None else now
-    pipe = client.pipeline(transaction=False)
+    (old_window, old_fields), (new_window, new_fields) = throughput.recent_fields(
+        now, SPARK_BUCKETS)
+    script_keys: list[str] = []
     for job in jobs:
-        _queue(pipe, job["id"], now)
-    replies = pipe.execute()
-    return [_snapshot(job, replies[i * READS_PER_JOB:(i + 1) * READS_PER_JOB], now)
-            for i, job in enumerate(jobs)]
+        job_id = job["id"]
+        script_keys += [keys.reader_heartbeat(job_id), keys.counters(job_id),
+                        keys.last_error(job_id), keys.dead_letter_index(job_id),
+                        keys.dead_letter_scanned(job_id), keys.throughput(job_id, old_window),
+                        keys.throughput(job_id, new_window)]
+    replies = client.register_script(_READ)(
+        keys=script_keys, args=[SPARK_BUCKETS, len(old_fields), *old_fields, *new_fields])
+    return [_snapshot(job, reply, now) for job, reply in zip(jobs, replies, strict=True)]
 
 
-def _queue(pipe: Any, job_id: str, now: float) -> None:
-    pipe.hgetall(keys.reader_heartbeat(job_id))
-    pipe.hgetall(keys.counters(job_id))
-    pipe.get(keys.last_error(job_id))
-    pipe.zcard(keys.dead_letter_index(job_id))
-    throughput.queue_read(pipe, job_id, now)
-    pipe.exists(keys.dead_letter_scanned(job_id))
-
-
-def _snapshot(job: Job, replies: list[Any], now: float) -> JobSnapshot:
-    beats, counters, last_error, letters, *buckets, scanned = replies
+def _snapshot(job: Job, reply: list[Any], now: float) -> JobSnapshot:
+    beats, counters, last_error, letters, scanned, spark = reply
     return JobSnapshot(
-        job, fresh_of(beats, now),
-        {k.decode(): int(v) for k, v in counters.items()},
+        job, fresh_of(_pairs(beats), now),
+        {k.decode(): int(v) for k, v in _pairs(counters).items()},
         json.loads(last_error) if last_error else None,
         int(letters) if scanned else None,
-        throughput.series(buckets, now))
+        throughput.recent([spark]))
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """HGETALL's reply inside a script: a flat list of field, value, field, value…"""
+    return dict(zip(flat[::2], flat[1::2], strict=True))

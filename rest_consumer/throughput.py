@@ -49,6 +49,28 @@ def queue_read(pipe: Any, job_id: str, now: float) -> None:
     pipe.hgetall(_window_key(job_id, bucket))
 
 
+def recent_fields(now: float, buckets: int) -> list[tuple[int, list[str]]]:
+    """Where the last ``buckets`` delivery counts are (the current bucket last): the window
+    before the current one and the current one, each with its fields (either list may be
+    empty). ``recent`` reads the counts in this order."""
+    current = _bucket(now)
+    window = current // WINDOW_BUCKETS
+    wanted = range(current - buckets + 1, current + 1)
+    return [(window - 1, [f"{b}:delivered" for b in wanted if b // WINDOW_BUCKETS < window]),
+            (window, [f"{b}:delivered" for b in wanted if b // WINDOW_BUCKETS == window])]
+
+
+def recent(replies: Iterable[list[bytes | None]]) -> dict[str, Any]:
+    """``{"delivered": [...], "rate"}`` from the counts of ``recent_fields``, in order."""
+    delivered = [int(value or 0) for reply in replies for value in reply]
+    return {"delivered": delivered, "rate": _rate(delivered)}
+
+
+def _rate(delivered: list[int]) -> float:
+    """Deliveries per second over the last complete minute (the current bucket is unfinished)."""
+    return round(sum(delivered[-1 - RATE_BUCKETS:-1]) / (RATE_BUCKETS * BUCKET_S), 2)
+
+
 def series(replies: Iterable[dict[bytes, bytes]], now: float) -> dict[str, Any]:
     """``{"bucket_s", "delivered": [...], "dead_lettered": [...], "rate"}`` from the replies
     of ``queue_read``: the last ``WINDOW_BUCKETS`` buckets, oldest first, the current
@@ -61,9 +83,7 @@ def series(replies: Iterable[dict[bytes, bytes]], now: float) -> dict[str, Any]:
             number, _, kind = field.decode().partition(":")
             if kind in counts and first <= int(number) <= current:
                 counts[kind][int(number) - first] = int(value)
-    complete = counts["delivered"][-1 - RATE_BUCKETS:-1]
-    return {"bucket_s": BUCKET_S, **counts,
-            "rate": round(sum(complete) / (RATE_BUCKETS * BUCKET_S), 2)}
+    return {"bucket_s": BUCKET_S, **counts, "rate": _rate(counts["delivered"])}
 
 
 def read(client: Any, job_id: str, now: float | None = None) -> dict[str, Any]:

@@ -19,12 +19,13 @@ from browser import ConsoleApi, start_browser, text_of, wait_text
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_cli import request
 from test_pipeline import simple_job
 
 from conftest import LOOPBACK
 from helpers import wait_for
+from rest_consumer import keys
 from rest_consumer.store import JobStore
 
 
@@ -75,6 +76,8 @@ def test_watch_a_job_see_its_dead_letter_and_replay_it_from_the_console(
     job = simple_job(endpoint, topic, token="console-secret-token", owner="team-a")
     status, _ = request(f"{api.base}/job/people", "POST", job, auth=auth(api))
     assert status == 201
+    JobStore(real_redis, LOOPBACK).upsert("visits", simple_job(
+        endpoint, "console.visits", id="visits", owner="team-b", enabled=False))
     pipeline.start_worker()
     pipeline.start_reader()
     # When the jobs page is open and data arrives
@@ -92,6 +95,11 @@ def test_watch_a_job_see_its_dead_letter_and_replay_it_from_the_console(
     wait_text(browser, 'tr[data-job="people"] .rate-value', lambda t: float(t) > 0, 30,
               "a delivery rate")
     screenshot(browser, "console-jobs.png")
+    # (one owner's jobs only)
+    Select(browser.find_element(By.ID, "owner")).select_by_value("team-a")
+    wait_text(browser, "#job-count", lambda t: t == "(1)", 10, "team-a's jobs only")
+    assert browser.find_elements(By.CSS_SELECTOR, 'tr[data-job="visits"]') == []
+    assert browser.current_url.endswith("/ui/?owner=team-a")
     # And the job's page shows the definition without its secret, and the dead letter's reason
     browser.find_element(By.LINK_TEXT, "people").click()
     wait_text(browser, "#definition", lambda t: '"token": "***"' in t, 10, "the definition")
@@ -132,6 +140,9 @@ def test_the_console_previews_stops_asks_first_and_shows_the_apis_refusals(
     browser.find_element(By.CSS_SELECTOR, "#preview button").click()
     wait_text(browser, "#message", lambda t: "the body must be a JSON object" in t, 10)
     # Stopping asks first: declined, nothing happens; accepted, the job stops
+    wait_text(browser, "#state", lambda t: t == "pending", 10, "the state (no reader runs it)")
+    assert not browser.find_element(By.ID, "stop").get_attribute("disabled")
+    assert browser.find_element(By.ID, "start").get_attribute("disabled")  # it is not stopped
     browser.find_element(By.ID, "stop").click()
     WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).dismiss()
     assert JobStore(real_redis).get("people").get("enabled", True) is True
@@ -139,6 +150,10 @@ def test_the_console_previews_stops_asks_first_and_shows_the_apis_refusals(
     assert "Stop job people?" in accept_the_question(browser)
     wait_text(browser, "#state", lambda t: t == "stopped", 10, "the job stopped")
     assert JobStore(real_redis).get("people")["enabled"] is False
+    # and starting it again does not ask
+    browser.find_element(By.ID, "start").click()
+    wait_text(browser, "#state", lambda t: t == "pending", 10, "the job started")
+    assert JobStore(real_redis).get("people")["enabled"] is True
 
 
 class _ForgingSite(BaseHTTPRequestHandler):
@@ -159,12 +174,17 @@ class _ForgingSite(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_forged_cross_site_post_is_refused_though_the_browser_sends_the_credentials(
+def test_a_forged_post_is_refused_though_the_browser_sends_the_credentials_and_data_is_text(
         pipeline: Any, endpoint: Any, api: ConsoleApi, browser: webdriver.Chrome,
         real_redis: redis.Redis) -> None:
     JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, "console.forged"))
+    # (an endpoint's answer, shown as the last error, with markup in it)
+    real_redis.set(keys.last_error("people"), json.dumps(
+        {"reason": '<img src="x" id="injected">', "time": 1.0}))
     browser.get(api.signed_in("/ui/"))  # the browser now holds the API's credentials
-    wait_text(browser, 'tr[data-job="people"] .state', bool, 10, "the jobs table")
+    shown = wait_text(browser, 'tr[data-job="people"] .error-text', bool, 10, "the jobs table")
+    assert shown.startswith('<img src="x" id="injected">')  # as text, not markup
+    assert browser.find_elements(By.ID, "injected") == []
     _ForgingSite.target = f"{api.base}/job/people/stop"
     site = ThreadingHTTPServer(("127.0.0.1", 0), _ForgingSite)
     threading.Thread(target=site.serve_forever, daemon=True).start()

@@ -95,8 +95,9 @@ function poll(load) {
   return run();
 }
 
-/** Run an action; its result or the API's refusal shows in the banner. */
-async function act(button, action) {
+/** Run an action; its result or the API's refusal shows in the banner. ``settle`` sets the
+ * buttons as the page's state wants them afterwards (default: the button usable again). */
+async function act(button, action, settle = () => { button.disabled = false; }) {
   button.disabled = true;
   try {
     const said = await action();
@@ -104,7 +105,7 @@ async function act(button, action) {
   } catch (error) {
     show(error.message);
   } finally {
-    button.disabled = false;
+    settle();
   }
 }
 
@@ -158,13 +159,11 @@ function jobsPage() {
     const url = new URL(location.href);
     if (select.value) url.searchParams.set("owner", select.value);
     else url.searchParams.delete("owner");
-    history.replaceState(null, "", url);
-    load();
+    history.replaceState(null, "", url.pathname + url.search);  // never the credentials
+    load().catch(error => show(error.message));
   });
   const body = document.querySelector("#jobs tbody");
-  const load = async () => {
-    const owner = new URLSearchParams(location.search).get("owner") || "";
-    const data = await api("GET", `${root}/ui/api/jobs?owner=${encodeURIComponent(owner)}`);
+  const draw = data => {
     fillOwners(select, data.owners);
     const rows = document.createDocumentFragment();
     for (const job of data.jobs) rows.append(jobRow(job));
@@ -176,7 +175,13 @@ function jobsPage() {
       document.body.dataset.rendered = String(Math.round(performance.now()));
     }
   };
-  poll(load);
+  const load = async () => {
+    const owner = new URLSearchParams(location.search).get("owner") || "";
+    draw(await api("GET", `${root}/ui/api/jobs?owner=${encodeURIComponent(owner)}`));
+  };
+  draw(JSON.parse(document.getElementById("first-rows").textContent));
+  stamp();
+  setTimeout(() => poll(load), refreshMs);
 }
 
 // --- the job page --------------------------------------------------------------------------
@@ -254,8 +259,15 @@ function jobPage() {
     $("dead-letter-total").textContent = `(${page.total})`;
     $("older").hidden = page.next === null;
   };
+  let state = null;
+  const settleStartStop = () => {  // start a stopped job, stop one that is not
+    $("start").disabled = state !== "stopped";
+    $("stop").disabled = state === "stopped" || state === null;
+  };
   const loadStatus = async () => {
     const status = await api("GET", `${base}/status`);
+    state = status.state;
+    settleStartStop();
     $("state").textContent = status.state;
     $("state").className = `state state-${status.state}`;
     $("reason").textContent = status.reason || "";
@@ -278,13 +290,13 @@ function jobPage() {
     await api("POST", `${base}/start`);
     await Promise.all([loadStatus(), loadDefinition()]);
     return "job started";
-  }));
+  }, settleStartStop));
   $("stop").addEventListener("click", () => act($("stop"), async () => {
     if (!confirm(`Stop job ${jobId}? Its readers stop reading until it is started again.`)) return;
     await api("POST", `${base}/stop`);
     await Promise.all([loadStatus(), loadDefinition()]);
     return "job stopped";
-  }));
+  }, settleStartStop));
   $("replay-chosen").addEventListener("click", () => act($("replay-chosen"), async () => {
     const ids = chosenIds();
     if (!ids.length) throw new Error("choose the dead letters to replay first");
