@@ -139,6 +139,17 @@ def _semantic_problems(job: Job) -> Iterator[Problem]:
     yield from _auth_problems(job)
     yield from _retry_on_problems(_typed(job, "retry_on", list))
     yield from _governance_problems(job)
+    yield from _ordering_problems(job)
+
+
+def _ordering_problems(job: Job) -> Iterator[Problem]:
+    path = job.get("ordering_key")
+    if not isinstance(path, str):
+        return
+    if job.get("ordering") != "key":
+        yield {"field": "ordering_key", "message": 'needs "ordering": "key"'}
+    if (message := jsonpath_problem(path)) is not None:
+        yield {"field": "ordering_key", "message": message}
 
 
 def _header_problems(job: Job, keys: set[str]) -> Iterator[Problem]:

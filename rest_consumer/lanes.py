@@ -45,7 +45,7 @@ class Lanes:
                  send: Callable[[Pending], Outcome], stop_at: float) -> Sent:
         """Every item with its outcome; what could not start before ``stop_at`` (monotonic)
         is deferred (a retry that counts no attempt)."""
-        queue, stop = deque(items), threading.Event()
+        queue, stop = _chains(items), threading.Event()
         sent: Sent = []
         lanes: set[Future[None]] = set()
         pause = PERMIT_POLL_SECONDS[0]
@@ -70,7 +70,7 @@ class Lanes:
             stop.set()  # requests in flight finish (bounded by the job's timeout)
         finally:
             _wait_for_all(lanes, stop)
-        sent += [(item, Outcome.deferred(item.index)) for item in queue]
+        sent += [(item, Outcome.deferred(item.index)) for chain in queue for item in chain]
         return sent
 
     def _acquire(self, job: CompiledJob, wanted: int) -> list[str]:
@@ -102,15 +102,15 @@ class Lanes:
                 except redis.RedisError as e:
                     log.warning("job %s: cannot renew request permits (%s)", job_id, e)
 
-    def _lane(self, job: CompiledJob, token: str, queue: deque[Pending],
+    def _lane(self, job: CompiledJob, token: str, queue: deque[list[Pending]],
               sent: Sent, send: Callable[[Pending], Outcome], stop: threading.Event) -> None:
         try:
             while not stop.is_set():
                 try:
-                    item = queue.popleft()
+                    chain = queue.popleft()
                 except IndexError:
                     return
-                sent.append((item, send(item)))
+                sent.extend(_send_chain(chain, send, stop))
         finally:
             with self._held_lock:
                 self._held.pop(token, None)
@@ -118,6 +118,36 @@ class Lanes:
                 self.permits.release(job.id, token)
             except redis.RedisError:
                 pass  # the lease expires by itself
+
+
+def _chains(items: list[Pending]) -> deque[list[Pending]]:
+    """What lanes take: each record alone, except that the records of one entity
+    (``ordering_key``) in one message form a chain, sent one after another in index order."""
+    chains: deque[list[Pending]] = deque()
+    by_entity: dict[tuple[int, bytes], list[Pending]] = {}
+    for item in items:
+        if item.entity is None:
+            chains.append([item])
+        elif (chain := by_entity.get((item.position, item.entity))) is not None:
+            chain.append(item)
+        else:
+            by_entity[(item.position, item.entity)] = chain = [item]
+            chains.append(chain)
+    return chains
+
+
+def _send_chain(chain: list[Pending], send: Callable[[Pending], Outcome],
+                stop: threading.Event) -> Sent:
+    """A record that must be retried keeps the rest of its chain behind it."""
+    sent: Sent = []
+    for n, item in enumerate(chain):
+        if stop.is_set():
+            return sent + [(later, Outcome.deferred(later.index)) for later in chain[n:]]
+        outcome = send(item)
+        sent.append((item, outcome))
+        if not outcome.final:
+            return sent + [(later, Outcome.behind(later.index)) for later in chain[n + 1:]]
+    return sent
 
 
 def _wait_for_all(lanes: set[Future[None]], stop: threading.Event) -> None:

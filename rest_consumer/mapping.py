@@ -114,7 +114,24 @@ class CompiledJob:
         self.emit_level = job.get("emit_level", defaults.emit_level)
         flag = job.get("emit_flag") or defaults.emit_flag
         self.emit_flag = (compile_path(flag["path"]), list(flag["values"])) if flag else None
+        ordering_key = job.get("ordering_key")
+        self.ordering_key = compile_path(ordering_key) if ordering_key else None
         self._maskers: dict[str, Masker] = {}
+
+    def record_key(self, schema: Any, record: Any) -> bytes | None:
+        """The record's own ordering key (job field ``ordering_key``) as bytes; None when the
+        job has none or the record lacks it (then the record is not ordered). Read from the
+        record as decoded, before masking, by the reader and the worker alike."""
+        if self.ordering_key is None:
+            return None
+        try:
+            found = self.ordering_key({"schema": schema, "msg": record,
+                                       "constant": self.constant, "meta": {}})
+        except PATH_ERRORS:
+            return None
+        if not found or found[0] is None:
+            return None
+        return json.dumps(found[0], sort_keys=True, default=str).encode()
 
     def governed(self, schema: Any, record: Any, meta: dict[str, Any]) -> Any:
         """The record as this job may see it: masked; ``_SKIP`` when its emit flag says no."""

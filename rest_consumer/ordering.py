@@ -1,7 +1,8 @@
 """Ordered delivery (job field ``ordering``): which messages may go now, which must wait.
 
 ``partition``: one message at a time per partition. ``key``: one at a time per Kafka key
-(within its partition), other keys in parallel; messages without a key are not held. A
+(within its partition), other keys in parallel; messages without a key are not held; with
+``ordering_key``, one at a time per entity its records carry (within its partition). A
 message holds its *lane* (partition, or partition and key) from dispatch until its final
 outcome (delivered or dead-lettered), retries and ``Retry-After`` included, so a later
 message never overtakes an earlier one. Held messages wait here, in the reader, in offset
@@ -14,46 +15,95 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from confluent_kafka import Message
 
+from rest_consumer.config import Settings
+from rest_consumer.decoding import decode
+from rest_consumer.errors import DecodeError
+from rest_consumer.jobs import Job, setting
+from rest_consumer.mapping import CompiledJob
+
 Lane = tuple[str, int, bytes | None]
-"""Topic, partition and (``key`` mode) the message key."""
+"""Topic, partition and (``key`` mode) the message key, or one record's ``ordering_key``."""
+RecordKeys = Callable[[Message], list[bytes]]
+"""The ``ordering_key`` values of a message's records (``key`` mode with ``ordering_key``)."""
+
+
+def gate_for(job: Job, settings: Settings) -> OrderGate | None:
+    """The job's gate; None when it is not ordered."""
+    mode = str(setting(job, "ordering"))
+    if mode == "none":
+        return None
+    if not job.get("ordering_key"):
+        return OrderGate(mode)
+    compiled = CompiledJob(job, settings)
+
+    def record_keys(msg: Message) -> list[bytes]:
+        """Decoded here only to learn the entities; a message that does not decode takes no
+        lane (the worker dead-letters it)."""
+        try:
+            decoded = decode(msg.value() or b"", settings.decode_limits)
+        except DecodeError:
+            return []
+        found = (compiled.record_key(decoded.schema, record) for record in decoded.records)
+        return [key for key in found if key is not None]
+
+    return OrderGate(mode, record_keys)
+
+
+@dataclass(eq=False)
+class _Waiting:
+    msg: Message
+    lanes: tuple[Lane, ...]
+    since: float
 
 
 class OrderGate:
-    """The lanes of one reader's partitions: which offset holds each, what waits behind it."""
+    """The lanes of one reader's partitions: which offset holds each, what waits behind it.
 
-    def __init__(self, mode: str) -> None:
+    With ``ordering_key`` a message may hold several lanes (one per entity its records carry):
+    it goes when it is first in line on every one of them, and holds them all until final.
+    Lines are kept in offset order, so the earliest waiting message can always go once the
+    holders ahead of it are final: no message waits on a later one, no deadlock.
+    """
+
+    def __init__(self, mode: str, record_keys: RecordKeys | None = None) -> None:
         self.mode = mode
+        self.record_keys = record_keys
         self._holder: dict[Lane, int] = {}
-        self._lanes: dict[tuple[str, int, int], Lane] = {}
-        """(topic, partition, offset) of each holder -> its lane."""
-        self._waiting: dict[Lane, deque[tuple[Message, float]]] = {}
+        self._lanes: dict[tuple[str, int, int], tuple[Lane, ...]] = {}
+        """(topic, partition, offset) of each holder -> its lanes."""
+        self._waiting: dict[Lane, deque[_Waiting]] = {}
         self.held = 0
 
-    def lane(self, msg: Message) -> Lane | None:
-        """The message's lane; None when it is not ordered (``key`` mode, no key)."""
+    def lanes(self, msg: Message) -> tuple[Lane, ...]:
+        """The message's lanes; none when it is not ordered (``key`` mode, no key)."""
         topic, partition = str(msg.topic()), int(msg.partition() or 0)
         if self.mode == "partition":
-            return topic, partition, None
+            return ((topic, partition, None),)
+        if self.record_keys is not None:
+            return tuple((topic, partition, key) for key in dict.fromkeys(self.record_keys(msg)))
         key = msg.key()
-        return None if key is None else (topic, partition, key)
+        return () if key is None else ((topic, partition, key),)
 
     def admit(self, messages: list[Message],
               already_final: Callable[[Message], bool]) -> list[Message]:
         """Of ``messages`` (in offset order), those that may be dispatched now; the others
-        wait behind their lane's holder. A message known final takes no lane."""
+        wait behind their lanes' holders. A message known final takes no lane."""
         ready = []
         for msg in messages:
-            lane = self.lane(msg)
-            if lane is None or already_final(msg):
+            lanes = self.lanes(msg)
+            if not lanes or already_final(msg):
                 ready.append(msg)
-            elif lane in self._holder:
-                self._waiting.setdefault(lane, deque()).append((msg, time.monotonic()))
+            elif any(lane in self._holder or lane in self._waiting for lane in lanes):
+                entry = _Waiting(msg, lanes, time.monotonic())
+                for lane in lanes:
+                    self._waiting.setdefault(lane, deque()).append(entry)
                 self.held += 1
             else:
-                self._hold(lane, msg)
+                self._hold(lanes, msg)
                 ready.append(msg)
         return ready
 
@@ -65,22 +115,19 @@ class OrderGate:
         return {(t, p) for (t, p, _) in self._lanes}
 
     def release(self, topic: str, partition: int, offsets: Iterable[int]) -> list[Message]:
-        """These offsets are final: free their lanes; returns the next message of each,
-        which now holds the lane and may be dispatched."""
+        """These offsets are final: free their lanes; returns the messages that now hold
+        lanes and may be dispatched."""
         ready = []
         for offset in offsets:
-            lane = self._lanes.pop((topic, partition, offset), None)
-            if lane is None:
+            lanes = self._lanes.pop((topic, partition, offset), None)
+            if lanes is None:
                 continue
-            del self._holder[lane]
-            queue = self._waiting.get(lane)
-            if queue:
-                msg, _ = queue.popleft()
-                self.held -= 1
-                if not queue:
-                    del self._waiting[lane]
-                self._hold(lane, msg)
-                ready.append(msg)
+            for lane in lanes:
+                del self._holder[lane]
+            for lane in lanes:
+                queue = self._waiting.get(lane)
+                if queue and self._first_everywhere(queue[0]):
+                    ready.append(self._start(queue[0]))
         return ready
 
     def drop(self, partitions: set[tuple[str, int]] | None = None) -> None:
@@ -88,17 +135,35 @@ class OrderGate:
         again from the watermark (rewind, set_offset, revoke)."""
         def gone(lane: Lane) -> bool:
             return partitions is None or (lane[0], lane[1]) in partitions
-        self._lanes = {k: v for k, v in self._lanes.items() if not gone(v)}
+        self._lanes = {k: v for k, v in self._lanes.items() if not gone(v[0])}
         self._holder = {k: v for k, v in self._holder.items() if not gone(k)}
+        dropped: set[int] = set()
         for lane in [lane for lane in self._waiting if gone(lane)]:
-            self.held -= len(self._waiting.pop(lane))
+            dropped.update(id(entry) for entry in self._waiting.pop(lane))
+        self.held -= len(dropped)
 
     def oldest_wait(self) -> float | None:
         """Seconds the longest-waiting held message has waited; None when none waits."""
-        starts = [queue[0][1] for queue in self._waiting.values() if queue]
+        starts = [queue[0].since for queue in self._waiting.values() if queue]
         return time.monotonic() - min(starts) if starts else None
 
-    def _hold(self, lane: Lane, msg: Message) -> None:
+    def _first_everywhere(self, entry: _Waiting) -> bool:
+        return all(lane not in self._holder and self._waiting[lane][0] is entry
+                   for lane in entry.lanes)
+
+    def _start(self, entry: _Waiting) -> Message:
+        """A waiting message leaves every line it was in and holds its lanes."""
+        for lane in entry.lanes:
+            queue = self._waiting[lane]
+            queue.popleft()
+            if not queue:
+                del self._waiting[lane]
+        self.held -= 1
+        self._hold(entry.lanes, entry.msg)
+        return entry.msg
+
+    def _hold(self, lanes: tuple[Lane, ...], msg: Message) -> None:
         offset = int(msg.offset() or 0)
-        self._holder[lane] = offset
-        self._lanes[(lane[0], lane[1], offset)] = lane
+        for lane in lanes:
+            self._holder[lane] = offset
+        self._lanes[(lanes[0][0], lanes[0][1], offset)] = lanes

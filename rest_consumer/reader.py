@@ -17,7 +17,7 @@ from rest_consumer.heartbeat import Heartbeat, beat, fresh_heartbeats
 from rest_consumer.jobs import Job, setting
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.offsets import resolve
-from rest_consumer.ordering import OrderGate
+from rest_consumer.ordering import gate_for
 from rest_consumer.tracking import PartitionTracker
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ class JobReader(threading.Thread):
                                        self.batch_size)
         self._consumer: Consumer | None = None
         self._last_tick = 0.0
-        mode = str(setting(job, "ordering"))
-        self.gate = OrderGate(mode) if mode != "none" else None
+        self.gate = gate_for(job, settings)
         self._next_release_check = 0.0
         self._released: list[Message] = []
         """Messages whose lane a tick's collection freed, to send on the next loop."""

@@ -23,6 +23,8 @@ class Pending:
     index: int
     request: RequestSpec
     record_id: Any
+    entity: bytes | None = None
+    """Its ``ordering_key`` value: records of one entity in a message go one after another."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,16 @@ class Outcome:
     def deferred(cls, index: int) -> Outcome:
         """Not attempted in this task (no time left): back to the queue, no attempt counted."""
         return cls(index, "retry", retry_after=0.0)
+
+    @classmethod
+    def behind(cls, index: int) -> Outcome:
+        """Not attempted: an earlier record of its entity (``ordering_key``) is to be retried,
+        and this one goes after it, with it, when that retry is due."""
+        return cls(index, "retry")
+
+    @property
+    def final(self) -> bool:
+        return self.kind != "retry"
 
 
 def log_failure(job_id: str, message: TaskMessage, index: int | None, record_id: Any,

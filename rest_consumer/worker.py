@@ -210,7 +210,8 @@ def _prepare(ctx: WorkerContext, job: CompiledJob, position: int, message: TaskM
             outcomes.append(Outcome.skipped(index))
         else:
             pending.append(Pending(position, message, index, prepared.request,
-                                   prepared.record_id))
+                                   prepared.record_id,
+                                   job.record_key(decoded.schema, decoded.records[index])))
 
 
 def _conclude(job: CompiledJob, message: TaskMessage, outcomes: list[Outcome],

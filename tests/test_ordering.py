@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
 from confluent_kafka import Message
 from test_pipeline import committed, simple_job
 
-from conftest import LOOPBACK
+from conftest import LOOPBACK, valid_job
 from helpers import wait_for
 from rest_consumer import heartbeat
+from rest_consumer.jobs import validate
+from rest_consumer.lanes import Lanes
+from rest_consumer.mapping import CompiledJob, RequestSpec
+from rest_consumer.messages import TaskMessage
 from rest_consumer.ordering import OrderGate
+from rest_consumer.permits import Permits
+from rest_consumer.producing import avro_container
+from rest_consumer.records import Outcome, Pending
 from rest_consumer.store import JobStore
 
 
@@ -57,6 +65,67 @@ def test_a_message_known_final_takes_no_lane() -> None:
     gate = OrderGate("key")
     ready = gate.admit([msg(0, b"a"), msg(1, b"a")], lambda m: m.offset() == 0)
     assert [m.offset() for m in ready] == [0, 1]
+
+
+def test_a_message_of_several_entities_goes_when_first_in_line_on_each() -> None:
+    entities = {0: [b"a", b"b"], 1: [b"b"], 2: [b"c"], 3: [b"a", b"c"], 4: [b"d"]}
+    gate = OrderGate("key", lambda m: entities[m.offset()])
+    ready = gate.admit([msg(o) for o in range(5)], never_final)
+    assert [m.offset() for m in ready] == [0, 2, 4]
+    assert gate.held == 2
+    assert [m.offset() for m in gate.release("t", 0, [0])] == [1]  # 3 still waits for c
+    assert [m.offset() for m in gate.release("t", 0, [2])] == [3]
+    assert gate.held == 0
+    assert gate.release("t", 0, [1, 3, 4]) == []
+    assert gate.partitions() == set()
+
+
+def test_a_later_message_never_overtakes_an_earlier_one_waiting_on_another_entity() -> None:
+    entities = {0: [b"a"], 1: [b"a", b"b"], 2: [b"b"]}
+    gate = OrderGate("key", lambda m: entities[m.offset()])
+    # b is free, but 1 (earlier, with b) waits for a: 2 must wait behind 1
+    assert [m.offset() for m in gate.admit([msg(o) for o in range(3)], never_final)] == [0]
+    assert [m.offset() for m in gate.release("t", 0, [0])] == [1]
+    assert [m.offset() for m in gate.release("t", 0, [1])] == [2]
+    gate.drop({("t", 0)})
+    assert gate.held == 0
+
+
+def test_ordering_key_reads_each_records_entity_and_needs_key_ordering() -> None:
+    job = CompiledJob(valid_job(ordering="key", ordering_key="$.msg.household.id"))
+    assert job.record_key(None, {"household": {"id": 7}}) == b"7"
+    assert job.record_key(None, {"household": {"id": "7"}}) == b'"7"'  # not the number 7
+    assert job.record_key(None, {"household": None}) is None  # not ordered
+    assert CompiledJob(valid_job()).record_key(None, {"id": 1}) is None
+    problems = validate(valid_job(ordering_key="$.msg.id"))
+    assert {"field": "ordering_key", "message": 'needs "ordering": "key"'} in problems
+    assert any(p["field"] == "ordering_key" for p in validate(
+        valid_job(ordering="key", ordering_key="$.msg[")))
+
+
+def test_a_record_to_retry_keeps_the_later_records_of_its_entity_behind_it(
+        real_redis: redis.Redis) -> None:
+    job = CompiledJob(valid_job(ordering="key", ordering_key="$.msg.id"))
+    request = RequestSpec("POST", "http://127.0.0.1:9/x", {}, None, {})
+    entities = [b"a", b"b", b"a", b"a", None]
+    items = [Pending(0, TaskMessage("t", 0, 0), i, request, None, entity)
+             for i, entity in enumerate(entities)]
+    attempted = []
+
+    def send(item: Pending) -> Outcome:  # record 0 (entity a) must be retried
+        attempted.append(item.index)
+        failed = Outcome(item.index, "retry", failed=True)
+        return failed if item.index == 0 else Outcome(item.index, "delivered")
+
+    with ThreadPoolExecutor(4) as pool:
+        sent = Lanes(Permits(real_redis), pool).send_all(job, items, send,
+                                                         time.monotonic() + 10)
+    outcomes = {item.index: outcome for item, outcome in sent}
+    assert sorted(attempted) == [0, 1, 4]  # a's later records (2, 3) were not sent
+    assert [outcomes[i].kind for i in range(5)] == ["retry", "delivered", "retry", "retry",
+                                                    "delivered"]
+    assert not outcomes[2].failed and outcomes[2].retry_after is None  # no attempt counted,
+    # and no "retry now" that would cut record 0's backoff short
 
 
 def ordered_job(endpoint: Any, topic: str, ordering: str) -> dict[str, Any]:
@@ -185,3 +254,52 @@ def test_key_order_holds_across_a_worker_and_a_reader_killed(
         arrived[body["id"]].append(body["v"])
     for key, seen in arrived.items():
         assert seen == sorted(seen), f"{key} went back: {seen}"
+
+
+VERSION_SCHEMA = {"type": "record", "name": "Version", "fields": [
+    {"name": "id", "type": "string"}, {"name": "v", "type": "int"}]}
+
+
+def test_entities_in_containers_arrive_in_order_by_ordering_key_despite_retries(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given Avro containers each carrying versions of several entities (one entity twice),
+    # and an endpoint answering 503 twice to every version of every fifth entity
+    topic = "ordering.entities"
+    pipeline.create_topic(topic, partitions=2)
+    failures: dict[tuple[str, int], int] = defaultdict(int)
+
+    def answer(request: Any, seen: int) -> int:
+        body = request.json()
+        if int(body["id"][1:]) % 5 == 0 and failures[(body["id"], body["v"])] < 2:
+            failures[(body["id"], body["v"])] += 1
+            return 503
+        return 200
+
+    endpoint.respond = answer
+    job = ordered_job(endpoint, topic, "key")
+    job.update(ordering_key="$.msg.id", retry_backoff=0.05, retry_backoff_max=0.2)
+    JobStore(real_redis, LOOPBACK).upsert("people", job)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    containers = []
+    for m in range(60):
+        records = [{"id": f"e{m % 20}", "v": 2 * m}, {"id": f"e{(m + 7) % 20}", "v": 2 * m},
+                   {"id": f"e{m % 20}", "v": 2 * m + 1}]
+        containers.append(avro_container(records, VERSION_SCHEMA))
+    for m, value in enumerate(containers):  # no Kafka key: spread over both partitions
+        pipeline.produce(topic, [value], partition=(m // 20) % 2)
+    # Then every version arrives, each entity's in order within its partition
+    wait_for(lambda: len(endpoint.received) >= 180, 120, interval=0.5,
+             what="180 records delivered")
+    arrived: dict[str, list[int]] = defaultdict(list)
+    for request in endpoint.received:
+        body = request.json()
+        arrived[body["id"]].append(body["v"])
+    assert sum(len(v) for v in arrived.values()) == 180
+    for entity, seen in arrived.items():
+        # messages 0-19 and 40-59 are on partition 0, 20-39 on partition 1
+        for part in ([v for v in seen if v // 2 < 20 or v // 2 >= 40],
+                     [v for v in seen if 20 <= v // 2 < 40]):
+            assert part == sorted(part), f"{entity} out of order: {part}"
+    assert sum(failures.values()) >= 2 * 12  # the retries happened
+    wait_for(lambda: committed(real_redis), 30, what="everything committed")
