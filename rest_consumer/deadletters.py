@@ -21,7 +21,7 @@ from typing import Any, cast
 import redis
 from confluent_kafka import Message
 
-from rest_consumer import keys
+from rest_consumer import heldbehind, keys
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.topics import DurableWriter, Record, read_range, reader, watermarks
 
@@ -150,6 +150,7 @@ class DeadLetterQueue:
         ids = [int(cast(bytes, i)) for i in found]
         letters = self._fetch(ids[:limit])
         shown = [letters[i].shown(i) for i in ids[:limit] if i in letters]
+        heldbehind.annotate(self.redis, self.job_id, shown)
         return {"dead_letters": shown, "total": int(self.redis.zcard(self.index)),
                 "next": ids[limit - 1] if len(ids) > limit else None}
 
@@ -179,6 +180,7 @@ class DeadLetterQueue:
         """Forget every dead letter written so far; returns how many there were."""
         self.ensure_index()
         high = self._mark_all_purged()
+        self.redis.delete(keys.held_behind(self.job_id))
         return int(self.redis.zremrangebyscore(self.index, "-inf", f"({high}")) if high else 0
 
     def forget(self) -> None:

@@ -70,6 +70,18 @@ def out(job_id: str, topic: str, partition: int) -> str:
     return f"out:{job_id}:{partition}:{topic}"
 
 
+def lettered(job_id: str, topic: str, partition: int) -> str:
+    """Sorted set (score = offset) of one partition's offsets an ordered job dead-lettered and
+    has not committed yet (``heldbehind``); trimmed with ``done``."""
+    return f"lettered:{job_id}:{partition}:{topic}"
+
+
+def held_behind(job_id: str) -> str:
+    """Hash: ``topic[partition]@offset`` of a dead-lettered message -> JSON of the offsets
+    that waited behind it (``heldbehind``)."""
+    return f"held_behind:{job_id}"
+
+
 def dead_letter_index(job_id: str) -> str:
     """Sorted set of the offsets of the job's live dead letters in its dead-letter topic."""
     return f"dlq_index:{job_id}"
@@ -114,7 +126,7 @@ def job_keys(job_id: str) -> list[str]:
     """The per-job tracking keys removed with the job (``done`` lists are found by pattern)."""
     return [counters(job_id), last_error(job_id), reader_heartbeat(job_id),
             latency(job_id), ratelimit(job_id), oauth2_token(job_id),
-            dead_letter_index(job_id), dead_letter_scanned(job_id),
+            dead_letter_index(job_id), dead_letter_scanned(job_id), held_behind(job_id),
             permits(job_id), seek_request(job_id), seek_generation(job_id),
             seek_applied(job_id)]
 
@@ -125,9 +137,10 @@ def throughput(job_id: str, window: int) -> str:
 
 
 def pattern_keys(job_id: str) -> list[str]:
-    """SCAN patterns for a job's keys with a variable part (``done``, ``out``,
+    """SCAN patterns for a job's keys with a variable part (``done``, ``out``, ``lettered``,
     ``throughput``), removed with the job."""
-    return [f"done:{job_id}:*", f"out:{job_id}:*", f"throughput:{job_id}:*"]
+    return [f"done:{job_id}:*", f"out:{job_id}:*", f"lettered:{job_id}:*",
+            f"throughput:{job_id}:*"]
 
 
 def ratelimit(job_id: str) -> str:

@@ -114,6 +114,7 @@ class CompiledJob:
         self.emit_level = job.get("emit_level", defaults.emit_level)
         flag = job.get("emit_flag") or defaults.emit_flag
         self.emit_flag = (compile_path(flag["path"]), list(flag["values"])) if flag else None
+        self.ordered = setting(job, "ordering") != "none"
         ordering_key = job.get("ordering_key")
         self.ordering_key = compile_path(ordering_key) if ordering_key else None
         self._maskers: dict[str, Masker] = {}

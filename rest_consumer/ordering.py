@@ -77,6 +77,9 @@ class OrderGate:
         """(topic, partition, offset) of each holder -> its lanes."""
         self._waiting: dict[Lane, deque[_Waiting]] = {}
         self.held = 0
+        self.behind: dict[tuple[str, int, int], list[int]] = {}
+        """Freed holders -> the offsets that waited on their lanes then (``heldbehind``);
+        the reader takes them."""
 
     def lanes(self, msg: Message) -> tuple[Lane, ...]:
         """The message's lanes; none when it is not ordered (``key`` mode, no key)."""
@@ -124,6 +127,10 @@ class OrderGate:
                 continue
             for lane in lanes:
                 del self._holder[lane]
+            waited = {int(e.msg.offset() or 0) for lane in lanes
+                      for e in self._waiting.get(lane, ())}
+            if waited:
+                self.behind[(topic, partition, offset)] = sorted(waited)
             for lane in lanes:
                 queue = self._waiting.get(lane)
                 if queue and self._first_everywhere(queue[0]):
@@ -141,6 +148,10 @@ class OrderGate:
         for lane in [lane for lane in self._waiting if gone(lane)]:
             dropped.update(id(entry) for entry in self._waiting.pop(lane))
         self.held -= len(dropped)
+
+    def take_behind(self) -> dict[tuple[str, int, int], list[int]]:
+        behind, self.behind = self.behind, {}
+        return behind
 
     def oldest_wait(self) -> float | None:
         """Seconds the longest-waiting held message has waited; None when none waits."""

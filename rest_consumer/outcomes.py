@@ -8,7 +8,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from rest_consumer import keys, throughput
+from rest_consumer import heldbehind, keys, throughput
 from rest_consumer.deadletters import DeadLetter, index_letters
 from rest_consumer.messages import TaskMessage
 from rest_consumer.metrics import latency_bucket
@@ -18,8 +18,10 @@ from rest_consumer.records import Outcome
 class TaskOutcomes:
     """Everything one ``deliver`` task learned, written to Redis in a handful of commands."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, ordered: bool = False) -> None:
         self.job_id = job_id
+        self.ordered = ordered
+        """An ordered job: its dead-lettered messages are marked (``heldbehind``)."""
         self.counters: Counter[str] = Counter()
         self.final: dict[tuple[str, int], list[int]] = defaultdict(list)
         self.latency: Counter[str] = Counter()
@@ -90,5 +92,8 @@ class TaskOutcomes:
                 pipe.hincrby(keys.latency(job_id), bucket, amount)
             pipe.hincrbyfloat(keys.latency(job_id), "sum", self.latency_sum)
         index_letters(pipe, job_id, self.letter_offsets)
+        if self.ordered:
+            heldbehind.queue_lettered(pipe, job_id, [(m.topic, m.partition, m.offset)
+                                                     for m in self._lettered if not m.replay])
         if self.error is not None:
             pipe.set(keys.last_error(job_id), json.dumps(self.error))

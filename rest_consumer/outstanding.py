@@ -56,7 +56,7 @@ def queue_final_check(pipe: Any, job_id: str, messages: list[tuple[str, int, int
 
 def queue_trim(pipe: Any, job_id: str, tp: TP, committed: int) -> None:
     """Queue: a commit covers everything below ``committed``."""
-    for name in (keys.done(job_id, *tp), keys.out(job_id, *tp)):
+    for name in (keys.done(job_id, *tp), keys.out(job_id, *tp), keys.lettered(job_id, *tp)):
         pipe.zremrangebyscore(name, "-inf", f"({committed}")
 
 

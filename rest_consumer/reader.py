@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from rest_consumer import keys, outstanding, seeks
+from rest_consumer import heldbehind, keys, outstanding, seeks
 from rest_consumer.batching import AdaptiveBatcher
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.heartbeat import Heartbeat, beat, fresh_heartbeats
@@ -231,6 +231,8 @@ class JobReader(threading.Thread):
         behind them (every ``RELEASE_CHECK_SECONDS`` while a lane is held)."""
         if self.gate is None:
             return
+        if behind := self.gate.take_behind():
+            heldbehind.note(self.redis, self.job_id, behind)
         if self._released:  # lanes freed by a tick's collection
             freed, self._released = self._released, []
             self._send(freed, [])

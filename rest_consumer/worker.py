@@ -114,7 +114,7 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     sent = ctx.lanes.send_all(job, pending, send_one, stop_at)
     for item, outcome in sent:
         outcomes[item.position].append(outcome)
-    out = TaskOutcomes(job.id)
+    out = TaskOutcomes(job.id, ordered=job.ordered)
     retries = [retry for position, message in enumerate(messages) if position not in deferred
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
     retries += [(messages[position], 0.0) for position in sorted(deferred)]

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 from confluent_kafka import Message
-from test_pipeline import committed, simple_job
+from test_pipeline import committed, dead_letters, simple_job
 
 from conftest import LOOPBACK, valid_job
 from helpers import wait_for
@@ -42,6 +42,7 @@ def test_a_key_holds_its_later_messages_and_lets_other_keys_go() -> None:
     assert gate.held == 2
     assert [m.offset() for m in gate.release("t", 0, [1])] == []  # b had nothing behind it
     assert [m.offset() for m in gate.release("t", 0, [0])] == [2]  # a's next, now holding
+    assert gate.take_behind() == {("t", 0, 0): [2, 4]}  # what waited behind 0 when it ended
     assert [m.offset() for m in gate.release("t", 0, [2])] == [4]
     assert gate.held == 0 and gate.oldest_wait() is None
 
@@ -303,3 +304,24 @@ def test_entities_in_containers_arrive_in_order_by_ordering_key_despite_retries(
             assert part == sorted(part), f"{entity} out of order: {part}"
     assert sum(failures.values()) >= 2 * 12  # the retries happened
     wait_for(lambda: committed(real_redis), 30, what="everything committed")
+
+
+def test_a_dead_letter_of_an_ordered_job_says_which_messages_waited_behind_it(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given key "stuck": its first version answered 400 (a dead letter) after 1.5 s, while
+    # three later versions wait behind it
+    topic = "ordering.lettered"
+    pipeline.create_topic(topic)
+    endpoint.delay_for = lambda request: 1.5 if request.json()["v"] == 0 else 0
+    endpoint.respond = lambda request, seen: 400 if request.json()["v"] == 0 else 200
+    JobStore(real_redis, LOOPBACK).upsert("people", ordered_job(endpoint, topic, "key"))
+    pipeline.start_worker()
+    pipeline.start_reader()
+    pipeline.produce(topic, [b'{"id": "stuck", "v": %d}' % v for v in range(4)], key=b"stuck")
+    # Then the later versions go after it, and its dead letter names them
+    wait_for(lambda: [r.json()["v"] for r in endpoint.received] == [1, 2, 3], 30,
+             what="the later versions delivered, in order")
+    letters = wait_for(lambda: (found := dead_letters(pipeline, real_redis))
+                       and "held_behind" in found[0] and found, 10,
+                       what="the dead letter with what waited behind it")
+    assert (letters[0]["offset"], letters[0]["held_behind"]) == (0, [1, 2, 3])
