@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = store or JobStore.for_settings(
-        redis.Redis.from_url(settings.redis_url, socket_timeout=5), settings)
+        settings.redis_client(socket_timeout=5), settings)
     app.extensions["rest_consumer"] = {
         "settings": settings, "store": store,
         "kafka_ready": kafka_ready or _kafka_ready_check(settings),

@@ -14,6 +14,7 @@ import click
 
 from rest_consumer import config, logs
 from rest_consumer.errors import RestConsumerError
+from rest_consumer.signals import wait_until_signalled
 
 CELERY_FAILURE = 1
 """Celery's exit code after an unrecoverable error (``EX_FAILURE``)."""
@@ -28,14 +29,6 @@ def _settings() -> config.Settings:
         raise click.ClickException(str(e)) from e
     logs.configure(settings.log_level, settings.log_format)
     return settings
-
-
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
 
 
 @click.group()
@@ -59,7 +52,7 @@ def services() -> None:
         for name, value in local.env().items():
             click.echo(f"{name}={value}")
         sys.stdout.flush()
-        _wait_for_signal()
+        wait_until_signalled()
     finally:
         local.stop()
 
@@ -100,13 +93,12 @@ def _serve(app: Any, settings: config.Settings, workers: int, threads: int) -> N
 @main.command()
 def reader() -> None:
     """Run one reader thread per enabled job until SIGINT/SIGTERM."""
-    import redis
 
     from rest_consumer.manager import ReaderManager
     from rest_consumer.tasks import create_celery, make_dispatcher, make_retry_publisher
 
     settings = _settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    client = settings.redis_client(socket_timeout=10, health_check_interval=30)
     celery_app = create_celery(settings)
     manager = ReaderManager(settings, client, make_dispatcher(celery_app),
                             make_retry_publisher(celery_app))

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from rest_consumer import redisconn
 from rest_consumer.decoding import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Limits
 from rest_consumer.destinations import Allowlist
 from rest_consumer.errors import ConfigError
@@ -49,6 +52,8 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     celery_broker_url: str = ""
     """Empty: the Celery broker is ``redis_url``."""
+    redis_sentinel_master: str = "mymaster"
+    """The Sentinel group's master, for ``sentinel://`` URLs (``redisconn``)."""
     kafka_bootstrap_servers: str = DEFAULT_KAFKA_BOOTSTRAP_SERVERS
     kafka_config: Mapping[str, str] = field(default_factory=dict)
     api_host: str = DEFAULT_API_HOST
@@ -80,6 +85,10 @@ class Settings:
         """(soft, hard) limits of one ``deliver`` run: both below the visibility timeout, so
         Redis never hands a running task to a second worker."""
         return self.visibility_timeout * 0.5, self.visibility_timeout * 0.75
+
+    def redis_client(self, **options: Any) -> redis.Redis:
+        """A client of ``REDIS_URL`` (Sentinel included); ``options`` are redis-py's."""
+        return redisconn.connect(self.redis_url, self.redis_sentinel_master, **options)
 
     def broker_url(self) -> str:
         return self.celery_broker_url or self.redis_url
@@ -118,6 +127,7 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
     return Settings(
         redis_url=redis_url,
         celery_broker_url=env.get("CELERY_BROKER_URL", ""),
+        redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER") or "mymaster",
         kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS")
         or DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
         kafka_config=_librdkafka_settings(env),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -15,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from rest_consumer import config, producing
 from rest_consumer.errors import ServiceError
 from rest_consumer.jobfiles import load_job_files
 from rest_consumer.services import STOP_TIMEOUT, LocalServices, die_with_parent, free_port
+from rest_consumer.signals import wait_until_signalled
 from rest_consumer.store import JobStore
 
 DEMO_JOB = "demo-people"
@@ -87,13 +86,10 @@ class DevPipeline:
         self.logs = Path(os.environ.get("DEV_LOG_DIR", ".dev-logs"))
 
     def run(self) -> None:
-        stopping = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopping.set())
         try:
             env = self._start_everything()
             self._announce(env)
-            stopping.wait()
+            wait_until_signalled()
         finally:
             click.echo("\nstopping…", err=True)
             self._stop_everything()
@@ -125,7 +121,7 @@ class DevPipeline:
 
     def _prepare_demo_job(self, env: dict[str, str]) -> None:
         settings = config.from_env(env)
-        store = JobStore.for_settings(redis.Redis.from_url(settings.redis_url), settings)
+        store = JobStore.for_settings(settings.redis_client(), settings)
         store.ensure_loaded()
         load_job_files(store, settings.jobs_dir)
         job = store.find(DEMO_JOB)

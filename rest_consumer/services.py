@@ -49,7 +49,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     libc.prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
-def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_process(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
         return subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -57,7 +57,7 @@ def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
@@ -75,6 +75,13 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def redis_binary() -> str:
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise ServiceError("redis-server not found: install Debian's redis-server package")
+    return binary
+
+
 class RedisServer:
     """A ``redis-server`` with AOF persistence in a private directory."""
 
@@ -87,18 +94,17 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, appendonly: bool = True) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not Path(binary).exists():
-            raise ServiceError("redis-server not found: install Debian's redis-server package")
+    def start(self, appendonly: bool = True, extra: tuple[str, ...] = ()) -> None:
+        """Start it; ``extra`` are more redis-server options (``--replicaof``, …)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+            redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
             "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
             "--save", "", "--maxmemory-policy", "noeviction", "--daemonize", "no",
-            "--protected-mode", "yes", "--logfile", "",
+            "--protected-mode", "yes", "--logfile", "", *extra,
         ]
-        self.proc = _start(argv, self.workdir / "redis.log")
+        self.proc = start_process(argv, self.workdir / "redis.log")
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -118,7 +124,7 @@ class RedisServer:
         raise ServiceError(f"redis-server not ready within {REDIS_START_TIMEOUT:.0f}s")
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
     def kill(self) -> None:
         """SIGKILL, for fault tests."""
@@ -226,7 +232,8 @@ class KafkaBroker:
         (self.workdir / "log4j2.properties").write_text(_LOG4J2.format(log=log_file))
         if not (self.workdir / "data" / "meta.properties").exists():
             self._format(jars, props)
-        self.proc = _start(self._java(jars, "kafka.Kafka", str(props)), self.workdir / "stdout.log")
+        self.proc = start_process(self._java(jars, "kafka.Kafka", str(props)),
+                                  self.workdir / "stdout.log")
         self._wait_ready()
 
     def _format(self, jars: Path, props: Path) -> None:
@@ -259,7 +266,7 @@ class KafkaBroker:
                            + _tail(self.workdir / "kafka.log"))
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
     def kill(self) -> None:
         """SIGKILL (an unclean stop: the next start recovers the log), for fault runs."""

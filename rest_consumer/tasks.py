@@ -65,6 +65,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": 10,
         "socket_keepalive": True,
         "health_check_interval": 25,
+        # sentinel:// broker URLs (redisconn): the group whose master is the broker
+        "master_name": settings.redis_sentinel_master,
     }
 
 

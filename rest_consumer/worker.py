@@ -13,7 +13,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from confluent_kafka import KafkaException
 
@@ -51,8 +50,7 @@ class WorkerContext:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10,
-                                          health_check_interval=30)
+        self.redis = settings.redis_client(socket_timeout=10, health_check_interval=30)
         self.store = JobStore.for_settings(self.redis, settings)
         self.sender = Sender(DestinationGuard(settings.destination_allowlist))
         self.limiter = RateLimiter(self.redis)
