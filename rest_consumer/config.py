@@ -49,18 +49,19 @@ _NOT_LIBRDKAFKA = {"KAFKA_BOOTSTRAP_SERVERS"}
 class Settings:
     """Every setting of every process; build it with :func:`from_env`."""
 
-    redis_url: str = DEFAULT_REDIS_URL
-    celery_broker_url: str = ""
+    # (fields that may hold a secret stay out of repr: a logged Settings must not leak it)
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    celery_broker_url: str = field(default="", repr=False)
     """Empty: the Celery broker is ``redis_url``."""
     redis_sentinel_master: str = "mymaster"
     """The Sentinel group's master, for ``sentinel://`` URLs (``redisconn``)."""
     kafka_bootstrap_servers: str = DEFAULT_KAFKA_BOOTSTRAP_SERVERS
-    kafka_config: Mapping[str, str] = field(default_factory=dict)
+    kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
     api_host: str = DEFAULT_API_HOST
     api_port: int = DEFAULT_API_PORT
     api_user: str = ""
-    api_password: str = ""
-    api_token: str = ""
+    api_password: str = field(default="", repr=False)
+    api_token: str = field(default="", repr=False)
     jobs_dir: Path = Path(DEFAULT_JOBS_DIR)
     consumer_group_prefix: str = DEFAULT_CONSUMER_GROUP_PREFIX
     reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL

@@ -176,39 +176,61 @@ logger.kafka.level = INFO
 
 
 class KafkaBroker:
-    """A single-node combined broker+controller, KRaft mode, on loopback."""
+    """A combined broker+controller in KRaft mode, on loopback: a single node by default, or
+    one node of a cluster (``node_id``, ``voters``, a shared ``cluster_id``; ``kafka_cluster``).
+    """
 
-    def __init__(self, workdir: Path, port: int | None = None, partitions: int = 1) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, partitions: int = 1,
+                 node_id: int = 1, voters: str | None = None, cluster_id: str | None = None,
+                 replication: int = 1) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.controller_port = free_port()
         self.partitions = partitions
+        self.node_id = node_id
+        self.voters = voters
+        self.cluster_id = cluster_id
+        self.replication = replication
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _properties(self) -> str:
-        return "\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+    def client_config(self) -> dict[str, str]:
+        """What a librdkafka client needs to talk to this broker."""
+        return {"bootstrap.servers": self.bootstrap_servers}
+
+    def _listener_lines(self) -> list[str]:
+        return [
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+
+    def _properties(self) -> str:
+        quorum = (f"controller.quorum.voters={self.voters}" if self.voters else
+                  f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}")
+        min_isr = 2 if self.replication >= 3 else 1
+        return "\n".join([
+            "process.roles=broker,controller",
+            f"node.id={self.node_id}",
+            quorum,
+            *self._listener_lines(),
+            "controller.listener.names=CONTROLLER",
             f"log.dirs={self.workdir / 'data'}",
             f"num.partitions={self.partitions}",
             "auto.create.topics.enable=true",
-            "offsets.topic.replication.factor=1",
+            f"default.replication.factor={self.replication}",
+            f"min.insync.replicas={min_isr}",
+            f"offsets.topic.replication.factor={self.replication}",
             "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"transaction.state.log.replication.factor={self.replication}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={self.replication}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
             "group.initial.rebalance.delay.ms=0",
             "",
         ])
@@ -224,6 +246,11 @@ class KafkaBroker:
         ]
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting (a cluster's nodes wait for each other)."""
         jars = kafka_jars()
         self.workdir.mkdir(parents=True, exist_ok=True)
         props = self.workdir / "server.properties"
@@ -234,22 +261,23 @@ class KafkaBroker:
             self._format(jars, props)
         self.proc = start_process(self._java(jars, "kafka.Kafka", str(props)),
                                   self.workdir / "stdout.log")
-        self._wait_ready()
 
     def _format(self, jars: Path, props: Path) -> None:
-        cluster_id = "-"
-        while cluster_id.startswith("-"):  # the tool would read a leading "-" as an option
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
-        argv = self._java(jars, "kafka.tools.StorageTool", "format", "--standalone",
-                          "-t", cluster_id, "-c", str(props))
+        cluster_id = self.cluster_id or new_cluster_id()
+        quorum = [] if self.voters else ["--standalone"]
+        argv = self._java(jars, "kafka.tools.StorageTool", "format", *quorum,
+                          "-t", cluster_id, "-c", str(props), *self._format_extra())
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ServiceError(f"Kafka storage format failed:\n{result.stdout}{result.stderr}")
 
-    def _wait_ready(self) -> None:
+    def _format_extra(self) -> list[str]:
+        return []
+
+    def wait_ready(self) -> None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        admin = AdminClient({**self.client_config(), "log_level": 0})
         deadline = time.monotonic() + KAFKA_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -273,6 +301,13 @@ class KafkaBroker:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def new_cluster_id() -> str:
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # the tool would read a leading "-" as an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+    return cluster_id
 
 
 class LocalServices:

@@ -11,12 +11,16 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from helpers import spawn, stop
+from rest_consumer import config
 
 
 class Pipeline:
     """Starts ``rest-consumer reader`` and ``worker`` processes against real services."""
 
-    def __init__(self, redis_url: str, kafka: str, workdir: Path) -> None:
+    def __init__(self, redis_url: str, kafka: str, workdir: Path,
+                 kafka_env: dict[str, str] | None = None) -> None:
+        """``kafka_env``: more ``KAFKA_*`` settings (security), for the processes and for the
+        test's own producer and admin client."""
         self.kafka = kafka
         self.workdir = workdir
         (workdir / "jobs").mkdir(exist_ok=True)
@@ -27,8 +31,10 @@ class Pipeline:
             "CONSUMER_GROUP_PREFIX": f"t{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "INFO",
             "DESTINATION_ALLOWLIST": "127.0.0.0/8",
         }
+        self.env.update(kafka_env or {})
+        self.kafka_config = config.from_env(self.env).kafka_client_config()
         self.procs: dict[str, subprocess.Popen[str]] = {}
-        self._producer = Producer({"bootstrap.servers": kafka, "linger.ms": 5})
+        self._producer = Producer({**self.kafka_config, "linger.ms": 5})
 
     def start(self, name: str, *args: str) -> subprocess.Popen[str]:
         with open(self.workdir / f"{name}.log", "a") as log:  # the child keeps its own copy
@@ -58,7 +64,7 @@ class Pipeline:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
-        admin = AdminClient({"bootstrap.servers": self.kafka})
+        admin = AdminClient(self.kafka_config)
         futures = admin.create_topics([NewTopic(topic, partitions, 1)])
         for future in futures.values():
             future.result(30)

@@ -111,7 +111,7 @@ def heartbeat_hash(client: redis.Redis, job_id: str = "people") -> set[str]:
 def dead_letters(pipeline: Any, client: redis.Redis,
                  job_id: str = "people") -> list[dict[str, Any]]:
     """The job's dead letters, oldest first, as the API shows them (read from Kafka)."""
-    queue = DeadLetterQueue(client, {"bootstrap.servers": pipeline.kafka},
+    queue = DeadLetterQueue(client, pipeline.kafka_config,
                             pipeline.env["CONSUMER_GROUP_PREFIX"], job_id)
     return list(reversed(queue.page(500)["dead_letters"]))
 
@@ -119,7 +119,7 @@ def dead_letters(pipeline: Any, client: redis.Redis,
 def kafka_committed(pipeline: Any, topic: str, partitions: int = 1) -> list[int]:
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": pipeline.kafka,
+    consumer = Consumer({**pipeline.kafka_config,
                          "group.id": f"{pipeline.env['CONSUMER_GROUP_PREFIX']}.people"})
     try:
         tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
