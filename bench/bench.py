@@ -51,6 +51,8 @@ RESULTS = REPO / "bench" / "results"
 PARTITIONS = 4
 POOL = os.environ.get("BENCH_POOL", "prefork")
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "4")
+QUEUE = "rest_consumer"
+"""The Celery queue the default job's tasks go to (a Redis list of that name)."""
 SLOW_SECONDS = 0.1
 """How long the slow endpoint takes to answer each request."""
 """The worker setup, the same for rest-consumer's workers and the Celery ceiling."""
@@ -67,13 +69,22 @@ class Result:
     p50_ms: float | None = None
     p99_ms: float | None = None
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_msg_by: dict[str, float] = field(default_factory=dict)
+    """Each process tree's CPU per message (reader, worker, redis): the capacity model's input."""
+    redis_commands_per_msg: float | None = None
     redis_peak_mb: float | None = None
+
+
+def _commands(client: redis.Redis) -> int:
+    """Commands Redis has processed since it started (each command of a pipeline counts)."""
+    return int(client.info("stats")["total_commands_processed"])
 
 
 class RedisPeak(threading.Thread):
     def __init__(self, client: redis.Redis) -> None:
         super().__init__(daemon=True)
         self.client, self.peak, self.stopping = client, 0, threading.Event()
+        self.commands_at_start = _commands(client)
 
     def run(self) -> None:
         while not self.stopping.wait(0.2):
@@ -116,9 +127,13 @@ class Bench:
         latencies = sorted((received - produced) * 1000 for received, produced in entries
                            if produced is not None)
         result = Result(name, kind, n, round(seconds, 3), round(n / seconds, 1))
-        if cpu is not None:
+        if cpu is not None and watch is not None:
             result.cpu_ms_per_msg = round(cpu * 1000 / n, 3)
+            result.cpu_ms_per_msg_by = {k: round(v * 1000 / n, 3) for k, v in watch.used.items()}
             result.peak_rss_mb = {k: round(v / 2**20, 1) for k, v in watch.peak_rss.items()}
+        if peak is not None:
+            result.redis_commands_per_msg = round(
+                (_commands(self.redis) - peak.commands_at_start) / n, 2)
         if latencies:
             result.p50_ms = round(statistics.median(latencies), 1)
             result.p99_ms = round(latencies[int(len(latencies) * 0.99) - 1], 1)
@@ -205,6 +220,33 @@ class Bench:
         finally:
             stop_all(procs)
             self.redis.flushall()
+
+    def queued_bytes(self, n: int) -> dict[str, float]:
+        """Redis memory a queued message takes: a reader alone (no worker) dispatches ``n``
+        messages of the default job; the Celery queue's MEMORY USAGE, per message and per
+        task (the reader packs what waits, so tasks hold up to ``batch_size`` messages)."""
+        self.runs += 1
+        topic = f"bench.queued.{self.runs}.{int(time.time())}"
+        create_topic(self.env["KAFKA_BOOTSTRAP_SERVERS"], topic, PARTITIONS)
+        JobStore(self.redis, Allowlist.parse((LOOPBACK,))).upsert(f"bench-{self.runs}", {
+            "owner": "bench", "type": "POST", "topic": [topic], "datamap": {"id": "$.msg.id"},
+            "url": self.nginx.url + "/ingest/{id}", "json_body": ["id"]})
+        reader = spawn(rest_consumer("reader"), self.env, self._log(f"reader{self.runs}"))
+        try:
+            produce(self.env["KAFKA_BOOTSTRAP_SERVERS"], topic, n)
+            counter = f"counters:bench-{self.runs}"
+            wait_until(lambda: int(self.redis.hget(counter, "dispatched") or 0) >= n, 120,
+                       f"{n} messages dispatched")
+            tasks = int(self.redis.llen(QUEUE))
+            used = int(self.redis.memory_usage(QUEUE, samples=0) or 0)
+        finally:
+            stop_all([reader])
+            self.redis.flushall()
+        figures = {"queued_bytes_per_msg": round(used / n), "queued_tasks": tasks,
+                   "queued_bytes_per_task": round(used / max(tasks, 1))}
+        print(f"  queued: {n} messages in {tasks} tasks take {used} bytes of Redis "
+              f"({figures['queued_bytes_per_msg']} per message)", flush=True)
+        return figures
 
     # --- baselines -------------------------------------------------------------------------
 
@@ -342,6 +384,7 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
     slow_by_key = bench.ours("ordering key, 1,000 keys, 100 ms endpoint, events",
                              1500 * scale, events=True, sink=bench.slow, keys=1000,
                              ordering="key")
+    queued = bench.queued_bytes(2000 * scale)
     bench.redis.flushall()  # the console's 500 jobs, on their own
     console_figures = console.run(bench.env, bench.workdir)
     return {
@@ -354,6 +397,10 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
         "slow_ordering_key_msgs": round(slow_by_key.throughput),
         "cpu_ms_per_msg": fast.cpu_ms_per_msg,
         "worker_rss_mb": fast.peak_rss_mb.get("worker"),
+        # the capacity model's inputs (README, "Capacity"): the default job on the fast sink
+        **{f"cpu_ms_per_msg_{k}": v for k, v in fast.cpu_ms_per_msg_by.items()},
+        "redis_commands_per_msg": fast.redis_commands_per_msg,
+        **queued,
         **console_figures,
     }
 

@@ -167,7 +167,9 @@ class ProcessWatch:
 
     pids: dict[str, int]
     peak_rss: dict[str, int] = field(default_factory=dict)
-    _start_cpu: float = 0.0
+    used: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each tree between ``start`` and ``stop``."""
+    _start_cpu: dict[str, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def _trees(self) -> dict[str, list[psutil.Process]]:
@@ -180,16 +182,19 @@ class ProcessWatch:
                 trees[name] = []
         return trees
 
-    def cpu(self) -> float:
-        total = 0.0
-        for procs in self._trees().values():
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each tree."""
+        totals = {}
+        for name, procs in self._trees().items():
+            total = 0.0
             for proc in procs:
                 try:
                     times = proc.cpu_times()
                     total += times.user + times.system
                 except psutil.NoSuchProcess:
                     pass
-        return total
+            totals[name] = total
+        return totals
 
     def start(self) -> None:
         self._start_cpu = self.cpu()
@@ -207,9 +212,11 @@ class ProcessWatch:
                 self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
 
     def stop(self) -> float:
-        """CPU seconds used since start."""
+        """CPU seconds used since start, all trees together (each in ``used``)."""
         self._stop.set()
-        return self.cpu() - self._start_cpu
+        now = self.cpu()
+        self.used = {name: now[name] - self._start_cpu.get(name, 0.0) for name in now}
+        return sum(self.used.values())
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

@@ -223,7 +223,9 @@ function counters(node, status) {
 
 function letterRow(letter) {
   const source = `${letter.topic}[${letter.partition}]@${letter.offset}` +
-                 (letter.index === null ? "" : ` #${letter.index}`);
+                 (letter.index === null ? "" : ` #${letter.index}`) +
+                 (letter.held_behind ? ` (held behind it: ${letter.held_behind.join(", ")})`
+                                     : "");
   return el("tr", {"data-letter": letter.id},
     el("td", {}, el("input", {type: "checkbox", value: letter.id,
                               "aria-label": `choose dead letter ${letter.id}`})),
