@@ -65,7 +65,8 @@ class Pipeline:
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         admin = AdminClient(self.kafka_config)
-        futures = admin.create_topics([NewTopic(topic, partitions, 1)])
+        # replication: the brokers' default (1 on the tests' single broker; 3 on a cluster)
+        futures = admin.create_topics([NewTopic(topic, partitions, -1)])
         for future in futures.values():
             future.result(30)
 
