@@ -231,8 +231,7 @@ class JobReader(threading.Thread):
         behind them (every ``RELEASE_CHECK_SECONDS`` while a lane is held)."""
         if self.gate is None:
             return
-        if behind := self.gate.take_behind():
-            heldbehind.note(self.redis, self.job_id, behind)
+        self._note_held_behind()
         if self._released:  # lanes freed by a tick's collection
             freed, self._released = self._released, []
             self._send(freed, [])
@@ -253,6 +252,10 @@ class JobReader(threading.Thread):
             released += self.gate.release(topic, partition, final)
         if released:
             self._send(released, [])
+
+    def _note_held_behind(self) -> None:
+        if self.gate is not None and (behind := self.gate.take_behind()):
+            heldbehind.note(self.redis, self.job_id, behind)
 
     def _known_final(self, msg: Message) -> bool:
         tracker = self.trackers.get((str(msg.topic()), int(msg.partition() or 0)))
@@ -401,6 +404,7 @@ class JobReader(threading.Thread):
                 self.trackers[key].advance()
                 if self.gate is not None:  # before the commit trims them from Redis
                     self._released += self.gate.release(key[0], key[1], final)
+            self._note_held_behind()  # before the commit trims the lettered marks too
         offsets = []
         for topic, partition in partitions:
             mark = self.trackers[(topic, partition)].watermark
