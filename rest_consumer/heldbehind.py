@@ -31,17 +31,32 @@ def queue_lettered(pipe: Any, job_id: str, lettered: list[Where]) -> None:
         pipe.zadd(keys.lettered(job_id, topic, partition), {str(o): o for o in offsets})
 
 
-def note(client: Any, job_id: str, behind: dict[Where, list[int]]) -> None:
+def queue_which_lettered(pipe: Any, job_id: str, tp: tuple[str, int],
+                         offsets: list[int]) -> None:
+    """Reader: queue the question which of these offsets were dead-lettered (ZMSCORE: one
+    score or None each), beside the question which are final."""
+    pipe.zmscore(keys.lettered(job_id, *tp), [str(o) for o in offsets])
+
+
+def keep(client: Any, job_id: str, behind: dict[Where, list[int]],
+         lettered: set[Where]) -> None:
     """Reader: of these freed lane holders (with the offsets that waited behind each), keep
     what waited behind those that were dead-lettered."""
+    kept = {_field(*where): json.dumps(waited) for where, waited in behind.items()
+            if where in lettered}
+    if kept:
+        client.hset(keys.held_behind(job_id), mapping=kept)
+
+
+def note(client: Any, job_id: str, behind: dict[Where, list[int]]) -> None:
+    """``keep``, asking Redis first which of the holders were dead-lettered."""
     pipe = client.pipeline(transaction=False)
     wheres = list(behind)
     for topic, partition, offset in wheres:
         pipe.zscore(keys.lettered(job_id, topic, partition), str(offset))
-    kept = {_field(*where): json.dumps(behind[where])
-            for where, score in zip(wheres, pipe.execute(), strict=True) if score is not None}
-    if kept:
-        client.hset(keys.held_behind(job_id), mapping=kept)
+    keep(client, job_id, behind, {where for where, score in
+                                  zip(wheres, pipe.execute(), strict=True)
+                                  if score is not None})
 
 
 def annotate(client: Any, job_id: str, letters: list[dict[str, Any]]) -> None:

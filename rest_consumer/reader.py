@@ -231,7 +231,6 @@ class JobReader(threading.Thread):
         behind them (every ``RELEASE_CHECK_SECONDS`` while a lane is held)."""
         if self.gate is None:
             return
-        self._note_held_behind()
         if self._released:  # lanes freed by a tick's collection
             freed, self._released = self._released, []
             self._send(freed, [])
@@ -245,15 +244,23 @@ class JobReader(threading.Thread):
         busy = [self.gate.busy(topic, partition) for topic, partition in parts]
         for (topic, partition), offsets in zip(parts, busy, strict=True):
             outstanding.queue_which_final(pipe, self.job_id, (topic, partition), offsets)
+            heldbehind.queue_which_lettered(pipe, self.job_id, (topic, partition), offsets)
+        replies = pipe.execute()
         released: list[Message] = []
-        for (topic, partition), offsets, scores in zip(parts, busy, pipe.execute(),
-                                                        strict=True):
+        lettered: set[heldbehind.Where] = set()
+        for n, ((topic, partition), offsets) in enumerate(zip(parts, busy, strict=True)):
+            scores, marks = replies[2 * n], replies[2 * n + 1]
             final = [o for o, score in zip(offsets, scores, strict=True) if score is not None]
+            lettered |= {(topic, partition, o)
+                         for o, mark in zip(offsets, marks, strict=True) if mark is not None}
             released += self.gate.release(topic, partition, final)
+        heldbehind.keep(self.redis, self.job_id, self.gate.take_behind(), lettered)
         if released:
             self._send(released, [])
 
     def _note_held_behind(self) -> None:
+        """Lanes the tick's collection freed: which of their holders were dead-lettered is
+        asked separately (rare: the 5 ms check above frees almost every lane first)."""
         if self.gate is not None and (behind := self.gate.take_behind()):
             heldbehind.note(self.redis, self.job_id, behind)
 
