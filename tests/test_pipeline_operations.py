@@ -44,7 +44,7 @@ def test_status_reports_partitions_lag_counters_and_state(pipeline: Any, endpoin
     try:
         wait_for(lambda: sum(kafka_committed(pipeline, topic, 2)) == 10, 60,
                  what="all committed")
-    except AssertionError as e:  # (seen once in CI, not reproduced: say what the reader saw)
+    except AssertionError as e:  # (say what the reader saw)
         raise AssertionError(f"{e}; Kafka has {kafka_committed(pipeline, topic, 2)}; the "
                              f"reader reports {heartbeat.fresh_heartbeats(real_redis, 'people')}"
                              f"; done sets {_done_sets(real_redis)}\n"
