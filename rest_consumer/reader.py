@@ -485,12 +485,16 @@ class JobReader(threading.Thread):
         """Committed watermark, high watermark (as last fetched: no broker call) and lag."""
         report = {}
         for (topic, partition), tracker in self.trackers.items():
-            high = None
+            low = high = None
             if self._consumer is not None:
-                _, high = self._consumer.get_watermark_offsets(
+                low, high = self._consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), cached=True)
             mark = tracker.committed
-            lag = high - mark if high is not None and high >= 0 and mark is not None else None
+            # Nothing committed yet: behind by all the partition holds (0 when it is empty),
+            # as the API's status counts it.
+            start = mark if mark is not None else low
+            lag = (high - start if high is not None and high >= 0
+                   and start is not None and start >= 0 else None)
             report[f"{topic}[{partition}]"] = {"topic": topic, "partition": partition,
                                                "committed": mark, "high": high, "lag": lag}
         return report
