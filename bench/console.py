@@ -9,6 +9,7 @@ reported (median and slowest of ``LOADS``, no best-of), with the API served by g
 
 from __future__ import annotations
 
+import base64
 import json
 import statistics
 import sys
@@ -67,8 +68,6 @@ def fill(client: redis.Redis) -> None:
 
 def time_rows(api: ConsoleApi) -> list[float]:
     request = urllib.request.Request(f"{api.base}/ui/api/jobs")
-    import base64
-
     token = base64.b64encode(f"{api.env['API_USER']}:{api.env['API_PASSWORD']}".encode())
     request.add_header("Authorization", "Basic " + token.decode())
     times = []

@@ -90,12 +90,10 @@ class KafkaCluster:
         controller_ports = [free_port() for _ in range(3)]
         voters = ",".join(f"{n + 1}@127.0.0.1:{port}" for n, port in enumerate(controller_ports))
         cluster_id = new_cluster_id()
-        self.nodes = []
-        for n, controller_port in enumerate(controller_ports):
-            node = KafkaBroker(workdir / f"kafka{n + 1}", partitions=partitions, node_id=n + 1,
-                               voters=voters, cluster_id=cluster_id, replication=3)
-            node.controller_port = controller_port
-            self.nodes.append(node)
+        self.nodes = [KafkaBroker(workdir / f"kafka{n + 1}", partitions=partitions,
+                                  node_id=n + 1, voters=voters, cluster_id=cluster_id,
+                                  replication=3, controller_port=port)
+                      for n, port in enumerate(controller_ports)]
 
     @property
     def bootstrap_servers(self) -> str:

@@ -182,10 +182,10 @@ class KafkaBroker:
 
     def __init__(self, workdir: Path, port: int | None = None, partitions: int = 1,
                  node_id: int = 1, voters: str | None = None, cluster_id: str | None = None,
-                 replication: int = 1) -> None:
+                 replication: int = 1, controller_port: int | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.controller_port = free_port()
+        self.controller_port = controller_port or free_port()
         self.partitions = partitions
         self.node_id = node_id
         self.voters = voters

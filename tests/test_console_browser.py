@@ -5,6 +5,7 @@ Set ``CONSOLE_SCREENSHOTS=<dir>`` to keep the screenshots the README shows."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
@@ -44,8 +45,6 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
 
 
 def auth(api: ConsoleApi) -> str:
-    import base64
-
     return "Basic " + base64.b64encode(f"{api.env['API_USER']}:{api.env['API_PASSWORD']}"
                                        .encode()).decode()
 

@@ -135,6 +135,15 @@ def ordered_job(endpoint: Any, topic: str, ordering: str) -> dict[str, Any]:
                       url=endpoint.url + "/e/{id}", json_body=["id", "v"])
 
 
+def arrival_order(endpoint: Any) -> dict[str, list[int]]:
+    """Each entity's versions in the order the endpoint answered them 2xx."""
+    arrived: dict[str, list[int]] = defaultdict(list)
+    for request in endpoint.received:
+        body = request.json()
+        arrived[body["id"]].append(body["v"])
+    return arrived
+
+
 def versions(keys: int, count: int) -> list[tuple[bytes, bytes]]:
     """(key, value) of ``count`` versions of ``keys`` entities, interleaved as updates come."""
     return [(f"k{k}".encode(), b'{"id": "k%d", "v": %d}' % (k, v))
@@ -162,10 +171,7 @@ def test_every_keys_versions_arrive_in_order_despite_retries(
     # Then every version arrives, and each key's versions arrive in order
     wait_for(lambda: len(endpoint.received) >= 2000, 180, interval=0.5,
              what="2,000 versions delivered")
-    arrived: dict[str, list[int]] = defaultdict(list)
-    for request in endpoint.received:
-        body = request.json()
-        arrived[body["id"]].append(body["v"])
+    arrived = arrival_order(endpoint)
     assert len(arrived) == 50
     for key, seen in arrived.items():
         assert seen == sorted(seen), f"{key} out of order: {seen}"
@@ -249,10 +255,7 @@ def test_key_order_holds_across_a_worker_and_a_reader_killed(
     # (a version may arrive twice in a row: sent, then sent again after the crash)
     wait_for(lambda: len({r.body for r in endpoint.received}) == 400, 90, interval=0.5,
              what="all 400 versions")
-    arrived: dict[str, list[int]] = defaultdict(list)
-    for request in endpoint.received:
-        body = request.json()
-        arrived[body["id"]].append(body["v"])
+    arrived = arrival_order(endpoint)
     for key, seen in arrived.items():
         assert seen == sorted(seen), f"{key} went back: {seen}"
 
@@ -292,10 +295,7 @@ def test_entities_in_containers_arrive_in_order_by_ordering_key_despite_retries(
     # Then every version arrives, each entity's in order within its partition
     wait_for(lambda: len(endpoint.received) >= 180, 120, interval=0.5,
              what="180 records delivered")
-    arrived: dict[str, list[int]] = defaultdict(list)
-    for request in endpoint.received:
-        body = request.json()
-        arrived[body["id"]].append(body["v"])
+    arrived = arrival_order(endpoint)
     assert sum(len(v) for v in arrived.values()) == 180
     for entity, seen in arrived.items():
         # messages 0-19 and 40-59 are on partition 0, 20-39 on partition 1
