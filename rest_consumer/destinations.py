@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import math
 import socket
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from rest_consumer.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 
 RESOLVE_CACHE_SECONDS = 30.0
+MAX_CACHED_HOSTS = 10_000
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -141,23 +143,29 @@ class DestinationGuard:
     def address_for(self, host: str, port: int) -> str:
         """The checked address to connect to; PermanentDeliveryError when refused,
         RetryableDeliveryError when the name does not resolve now."""
+        cached = self._resolved.get((host, port))
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
         literal = ip_literal(host)
         if literal is not None:
             if (problem := host_problem(host, self.allowlist)) is not None:
                 raise PermanentDeliveryError(problem)
-            return str(literal)
+            return self._remember(host, port, str(literal), math.inf)
         named = self.allowlist.name_allowed(host)
         if not named and not self.allowlist.networks:
             raise PermanentDeliveryError(f"host {host!r} is not in DESTINATION_ALLOWLIST")
-        cached = self._resolved.get((host, port))
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
         addresses = self._resolve(host, port)
         if not named and not all(self.allowlist.in_networks(a) for a in addresses):
             raise PermanentDeliveryError(f"host {host!r} is not in DESTINATION_ALLOWLIST, "
                                          "nor does it resolve into one of its networks")
         address = self._check_all(host, addresses)
-        self._resolved[(host, port)] = (time.monotonic() + RESOLVE_CACHE_SECONDS, address)
+        return self._remember(host, port, address, time.monotonic() + RESOLVE_CACHE_SECONDS)
+
+    def _remember(self, host: str, port: int, address: str, until: float) -> str:
+        """Cache a checked answer (an IP literal's for good: it cannot change)."""
+        if len(self._resolved) >= MAX_CACHED_HOSTS:
+            self._resolved.clear()  # templated hosts could otherwise grow it without end
+        self._resolved[(host, port)] = (until, address)
         return address
 
     @staticmethod

@@ -3,8 +3,9 @@
 The task's thread takes as many permits as it has requests (up to the job's ``concurrency``,
 less what other tasks and workers hold), starts one lane per permit on the process's thread
 pool, and keeps asking for more while requests wait. A lane sends requests one after another
-until none is left, then gives its permit back. A slow endpoint therefore gets ``concurrency``
-requests in flight whatever the Celery pool, and adding workers never floods it.
+until none is left; the task's thread gives the permits of finished lanes back in batches.
+A slow endpoint therefore gets ``concurrency`` requests in flight whatever the Celery pool,
+and adding workers never floods it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 PERMIT_POLL_SECONDS = (0.005, 0.05)
 """How soon to ask again for permits while the job is at its limit: first, and at most."""
+DRAIN_RELEASE_SECONDS = 0.005
+"""Once no request waits, how long finished lanes' permits may wait to go back together."""
 
 Sent = list[tuple[Pending, Outcome]]
 
@@ -47,18 +50,17 @@ class Lanes:
         is deferred (a retry that counts no attempt)."""
         queue, stop = _chains(items), threading.Event()
         sent: Sent = []
-        lanes: set[Future[None]] = set()
+        lanes: dict[Future[None], str] = {}  # lane -> its permit
         pause = PERMIT_POLL_SECONDS[0]
         # A rate-limited job sends one request at a time per task, as before lanes: its
         # spacing is kept by sleeping, which parallel lanes would blur.
         width = 1 if job.ratelimit else job.concurrency
         try:
             while queue and not stop.is_set():
-                lanes = {lane for lane in lanes if not lane.done()}
-                granted = self._acquire(job, min(len(queue), width) - len(lanes))
+                done = _finished(lanes)
+                granted = self._exchange(job, done, min(len(queue), width) - len(lanes))
                 for token in granted:
-                    lanes.add(self.pool.submit(self._lane, job, token, queue, sent, send,
-                                               stop))
+                    lanes[self.pool.submit(self._lane, queue, sent, send, stop)] = token
                 if time.monotonic() >= stop_at:
                     stop.set()
                 elif lanes:
@@ -69,14 +71,19 @@ class Lanes:
         except SoftTimeLimitExceeded:
             stop.set()  # requests in flight finish (bounded by the job's timeout)
         finally:
-            _wait_for_all(lanes, stop)
+            self._drain(job, lanes, stop)
         sent += [(item, Outcome.deferred(item.index)) for chain in queue for item in chain]
         return sent
 
-    def _acquire(self, job: CompiledJob, wanted: int) -> list[str]:
+    def _exchange(self, job: CompiledJob, release: list[str], wanted: int) -> list[str]:
+        """Give back the permits of finished lanes and take more, in one round trip."""
+        with self._held_lock:
+            for token in release:
+                self._held.pop(token, None)
         try:
-            tokens = self.permits.acquire(job.id, job.concurrency, wanted, LEASE_SECONDS)
-        except redis.RedisError as e:
+            tokens = self.permits.exchange(job.id, job.concurrency, release, wanted,
+                                           LEASE_SECONDS)
+        except redis.RedisError as e:  # what was given back expires by itself
             log.warning("job %s: cannot take request permits (%s); waiting", job.id, e)
             return []
         with self._held_lock:
@@ -86,6 +93,19 @@ class Lanes:
                                                  name="permit-renewer", daemon=True)
                 self._renewer.start()
         return tokens
+
+    def _drain(self, job: CompiledJob, lanes: dict[Future[None], str],
+               stop: threading.Event) -> None:
+        """Wait for every lane, even when the soft time limit strikes meanwhile, giving back
+        the permits of finished lanes every DRAIN_RELEASE_SECONDS: lanes that ran dry
+        together go back in one call, and no permit idles longer than that."""
+        while lanes:
+            try:
+                wait(lanes, timeout=DRAIN_RELEASE_SECONDS)
+            except SoftTimeLimitExceeded:
+                stop.set()
+            if done := _finished(lanes):
+                self._exchange(job, done, 0)
 
     def _renew_forever(self) -> None:
         """Keep the leases of the permits this process holds alive (a request may take longer
@@ -102,22 +122,21 @@ class Lanes:
                 except redis.RedisError as e:
                     log.warning("job %s: cannot renew request permits (%s)", job_id, e)
 
-    def _lane(self, job: CompiledJob, token: str, queue: deque[list[Pending]],
-              sent: Sent, send: Callable[[Pending], Outcome], stop: threading.Event) -> None:
-        try:
-            while not stop.is_set():
-                try:
-                    chain = queue.popleft()
-                except IndexError:
-                    return
-                sent.extend(_send_chain(chain, send, stop))
-        finally:
-            with self._held_lock:
-                self._held.pop(token, None)
+    @staticmethod
+    def _lane(queue: deque[list[Pending]], sent: Sent, send: Callable[[Pending], Outcome],
+              stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
-                self.permits.release(job.id, token)
-            except redis.RedisError:
-                pass  # the lease expires by itself
+                chain = queue.popleft()
+            except IndexError:
+                return
+            sent.extend(_send_chain(chain, send, stop))
+
+
+def _finished(lanes: dict[Future[None], str]) -> list[str]:
+    """Take the lanes that ended out of ``lanes``; their permits."""
+    done = [lane for lane in lanes if lane.done()]
+    return [lanes.pop(lane) for lane in done]
 
 
 def _chains(items: list[Pending]) -> deque[list[Pending]]:
@@ -148,13 +167,3 @@ def _send_chain(chain: list[Pending], send: Callable[[Pending], Outcome],
         if not outcome.final:
             return sent + [(later, Outcome.behind(later.index)) for later in chain[n + 1:]]
     return sent
-
-
-def _wait_for_all(lanes: set[Future[None]], stop: threading.Event) -> None:
-    """Wait for every lane, even when the soft time limit strikes meanwhile."""
-    while True:
-        try:
-            wait(lanes)
-            return
-        except SoftTimeLimitExceeded:
-            stop.set()

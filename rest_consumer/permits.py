@@ -2,9 +2,11 @@
 
 A counting semaphore in Redis, as a sorted set of leases scored by expiry (on Redis's clock,
 shared by every worker). A task takes up to as many permits as it has requests in one call,
-sends on that many lanes, and gives each back when its lane runs dry. A worker that dies holding
-permits cannot starve the job for long: leases are short (``LEASE_SECONDS``), renewed by a
-thread of the living worker, and an expired one is swept by the next acquire.
+sends on that many lanes, and gives back the permits of lanes that ran dry in the same call
+that asks for more (or alone, once nothing waits): one round trip, not one per lane. A
+worker that dies holding permits cannot starve the job for long: leases are short
+(``LEASE_SECONDS``), renewed by a thread of the living worker, and an expired one is swept
+by the next acquire.
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ LEASE_SECONDS = 10.0
 """How long a permit outlives the last renewal: how long a dead worker's permits block."""
 RENEW_EVERY_SECONDS = 3.0
 
-_ACQUIRE = """
+_EXCHANGE = """
+for i = 5, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+end
+local n = tonumber(ARGV[2])
+if n <= 0 then
+  return {}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
-local n = math.min(free, tonumber(ARGV[2]))
+n = math.min(free, n)
 local granted = {}
 for i = 1, n do
   local token = ARGV[4] .. ':' .. i
@@ -49,22 +58,21 @@ class Permits:
 
     def __init__(self, client: Any) -> None:
         self.redis = client
-        self._acquire = client.register_script(_ACQUIRE)
+        self._exchange = client.register_script(_EXCHANGE)
         self._renew = client.register_script(_RENEW)
 
-    def acquire(self, job_id: str, limit: int, wanted: int, lease: float) -> list[str]:
-        """Up to ``wanted`` permits (none when the job is at its limit), each valid for
-        ``lease`` seconds unless renewed."""
-        if wanted <= 0:
+    def exchange(self, job_id: str, limit: int, release: list[str], wanted: int,
+                 lease: float) -> list[str]:
+        """Give back ``release``, then take up to ``wanted`` permits (none when the job is
+        at its limit), each valid for ``lease`` seconds unless renewed; one round trip."""
+        if wanted <= 0 and not release:
             return []
-        granted = self._acquire(keys=[keys.permits(job_id)],
-                                args=[limit, wanted, int(lease * 1000), uuid.uuid4().hex])
+        granted = self._exchange(keys=[keys.permits(job_id)],
+                                 args=[limit, wanted, int(lease * 1000), uuid.uuid4().hex,
+                                       *release])
         return [g.decode() if isinstance(g, bytes) else str(g) for g in granted]
 
     def renew(self, job_id: str, tokens: list[str], lease: float) -> None:
         """Extend the leases of permits still in use."""
         if tokens:
             self._renew(keys=[keys.permits(job_id)], args=[int(lease * 1000), *tokens])
-
-    def release(self, job_id: str, token: str) -> None:
-        self.redis.zrem(keys.permits(job_id), token)

@@ -14,6 +14,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from rest_consumer import config
+from rest_consumer.broker import transport_for
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.retries import Publisher, Retry
@@ -26,6 +27,7 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery("rest_consumer", set_as_current=False)
     app.conf.update(
         broker_url=settings.broker_url(),
+        broker_transport=transport_for(settings.broker_url()),
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
         result_backend=None,

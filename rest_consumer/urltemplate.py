@@ -41,6 +41,7 @@ class UrlTemplate:
 
     pieces: tuple[_Piece, ...]
     host_pattern: re.Pattern[str]
+    templated_host: bool
 
     @classmethod
     def compile(cls, template: str) -> UrlTemplate:
@@ -51,14 +52,21 @@ class UrlTemplate:
         authority, rest = after[:end], after[end:]
         host_pieces, pattern = _host_pieces(authority)
         pieces = [_Piece(scheme + sep, None, "scheme"), *host_pieces, *_rest_pieces(rest)]
-        return cls(tuple(pieces), pattern)
+        return cls(tuple(pieces), pattern, any(p.key is not None for p in host_pieces))
 
     def keys(self) -> list[str]:
         return [p.key for p in self.pieces if p.key is not None]
 
     def fill(self, values: dict[str, Any]) -> str:
-        """The URL for one record; MappingError when a value does not fit its place."""
+        """The URL for one record; MappingError when a value does not fit its place.
+
+        The filled URL is parsed again (``_check``) when the host has a placeholder or a path
+        value is made of dots only. Otherwise it cannot have left the template's shape: every
+        other value is percent-encoded with nothing kept but unreserved characters, so it can
+        make no ``/ ? # @ :`` to reach the authority, and only dots make a dot segment.
+        """
         out = []
+        recheck = self.templated_host
         for piece in self.pieces:
             out.append(piece.literal)
             if piece.key is None:
@@ -66,9 +74,12 @@ class UrlTemplate:
             value = values.get(piece.key, _ABSENT)
             if value is _ABSENT:
                 raise MappingError(f"url placeholder {{{piece.key}}} has no value in this record")
-            out.append(_encode(piece, as_text(value)))
+            encoded = _encode(piece, as_text(value))
+            recheck = recheck or (piece.part == "path" and not encoded.strip("."))
+            out.append(encoded)
         url = "".join(out)
-        self._check(url)
+        if recheck:
+            self._check(url)
         return url
 
     def _check(self, url: str) -> None:

@@ -55,3 +55,21 @@ def test_templates_that_would_let_data_move_the_request_are_refused(template: st
                                                                      problem: str) -> None:
     with pytest.raises(TemplateError, match=problem):
         UrlTemplate.compile(template)
+
+
+@pytest.mark.parametrize("values", [{"a": "..", "b": ""}, {"a": ".", "b": "."},
+                                    {"a": ".", "b": ""}, {"a": "", "b": ".."}])
+def test_values_that_make_a_dot_segment_are_refused(values: dict[str, str]) -> None:
+    template = UrlTemplate.compile("http://h.example/a/{a}{b}/c")
+    with pytest.raises(MappingError, match=r"'\.' or '\.\.' path segment"):
+        template.fill(values)
+
+
+@pytest.mark.parametrize("values,url", [
+    ({"a": "..x", "b": ""}, "http://h.example/a/..x/c"),
+    ({"a": "%2e%2e", "b": ""}, "http://h.example/a/%252e%252e/c"),
+    ({"a": "", "b": ""}, "http://h.example/a//c"),
+])
+def test_dots_with_anything_else_stay_one_ordinary_segment(values: dict[str, str],
+                                                            url: str) -> None:
+    assert UrlTemplate.compile("http://h.example/a/{a}{b}/c").fill(values) == url

@@ -1,0 +1,37 @@
+"""The broker transport: kombu's Redis channel with one shared client (real Redis)."""
+
+from __future__ import annotations
+
+import redis
+
+from rest_consumer.broker import transport_for
+from rest_consumer.config import Settings
+from rest_consumer.tasks import create_celery
+
+
+def test_transport_follows_the_url_scheme() -> None:
+    assert transport_for("redis://h:6379/0") == "rest_consumer.broker:Transport"
+    assert transport_for("rediss://h:6380/0") == "rest_consumer.broker:Transport"
+    assert transport_for("sentinel://h:26379;sentinel://g:26379") == (
+        "rest_consumer.broker:SentinelTransport")
+    assert transport_for("memory://") is None
+
+
+def test_a_channel_reuses_one_client_and_still_moves_messages(redis_url: str,
+                                                               real_redis: redis.Redis) -> None:
+    app = create_celery(Settings(redis_url=redis_url))
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+        given = object()
+        with channel.conn_or_acquire(given) as chosen:
+            assert chosen is given
+        queue = conn.SimpleQueue("broker-test")
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)
+        assert message.payload == {"n": 1}
+        message.ack()
+        queue.close()
+    assert real_redis.llen("broker-test") == 0
+    assert real_redis.hlen("unacked") == 0
