@@ -31,19 +31,19 @@ class _SharedClient:
         yield client or self._shared_client
 
 
-class Channel(_SharedClient, kombu_redis.Channel):  # type: ignore[misc]
+class Channel(_SharedClient, kombu_redis.Channel):
     pass
 
 
-class SentinelChannel(_SharedClient, kombu_redis.SentinelChannel):  # type: ignore[misc]
+class SentinelChannel(_SharedClient, kombu_redis.SentinelChannel):
     pass
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
 
 

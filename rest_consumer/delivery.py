@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import email.utils
-import http.client
 import random
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from rest_consumer.destinations import DestinationGuard
 from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
+from rest_consumer.http1 import Connection, ConnectionClosed, ProtocolError, Response
 from rest_consumer.mapping import RequestSpec
 
 EXCERPT_CHARS = 500
@@ -26,49 +25,14 @@ _Key = tuple[str, str, int, str]
 """(scheme, host, port, the checked address the connection goes to)."""
 
 
-@dataclass(frozen=True)
-class Response:
-    """What came back: status, the first MAX_BODY_READ bytes, and Retry-After."""
-
-    status: int
-    body: bytes
-    retry_after: str | None
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to a checked address; ``Host`` still carries the name."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """Connects to a checked address; SNI, certificate and ``Host`` use the name."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float,
-                 context: ssl.SSLContext) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self.address = address
-        self.tls = context
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
-
-
 class Sender:
-    """The worker's HTTP client: one kept-alive ``http.client`` connection per thread and host.
+    """The worker's HTTP client: one kept-alive connection per thread and destination.
 
-    Not ``requests`` (about 700 µs of CPU per request here) nor urllib3's pool (about 250 µs):
-    a kept-alive ``http.client`` connection costs about 110 µs (DESIGN §8). No redirects, no
-    client-side retries: retries belong to the pipeline, never to a sleep in a slot. Every
-    request goes through the destination guard, and to the address it checked.
+    Not ``requests`` (about 700 µs of CPU per request here) nor ``http.client`` (about
+    110 µs, most of it parsing response headers with the ``email`` package): ``http1``
+    writes and reads HTTP/1.1 itself. No redirects, no client-side retries: retries belong
+    to the pipeline, never to a sleep in a slot. Every request goes through the destination
+    guard, and to the address it checked; ``Host``, SNI and the certificate use the name.
     """
 
     def __init__(self, guard: DestinationGuard) -> None:
@@ -76,17 +40,25 @@ class Sender:
         self._local = threading.local()
         self._tls = ssl.create_default_context()
 
-    def _connections(self) -> dict[_Key, http.client.HTTPConnection]:
+    def _connections(self) -> dict[_Key, Connection]:
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
         return conns
 
-    def _connect(self, key: _Key, timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, key: _Key, timeout: float) -> Connection:
         scheme, host, port, address = key
-        if scheme == "https":
-            return _PinnedHTTPSConnection(host, port, address, timeout, self._tls)
-        return _PinnedHTTPConnection(host, port, address, timeout)
+        sock = socket.create_connection((address, port), timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = self._tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        name = f"[{host}]" if ":" in host else host
+        default = 443 if scheme == "https" else 80
+        return Connection(sock, name if port == default else f"{name}:{port}")
 
     def send(self, request: RequestSpec, timeout: float, retry_statuses: frozenset[int]) -> int:
         """Send; return the 2xx status, or raise Retryable/PermanentDeliveryError."""
@@ -128,25 +100,22 @@ class Sender:
         for attempt in (1, 2):
             conn = conns.get(key)
             reused = conn is not None
-            if conn is None:
-                conn = conns[key] = self._connect(key, timeout)
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
             try:
-                conn.request(method, target, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read(MAX_BODY_READ)
-                if response.will_close or not response.isclosed():
-                    self._drop(key)  # the server closes it, or we did not read it all
-                return Response(response.status, data, response.getheader("Retry-After"))
-            except (http.client.RemoteDisconnected, ConnectionResetError,
-                    BrokenPipeError) as e:
+                if conn is None:
+                    conn = conns[key] = self._connect(key, timeout)
+                response = conn.exchange(method, target, headers, body, timeout,
+                                         MAX_BODY_READ)
+                if not conn.open:
+                    conns.pop(key, None)  # the server closes it, or we did not read it all
+                return response
+            except ValueError as e:  # the request itself cannot be written
+                raise PermanentDeliveryError(f"cannot send this request: {e}") from e
+            except (ConnectionClosed, ConnectionResetError, BrokenPipeError) as e:
                 self._drop(key)
                 if reused and attempt == 1:
                     continue  # a kept-alive connection the server had closed: once more
                 raise RetryableDeliveryError(f"{type(e).__name__}: {e}") from e
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, ProtocolError) as e:
                 self._drop(key)
                 kind = "Timeout" if isinstance(e, socket.timeout | TimeoutError) else type(
                     e).__name__
