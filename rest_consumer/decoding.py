@@ -63,7 +63,9 @@ def decode(value: bytes | None, limits: Limits | None = None) -> Decoded:
         raise DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:
         return Decoded(None, [text])
-    if nesting_depth(parsed) > MAX_JSON_DEPTH:
+    # Each level opens a bracket: text with fewer brackets than the limit needs no walk.
+    if (value.count(b"[") + value.count(b"{") > MAX_JSON_DEPTH
+            and nesting_depth(parsed) > MAX_JSON_DEPTH):
         raise DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return Decoded(None, [parsed])
 

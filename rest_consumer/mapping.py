@@ -190,7 +190,7 @@ class CompiledJob:
         body = None
         if self.json_body is not None:
             payload = {k: values[k] for k in self.json_body if k in values}
-            body = json.dumps(payload, ensure_ascii=False, default=str).encode()
+            body = _BODY_ENCODER.encode(payload).encode()
             headers["Content-Type"] = "application/json"
         secret = {name: t.fill(template_values, name) for name, t in self.secret_headers.items()}
         if self.auth_header:
@@ -222,6 +222,9 @@ class Prepared:
         """The record's own id, when the datamap has one (for logs and dead letters)."""
         return self.values.get("id")
 
+
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+"""One encoder for every body: ``json.dumps`` with options builds a new one per call."""
 
 _PLAIN_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 

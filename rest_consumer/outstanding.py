@@ -49,9 +49,28 @@ def queue_which_final(pipe: Any, job_id: str, tp: TP, offsets: list[int]) -> Non
 
 
 def queue_final_check(pipe: Any, job_id: str, messages: list[tuple[str, int, int]]) -> None:
-    """Queue, for each (topic, partition, offset), its score in ``done``: None unless final."""
+    """Queue a check of which (topic, partition, offset) are final: one ``ZMSCORE`` per
+    partition; ``final_among`` reads the replies."""
+    for tp, offsets in _by_partition(messages).items():
+        queue_which_final(pipe, job_id, tp, offsets)
+
+
+def final_among(messages: list[tuple[str, int, int]],
+                replies: list[Any]) -> set[tuple[str, int, int]]:
+    """The messages of ``queue_final_check`` that its replies say are final."""
+    final: set[tuple[str, int, int]] = set()
+    for ((topic, partition), offsets), scores in zip(_by_partition(messages).items(),
+                                                     replies, strict=True):
+        final.update((topic, partition, o) for o, score in zip(offsets, scores, strict=True)
+                     if score is not None)
+    return final
+
+
+def _by_partition(messages: list[tuple[str, int, int]]) -> dict[TP, list[int]]:
+    by_partition: dict[TP, list[int]] = {}
     for topic, partition, offset in messages:
-        pipe.zscore(keys.done(job_id, topic, partition), str(offset))
+        by_partition.setdefault((topic, partition), []).append(offset)
+    return by_partition
 
 
 def queue_trim(pipe: Any, job_id: str, tp: TP, committed: int) -> None:

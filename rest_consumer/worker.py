@@ -138,10 +138,10 @@ def start_run(ctx: WorkerContext, task_id: str, job_id: str,
     checked = [(m.topic, m.partition, m.offset) for m in messages if not m.replay]
     pipe = ctx.redis.pipeline(transaction=False)
     outstanding.queue_final_check(pipe, job_id, checked)
-    claimed, scores = ctx.claims.claim(task_id, pipe)
+    claimed, replies = ctx.claims.claim(task_id, pipe)
     if not claimed:
         return None
-    skip = {where for where, score in zip(checked, scores, strict=True) if score is not None}
+    skip = outstanding.final_among(checked, replies)
     if not skip:
         return messages
     log.info("job %s: %d message(s) already final elsewhere; not sent again", job_id, len(skip))
