@@ -102,10 +102,10 @@ class Lanes:
         while lanes:
             try:
                 wait(lanes, timeout=DRAIN_RELEASE_SECONDS)
-            except SoftTimeLimitExceeded:
+                if done := _finished(lanes):
+                    self._exchange(job, done, 0)
+            except SoftTimeLimitExceeded:  # permits not given back expire with their lease
                 stop.set()
-            if done := _finished(lanes):
-                self._exchange(job, done, 0)
 
     def _renew_forever(self) -> None:
         """Keep the leases of the permits this process holds alive (a request may take longer
