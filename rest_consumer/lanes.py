@@ -16,12 +16,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from rest_consumer.mapping import CompiledJob
-from rest_consumer.permits import LEASE_SECONDS, RENEW_EVERY_SECONDS, Permits
+from rest_consumer.permits import LEASE_SECONDS, RENEW_EVERY_SECONDS, Permits, granted
 from rest_consumer.records import Outcome, Pending
 
 log = logging.getLogger(__name__)
@@ -44,20 +45,50 @@ class Lanes:
         self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
 
+    def queue_first_permits(self, pipe: Any, job: CompiledJob, messages: int) -> None:
+        """Queue, on the pipeline that claims a task, its first permits: one per message, up
+        to the job's width (``took`` reads the reply). A task of one message then needs no
+        round trip of its own for its permit."""
+        self.permits.queue_exchange(pipe, job.id, job.concurrency, [],
+                                    min(messages, _width(job)), LEASE_SECONDS)
+
+    def took(self, job: CompiledJob, reply: Any) -> list[str]:
+        """The permits of ``queue_first_permits``'s reply, now held (and renewed)."""
+        tokens = granted(reply)
+        self._hold(job, tokens)
+        return tokens
+
+    def give_back(self, pipe: Any, job: CompiledJob, tokens: list[str]) -> None:
+        """Queue the release of permits ``send_all`` left to the caller."""
+        self._forget(tokens)
+        self.permits.queue_release(pipe, job.id, tokens)
+
+    def abandon(self, tokens: list[str]) -> None:
+        """A run failed: stop renewing its permits, which expire with their lease."""
+        self._forget(tokens)
+
     def send_all(self, job: CompiledJob, items: list[Pending],
-                 send: Callable[[Pending], Outcome], stop_at: float) -> Sent:
-        """Every item with its outcome; what could not start before ``stop_at`` (monotonic)
-        is deferred (a retry that counts no attempt)."""
+                 send: Callable[[Pending], Outcome], stop_at: float,
+                 held: list[str]) -> tuple[Sent, list[str]]:
+        """Every item with its outcome, and the permits left to give back (``give_back``,
+        with the task's outcomes); ``held`` are permits the task already took.
+
+        What could not start before ``stop_at`` (monotonic) is deferred (a retry that counts
+        no attempt). A lone request with a permit in hand is sent in this thread.
+        """
         queue, stop = _chains(items), threading.Event()
+        if held and len(queue) == 1 and len(queue[0]) == 1:
+            return [_send_here(queue[0][0], send, stop_at)], held
         sent: Sent = []
+        width = _width(job)
         lanes: dict[Future[None], str] = {}  # lane -> its permit
+        for token in held[:min(len(queue), width)]:
+            lanes[self.pool.submit(self._lane, queue, sent, send, stop)] = token
+        spare = held[len(lanes):]
         pause = PERMIT_POLL_SECONDS[0]
-        # A rate-limited job sends one request at a time per task, as before lanes: its
-        # spacing is kept by sleeping, which parallel lanes would blur.
-        width = 1 if job.ratelimit else job.concurrency
         try:
             while queue and not stop.is_set():
-                done = _finished(lanes)
+                done, spare = _finished(lanes) + spare, []
                 granted = self._exchange(job, done, min(len(queue), width) - len(lanes))
                 for token in granted:
                     lanes[self.pool.submit(self._lane, queue, sent, send, stop)] = token
@@ -73,26 +104,32 @@ class Lanes:
         finally:
             self._drain(job, lanes, stop)
         sent += [(item, Outcome.deferred(item.index)) for chain in queue for item in chain]
-        return sent
+        return sent, spare
 
     def _exchange(self, job: CompiledJob, release: list[str], wanted: int) -> list[str]:
         """Give back the permits of finished lanes and take more, in one round trip."""
-        with self._held_lock:
-            for token in release:
-                self._held.pop(token, None)
+        self._forget(release)
         try:
             tokens = self.permits.exchange(job.id, job.concurrency, release, wanted,
                                            LEASE_SECONDS)
         except redis.RedisError as e:  # what was given back expires by itself
             log.warning("job %s: cannot take request permits (%s); waiting", job.id, e)
             return []
+        self._hold(job, tokens)
+        return tokens
+
+    def _hold(self, job: CompiledJob, tokens: list[str]) -> None:
         with self._held_lock:
             self._held.update((token, job.id) for token in tokens)
             if tokens and self._renewer is None:
                 self._renewer = threading.Thread(target=self._renew_forever,
                                                  name="permit-renewer", daemon=True)
                 self._renewer.start()
-        return tokens
+
+    def _forget(self, tokens: list[str]) -> None:
+        with self._held_lock:
+            for token in tokens:
+                self._held.pop(token, None)
 
     def _drain(self, job: CompiledJob, lanes: dict[Future[None], str],
                stop: threading.Event) -> None:
@@ -137,6 +174,24 @@ def _finished(lanes: dict[Future[None], str]) -> list[str]:
     """Take the lanes that ended out of ``lanes``; their permits."""
     done = [lane for lane in lanes if lane.done()]
     return [lanes.pop(lane) for lane in done]
+
+
+def _width(job: CompiledJob) -> int:
+    """The most lanes one task runs. A rate-limited job sends one request at a time per
+    task, as before lanes: its spacing is kept by sleeping, which parallel lanes would blur."""
+    return 1 if job.ratelimit else job.concurrency
+
+
+def _send_here(item: Pending, send: Callable[[Pending], Outcome],
+               stop_at: float) -> tuple[Pending, Outcome]:
+    """Send in the task's own thread, where the soft time limit can strike: then the
+    record is deferred (it may have gone: a duplicate its Idempotency-Key absorbs)."""
+    if time.monotonic() >= stop_at:
+        return item, Outcome.deferred(item.index)
+    try:
+        return item, send(item)
+    except SoftTimeLimitExceeded:
+        return item, Outcome.deferred(item.index)
 
 
 def _chains(items: list[Pending]) -> deque[list[Pending]]:

@@ -67,12 +67,33 @@ class Permits:
         at its limit), each valid for ``lease`` seconds unless renewed; one round trip."""
         if wanted <= 0 and not release:
             return []
-        granted = self._exchange(keys=[keys.permits(job_id)],
-                                 args=[limit, wanted, int(lease * 1000), uuid.uuid4().hex,
-                                       *release])
-        return [g.decode() if isinstance(g, bytes) else str(g) for g in granted]
+        return granted(self._exchange(keys=[keys.permits(job_id)],
+                                      args=_exchange_args(limit, release, wanted, lease)))
+
+    @staticmethod
+    def queue_exchange(pipe: Any, job_id: str, limit: int, release: list[str], wanted: int,
+                       lease: float) -> None:
+        """``exchange`` queued on a pipeline (``granted`` reads its reply). As ``EVAL``: a
+        registered script on a pipeline costs a ``SCRIPT EXISTS`` round trip per execute."""
+        pipe.eval(_EXCHANGE, 1, keys.permits(job_id),
+                  *_exchange_args(limit, release, wanted, lease))
+
+    @staticmethod
+    def queue_release(pipe: Any, job_id: str, tokens: list[str]) -> None:
+        if tokens:
+            pipe.zrem(keys.permits(job_id), *tokens)
 
     def renew(self, job_id: str, tokens: list[str], lease: float) -> None:
         """Extend the leases of permits still in use."""
         if tokens:
             self._renew(keys=[keys.permits(job_id)], args=[int(lease * 1000), *tokens])
+
+
+def granted(reply: Any) -> list[str]:
+    """The permits an ``exchange`` reply grants."""
+    return [g.decode() if isinstance(g, bytes) else str(g) for g in reply]
+
+
+def _exchange_args(limit: int, release: list[str], wanted: int,
+                   lease: float) -> list[Any]:
+    return [limit, wanted, int(lease * 1000), uuid.uuid4().hex, *release]

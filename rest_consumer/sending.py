@@ -1,11 +1,14 @@
 """Sending one record's request, on a lane thread: rate limit, OAuth2, the HTTP exchange, and
-the outcome it leads to. Never raises: every failure is that record's outcome."""
+the outcome it leads to. Never raises (but the soft time limit, in a task's own thread):
+every failure is that record's outcome."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from rest_consumer.delivery import Sender
 from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError, Throttled
@@ -38,6 +41,8 @@ def send(sender: Sender, limiter: RateLimiter, tokens: TokenSource, job: Compile
     except PermanentDeliveryError as e:
         return Outcome.dead(item.index, e.reason, error=e, request=item.request,
                             record_id=item.record_id, latency=_elapsed(started))
+    except SoftTimeLimitExceeded:  # sent in the task's thread: the task's time is up
+        raise
     except Exception as e:  # one record's fault never sinks the others
         log.warning("job %s: unexpected %s sending %s index %s", job.id, type(e).__name__,
                     item.message.describe(), item.index, exc_info=True)

@@ -101,15 +101,20 @@ def deliver(task: Task, job_id: str, job_hash: str, messages: list[dict[str, Any
     worker's buffer finds the claim and does nothing.
     """
     ctx, task_id = context(), str(task.request.id)
-    todo = start_run(ctx, task_id, job_id, _task_messages(job_id, messages))
-    if todo is None:
+    job = ctx.job(job_id, job_hash)
+    if job is None:
+        log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
+        return
+    run = start_run(ctx, task_id, job, _task_messages(job_id, messages))
+    if run is None:
         log.warning("job %s: task %s was run elsewhere (a copy redelivered while it waited "
                     "in a worker's buffer); skipped", job_id, task_id)
         return
     try:
-        deliver_messages(ctx, job_id, job_hash, todo, task_id)
+        deliver_messages(ctx, job, run)
     except BaseException:
         ctx.claims.abandon(task_id)
+        ctx.lanes.abandon(run.permits)
         raise
 
 

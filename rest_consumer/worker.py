@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
 from confluent_kafka import KafkaException
@@ -81,20 +82,23 @@ class WorkerContext:
         return cached
 
 
-def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
-                     messages: list[TaskMessage], claim: str | None = None) -> None:
+@dataclass(frozen=True)
+class Run:
+    """A claimed task: its messages not yet final, the claim, and the permits it took."""
+
+    messages: list[TaskMessage]
+    claim: str
+    permits: list[str]
+
+
+def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> None:
     """Deliver each message's records; one bad record never affects the others.
 
     Outcomes and retries go to Redis in one pipeline, so what a task learned is recorded
-    whole or (if the worker dies first) not at all, and the task is then run again. With
-    ``claim`` (the task id, claimed in ``claims``), the claim's done mark joins that pipeline.
+    whole or (if the worker dies first) not at all, and the task is then run again. The
+    claim's done mark, and the release of the permits the task still holds, join it.
     """
-    job = ctx.job(job_id, job_hash)
-    if job is None:
-        log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
-        if claim is not None:
-            ctx.claims.abandon(claim)
-        return
+    messages = run.messages
     soft_limit, hard_limit = ctx.settings.task_time_limits()
     started = time.monotonic()
     deadline = started + soft_limit
@@ -109,7 +113,7 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     def send_one(item: Pending) -> Outcome:
         return send(ctx.sender, ctx.limiter, ctx.tokens, job, item, stop_at, end_by)
 
-    sent = ctx.lanes.send_all(job, pending, send_one, stop_at)
+    sent, permits = ctx.lanes.send_all(job, pending, send_one, stop_at, run.permits)
     for item, outcome in sent:
         outcomes[item.position].append(outcome)
     out = TaskOutcomes(job.id, ordered=job.ordered)
@@ -121,15 +125,15 @@ def deliver_messages(ctx: WorkerContext, job_id: str, job_hash: str,
     out.write(pipe)
     for message, delay in retries:
         schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
-    if claim is not None:
-        ctx.claims.finish(claim, pipe)
+    ctx.lanes.give_back(pipe, job, permits)
+    ctx.claims.finish(run.claim, pipe)
     pipe.execute()
 
 
-def start_run(ctx: WorkerContext, task_id: str, job_id: str,
-              messages: list[TaskMessage]) -> list[TaskMessage] | None:
-    """Claim the task (``claims``) and learn which of its messages are already final, in
-    one round trip; None when another run has or had the task.
+def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,
+              messages: list[TaskMessage]) -> Run | None:
+    """Claim the task (``claims``), learn which of its messages are already final, and take
+    its first request permits, in one round trip; None when another run has or had it.
 
     A message already final was sent again by a reader that rewound (Redis lost its data, a
     stalled watermark) while a worker still held and then finished the original: it is
@@ -137,15 +141,22 @@ def start_run(ctx: WorkerContext, task_id: str, job_id: str,
     """
     checked = [(m.topic, m.partition, m.offset) for m in messages if not m.replay]
     pipe = ctx.redis.pipeline(transaction=False)
-    outstanding.queue_final_check(pipe, job_id, checked)
+    outstanding.queue_final_check(pipe, job.id, checked)
+    ctx.lanes.queue_first_permits(pipe, job, len(messages))
     claimed, replies = ctx.claims.claim(task_id, pipe)
+    permits = ctx.lanes.took(job, replies[-1])
     if not claimed:
+        release = ctx.redis.pipeline(transaction=False)
+        ctx.lanes.give_back(release, job, permits)
+        release.execute()
         return None
-    skip = outstanding.final_among(checked, replies)
-    if not skip:
-        return messages
-    log.info("job %s: %d message(s) already final elsewhere; not sent again", job_id, len(skip))
-    return [m for m in messages if m.replay or (m.topic, m.partition, m.offset) not in skip]
+    skip = outstanding.final_among(checked, replies[:-1])
+    if skip:
+        log.info("job %s: %d message(s) already final elsewhere; not sent again", job.id,
+                 len(skip))
+        messages = [m for m in messages
+                    if m.replay or (m.topic, m.partition, m.offset) not in skip]
+    return Run(messages, task_id, permits)
 
 
 def _write_dead_letters(ctx: WorkerContext, job_id: str,

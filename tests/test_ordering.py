@@ -119,8 +119,9 @@ def test_a_record_to_retry_keeps_the_later_records_of_its_entity_behind_it(
         return failed if item.index == 0 else Outcome(item.index, "delivered")
 
     with ThreadPoolExecutor(4) as pool:
-        sent = Lanes(Permits(real_redis), pool).send_all(job, items, send,
-                                                         time.monotonic() + 10)
+        sent, left = Lanes(Permits(real_redis), pool).send_all(job, items, send,
+                                                               time.monotonic() + 10, [])
+    assert left == []
     outcomes = {item.index: outcome for item, outcome in sent}
     assert sorted(attempted) == [0, 1, 4]  # a's later records (2, 3) were not sent
     assert [outcomes[i].kind for i in range(5)] == ["retry", "delivered", "retry", "retry",
