@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 from rest_consumer.broker import transport_for
 from rest_consumer.config import Settings
-from rest_consumer.tasks import create_celery
+from rest_consumer.messages import TaskMessage
+from rest_consumer.tasks import create_celery, make_dispatcher
 
 
 def test_transport_follows_the_url_scheme() -> None:
@@ -35,3 +38,15 @@ def test_a_channel_reuses_one_client_and_still_moves_messages(redis_url: str,
         queue.close()
     assert real_redis.llen("broker-test") == 0
     assert real_redis.hlen("unacked") == 0
+
+
+def test_tasks_reach_a_queue_no_worker_declared(redis_url: str,
+                                                real_redis: redis.Redis) -> None:
+    # Published without declaring the queue (tasks.NO_DECLARE): still on its list
+    app = create_celery(Settings(redis_url=redis_url))
+    dispatch = make_dispatcher(app)
+    job = {"id": "people", "hash": "h", "queue": "never-declared"}
+    dispatch(job, [[TaskMessage("t", 0, 0, value=b"{}")], [TaskMessage("t", 0, 1)]])
+    assert real_redis.llen("never-declared") == 2
+    body = json.loads(real_redis.lindex("never-declared", 0))  # type: ignore[arg-type]
+    assert body["headers"]["task"] == "rest_consumer.deliver"
