@@ -25,6 +25,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import console
+import readme
 from harness import (
     REPO,
     Nginx,
@@ -369,6 +370,7 @@ def main() -> None:
         finally:
             bench.close()
     write_reports(bench.results, figures)
+    readme.update(REPO / "README.md", [asdict(r) for r in bench.results], figures, args.quick)
     print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
 
 
