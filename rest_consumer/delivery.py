@@ -48,6 +48,7 @@ class Sender:
 
     def _connect(self, key: _Key, timeout: float) -> Connection:
         scheme, host, port, address = key
+        name = host_header(scheme, host, port)
         sock = socket.create_connection((address, port), timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -56,9 +57,7 @@ class Sender:
         except BaseException:
             sock.close()
             raise
-        name = f"[{host}]" if ":" in host else host
-        default = 443 if scheme == "https" else 80
-        return Connection(sock, name if port == default else f"{name}:{port}")
+        return Connection(sock, name)
 
     def send(self, request: RequestSpec, timeout: float, retry_statuses: frozenset[int]) -> int:
         """Send; return the 2xx status, or raise Retryable/PermanentDeliveryError."""
@@ -126,6 +125,15 @@ class Sender:
         conn = self._connections().pop(key, None)
         if conn is not None:
             conn.close()
+
+
+def host_header(scheme: str, host: str, port: int) -> str:
+    """``Host`` as ``http.client`` writes it: A-labels, brackets around IPv6, no default port
+    (UnicodeError, a ValueError, for a name IDNA cannot encode)."""
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    name = f"[{host}]" if ":" in host else host
+    return name if port == (443 if scheme == "https" else 80) else f"{name}:{port}"
 
 
 def retry_after(header: str | None, now: float | None = None) -> float | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rest_consumer.delivery import MAX_RETRY_DELAY, Sender, backoff, retry_after
+from rest_consumer.delivery import MAX_RETRY_DELAY, Sender, backoff, host_header, retry_after
 from rest_consumer.destinations import Allowlist, DestinationGuard
 from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
 from rest_consumer.mapping import RequestSpec
@@ -89,3 +89,10 @@ def test_a_header_that_is_not_latin_1_is_refused_not_crashed(endpoint: Any) -> N
     bad = RequestSpec("POST", endpoint.url + "/a", {"X-Name": "José €"}, b"{}")
     with pytest.raises(PermanentDeliveryError, match="Latin-1"):
         loopback_sender().send(bad, 5, RETRY)
+
+
+def test_thehost_header_is_written_as_http_client_wrote_it() -> None:
+    assert host_header("http", "api.example.org", 80) == "api.example.org"
+    assert host_header("https", "api.example.org", 8443) == "api.example.org:8443"
+    assert host_header("https", "::1", 443) == "[::1]"
+    assert host_header("http", "bücher.example", 80) == "xn--bcher-kva.example"
