@@ -25,6 +25,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import console
+import hotspots
 import readme
 from harness import (
     REPO,
@@ -109,6 +110,8 @@ class Bench:
         self.slow.start()
         self.results: list[Result] = []
         self.runs = 0
+        self.sampler: hotspots.Sampler | None = None
+        """Samples a process of ``ours`` while it is measured (``--profile``)."""
 
     def close(self) -> None:
         self.slow.stop()
@@ -202,8 +205,12 @@ class Bench:
         watch.start()
         peak = RedisPeak(self.redis)
         peak.start()
+        if self.sampler is not None:
+            self.sampler.start(procs)
         began = produce(bootstrap, topic, n, start=200, keys=keys)
         wait_until(lambda: sink.count() >= n, 600, f"{n} messages at the sink")
+        if self.sampler is not None:
+            self.sampler.stop()
         return self._finish(name, "ours", n, began, watch, peak, sink)
 
     def steady(self, name: str, rate: float, seconds: float) -> Result:
@@ -354,9 +361,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 5 minutes)")
     parser.add_argument("--console", action="store_true",
                         help="only the console with 500 jobs (about a minute)")
+    parser.add_argument("--profile", metavar="PROCESS:SCENARIO",
+                        help="only profile one process in one scenario, e.g. worker:fast "
+                             "(bench/hotspots.py)")
     args = parser.parse_args()
     if args.console:
         console.main()
+        return
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="rc-profile-") as tmp:
+            bench = Bench(Path(tmp), Path(tmp))
+            try:
+                hotspots.run(bench, args.profile, RESULTS / "raw" / "profile.txt")
+            finally:
+                bench.close()
         return
     scale = 1 if args.quick else 3
     RESULTS.mkdir(parents=True, exist_ok=True)

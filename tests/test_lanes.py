@@ -38,14 +38,27 @@ def first_permits(lanes: Lanes, job: CompiledJob, messages: int) -> list[str]:
     return lanes.took(job, pipe.execute()[-1])
 
 
+def give_back(lanes: Lanes, job: CompiledJob, tokens: list[str]) -> None:
+    pipe = lanes.permits.redis.pipeline(transaction=False)
+    lanes.give_back(pipe, job, tokens)
+    pipe.execute()
+
+
 def test_first_permits_come_with_the_claim_up_to_the_job_width(
         lanes: Lanes, real_redis: redis.Redis) -> None:
     job = CompiledJob(valid_job(concurrency=3))
-    assert len(first_permits(lanes, job, 1)) == 1
-    assert len(first_permits(lanes, job, 100)) == 2  # 3 in all: the job's limit
+    held = first_permits(lanes, job, 1)
+    assert len(held) == 1
+    held += first_permits(lanes, job, 100)
+    assert len(held) == 3  # the job's limit
     assert first_permits(lanes, job, 5) == []
-    assert len(first_permits(lanes, CompiledJob(valid_job(id="slow", ratelimit=1)), 9)) == 1
+    paced = CompiledJob(valid_job(id="slow", ratelimit=1))
+    one = first_permits(lanes, paced, 9)
+    assert len(one) == 1
     assert real_redis.zcard(KEY) == 3
+    give_back(lanes, job, held)
+    give_back(lanes, paced, one)
+    assert real_redis.zcard(KEY) == 0
 
 
 def test_a_lone_request_goes_in_the_callers_thread_and_its_permit_back_with_the_outcomes(
@@ -62,9 +75,7 @@ def test_a_lone_request_goes_in_the_callers_thread_and_its_permit_back_with_the_
     assert [o.kind for _, o in sent] == ["delivered"]
     assert threads == [threading.current_thread()]
     assert left == held and real_redis.zcard(KEY) == 1  # still held, until the outcomes go
-    pipe = real_redis.pipeline(transaction=False)
-    lanes.give_back(pipe, job, left)
-    pipe.execute()
+    give_back(lanes, job, left)
     assert real_redis.zcard(KEY) == 0
 
 
@@ -96,3 +107,4 @@ def test_permits_taken_for_records_that_were_never_sent_are_left_to_give_back(
     sent, left = lanes.send_all(job, [], lambda item: Outcome(item.index, "delivered"),
                                 time.monotonic() + 10, held)
     assert sent == [] and sorted(left) == sorted(held) and real_redis.zcard(KEY) == 3
+    give_back(lanes, job, left)
