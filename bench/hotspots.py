@@ -66,7 +66,7 @@ def run(bench: Any, spec: str, out: Path) -> None:
     report(out)
 
 
-def report(raw: Path, top: int = 40) -> None:
+def report(raw: Path, top: int = 60) -> None:
     """The functions most often on the sampled stacks, inclusive, in % of all samples."""
     counts: collections.Counter[str] = collections.Counter()
     total = 0
@@ -75,6 +75,7 @@ def report(raw: Path, top: int = 40) -> None:
         total += int(n)
         for frame in {re.sub(r":\d+\)", ")", f) for f in stack.split(";")}:
             counts[frame] += int(n)
-    print(f"  {total} samples (10 ms each) in {raw}")
-    for frame, n in counts.most_common(top):
+    print(f"  {total} samples (10 ms each) in {raw}; frames on every stack left out")
+    shown = [(frame, n) for frame, n in counts.most_common() if n < total]
+    for frame, n in shown[:top]:
         print(f"  {100 * n / total:5.1f}%  {frame[:120]}")
