@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -35,11 +36,24 @@ KAFKA_START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on loopback that nothing listens on right now, and that this process has
+    not handed out before: the kernel may offer a just-closed port again, and two services
+    started together then fought for it (a Sentinel group once got one port twice)."""
+    with _handed_out_lock:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                if len(_handed_out) >= 10_000:  # a long-lived process: forget the oldest
+                    _handed_out.clear()
+                _handed_out.add(port)
+                return port
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
