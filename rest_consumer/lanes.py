@@ -89,8 +89,8 @@ class Lanes:
         try:
             while queue and not stop.is_set():
                 done, spare = _finished(lanes) + spare, []
-                granted = self._exchange(job, done, min(len(queue), width) - len(lanes))
-                for token in granted:
+                more = self._exchange(job, done, min(len(queue), width) - len(lanes))
+                for token in more:
                     lanes[self.pool.submit(self._lane, queue, sent, send, stop)] = token
                 if time.monotonic() >= stop_at:
                     stop.set()
