@@ -89,18 +89,9 @@ class Connection:
                         retry_after.decode("latin-1"))
 
     def _read_head(self) -> tuple[int, dict[bytes, bytes], bool]:
-        end = self._buffer.find(b"\r\n\r\n")
-        while end == -1:
-            if len(self._buffer) > MAX_HEAD_BYTES:
-                raise ProtocolError(f"response head longer than {MAX_HEAD_BYTES} bytes")
-            if not self._fill():
-                if self._buffer:
-                    raise ProtocolError("connection closed inside the response head")
-                raise ConnectionClosed("connection closed before a response")
-            end = self._buffer.find(b"\r\n\r\n")
-        head = bytes(self._buffer[:end])
-        del self._buffer[:end + 4]
-        return parse_head(head)
+        if not self._buffer and not self._fill():
+            raise ConnectionClosed("connection closed before a response")
+        return parse_head(self._until(b"\r\n\r\n", "the response head"))
 
     def _fill(self) -> bool:
         """Read more into the buffer; False when the server closed the connection."""
@@ -142,16 +133,20 @@ class Connection:
                 raise ProtocolError("a chunk does not end with CRLF")
 
     def _line(self) -> bytes:
-        end = self._buffer.find(b"\r\n")
+        return self._until(b"\r\n", "a chunk line")
+
+    def _until(self, delimiter: bytes, what: str) -> bytes:
+        """The bytes before ``delimiter``, which is consumed too (at most MAX_HEAD_BYTES)."""
+        end = self._buffer.find(delimiter)
         while end == -1:
             if len(self._buffer) > MAX_HEAD_BYTES:
-                raise ProtocolError("a chunk line is too long")
+                raise ProtocolError(f"{what} longer than {MAX_HEAD_BYTES} bytes")
             if not self._fill():
-                raise ProtocolError("connection closed inside a chunked body")
-            end = self._buffer.find(b"\r\n")
-        line = bytes(self._buffer[:end])
-        del self._buffer[:end + 2]
-        return line
+                raise ProtocolError(f"connection closed inside {what}")
+            end = self._buffer.find(delimiter)
+        data = bytes(self._buffer[:end])
+        del self._buffer[:end + len(delimiter)]
+        return data
 
     def _chunk_size(self) -> int:
         text = self._line().split(b";", 1)[0].strip()

@@ -50,7 +50,7 @@ def free_port() -> int:
                 sock.bind(("127.0.0.1", 0))
                 port = int(sock.getsockname()[1])
             if port not in _handed_out:
-                if len(_handed_out) >= 10_000:  # a long-lived process: forget the oldest
+                if len(_handed_out) >= 10_000:  # a long-lived process: start afresh
                     _handed_out.clear()
                 _handed_out.add(port)
                 return port
