@@ -49,9 +49,10 @@ def test_status_reports_partitions_lag_counters_and_state(pipeline: Any, endpoin
                              f"reader reports {heartbeat.fresh_heartbeats(real_redis, 'people')}"
                              f"; done sets {_done_sets(real_redis)}\n"
                              + pipeline.log("reader")[-3000:]) from e
+    # The reader commits to Kafka, then writes its heartbeat (in_flight) to Redis: wait for both
     status = wait_for(lambda: (s := client.get("/job/people/status", headers=AUTH).json)
-                      and s["state"] == "running" and s["counters"]["delivered"] == 9 and s,
-                      20, what="a running status")
+                      and s["state"] == "running" and s["counters"]["delivered"] == 9
+                      and s["in_flight"] == 0 and s, 20, what="a running status")
     assert status["counters"] == {"dispatched": 10, "delivered": 9, "retried": 0,
                                   "dead_lettered": 1, "skipped": 0}
     assert status["in_flight"] == 0 and status["last_error"]["reason"] == "HTTP 400"
