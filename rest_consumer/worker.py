@@ -34,6 +34,7 @@ from rest_consumer.permits import Permits
 from rest_consumer.ratelimit import RateLimiter
 from rest_consumer.records import Outcome, Pending, log_failure
 from rest_consumer.retries import Retry, schedule
+from rest_consumer.roundtrip import RoundTrip
 from rest_consumer.sending import send
 from rest_consumer.store import JobStore
 from rest_consumer.topics import TopicError
@@ -121,7 +122,7 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> None:
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
     retries += [(messages[position], 0.0) for position in sorted(deferred)]
     retries += _write_dead_letters(ctx, job.id, out)
-    pipe = ctx.redis.pipeline(transaction=False)
+    pipe = RoundTrip(ctx.redis)
     out.write(pipe)
     for message, delay in retries:
         schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
@@ -140,13 +141,13 @@ def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,
     dropped. Replays are final by definition and always go.
     """
     checked = [(m.topic, m.partition, m.offset) for m in messages if not m.replay]
-    pipe = ctx.redis.pipeline(transaction=False)
+    pipe = RoundTrip(ctx.redis)
     outstanding.queue_final_check(pipe, job.id, checked)
     ctx.lanes.queue_first_permits(pipe, job, len(messages))
     claimed, replies = ctx.claims.claim(task_id, pipe)
     permits = ctx.lanes.took(job, replies[-1])
     if not claimed:
-        release = ctx.redis.pipeline(transaction=False)
+        release = RoundTrip(ctx.redis)
         ctx.lanes.give_back(release, job, permits)
         release.execute()
         return None

@@ -1,0 +1,79 @@
+"""RoundTrip: the lean pipeline of the worker's per-task round trips, on real Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from rest_consumer.roundtrip import RoundTrip
+
+
+def test_replies_come_raw_and_in_order(real_redis: redis.Redis) -> None:
+    trip = RoundTrip(real_redis)
+    trip.set("rt:a", "1", nx=True, px=10_000)
+    trip.set("rt:a", "2", nx=True, px=10_000)
+    trip.zadd("rt:z", {"7": 7, "8": 8.5})
+    trip.zmscore("rt:z", ["7", "9", "8"])
+    trip.hincrby("rt:h", "n", 3)
+    trip.hincrbyfloat("rt:h", "sum", 0.25)
+    trip.eval("return {ARGV[1], tonumber(ARGV[2])}", 1, "rt:k", "x", 5)
+    # RESP3 (redis-py 8's default): ZMSCORE's scores come as doubles
+    assert trip.execute() == [b"OK", None, 2, [7.0, None, 8.5], 3, b"0.25", [b"x", 5]]
+    assert real_redis.get("rt:a") == b"1"
+    assert 0 < real_redis.pttl("rt:a") <= 10_000
+
+
+def test_nothing_queued_sends_nothing(real_redis: redis.Redis) -> None:
+    assert RoundTrip(real_redis).execute() == []
+
+
+def test_an_error_reply_is_raised_after_every_command_ran(real_redis: redis.Redis) -> None:
+    real_redis.set("rt:s", "text")
+    trip = RoundTrip(real_redis)
+    trip.set("rt:before", "1")
+    trip.hincrby("rt:s", "n", 1)  # WRONGTYPE
+    trip.set("rt:after", "1")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        trip.execute()
+    assert real_redis.get("rt:before") == real_redis.get("rt:after") == b"1"
+    # the connection went back to the pool in step: the next command reads its own reply
+    assert real_redis.get("rt:s") == b"text"
+
+
+def test_an_interrupted_read_does_not_leave_replies_for_the_next_user(
+        real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A soft time limit can strike between the write and the last reply."""
+    pool = real_redis.connection_pool
+    conn = pool.get_connection()
+    pool.release(conn)
+    reads = 0
+    original = type(conn).read_response
+
+    def read_once_then_interrupt(self: object, *args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            raise KeyboardInterrupt  # any BaseException, as SoftTimeLimitExceeded is
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(conn), "read_response", read_once_then_interrupt)
+    trip = RoundTrip(real_redis)
+    for n in range(3):
+        trip.set(f"rt:i{n}", str(n))
+    with pytest.raises(KeyboardInterrupt):
+        trip.execute()
+    monkeypatch.undo()
+    assert real_redis.get("rt:i2") == b"2"  # not the stale "OK" of the interrupted batch
+    assert real_redis.set("rt:i3", "3") is True
+    assert real_redis.get("rt:i3") == b"3"
+
+
+def test_a_dropped_connection_is_reconnected_and_the_batch_sent(
+        real_redis: redis.Redis, redis_url: str) -> None:
+    real_redis.ping()  # a pooled connection exists
+    admin = redis.Redis.from_url(redis_url)
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    trip = RoundTrip(real_redis)
+    trip.set("rt:r", "1")
+    assert trip.execute() == [b"OK"]
+    admin.close()
