@@ -1,10 +1,15 @@
-"""Kombu's Redis transports, with one Redis client per channel instead of one per operation.
+"""Kombu's Redis transports, made cheaper per task for a worker's main process.
 
 Kombu's Redis channel builds a new ``redis.Redis`` object for every ack, every reserved
 message and every publish (``Channel.conn_or_acquire``); with redis-py 8 that costs about
 125 µs of CPU each (it copies the table of response callbacks), which measured 8 % of a
 worker's CPU with one message per task (``bench/``). A client object is only a view of the
 channel's connection pool and is thread-safe, so one per channel serves them all.
+
+The record of a reserved task and its ack are each a MULTI/EXEC pipeline of two commands;
+redis-py's ``Pipeline`` machinery around them cost a worker's main process (the one process
+that feeds every pool process) more CPU than Redis spent running them, so they go through
+``RoundTrip``: the same commands, keys and values, packed and read leanly.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 
 from rest_consumer.redisconn import SENTINEL_SCHEME
+from rest_consumer.roundtrip import RoundTrip
 
 
 class _SharedClient:
@@ -31,12 +37,27 @@ class _SharedClient:
         yield client or self._shared_client
 
 
+class QoS(kombu_redis.QoS):
+    """Kombu's unacked record and ack, through a transactional ``RoundTrip``."""
+
+    @contextmanager
+    def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
+        if pipe:  # restoring a message: kombu's WATCHed transaction, unchanged
+            yield pipe
+        elif self.channel.global_keyprefix:  # kombu's prefixing pipeline (not set by us)
+            with super().pipe_or_acquire(pipe, client) as kombu_pipe:
+                yield kombu_pipe
+        else:
+            with self.channel.conn_or_acquire(client) as client:
+                yield RoundTrip(client, transaction=True)
+
+
 class Channel(_SharedClient, kombu_redis.Channel):
-    pass
+    QoS = QoS
 
 
 class SentinelChannel(_SharedClient, kombu_redis.SentinelChannel):
-    pass
+    QoS = QoS
 
 
 class Transport(kombu_redis.Transport):

@@ -1,5 +1,5 @@
-"""Redis commands sent in one write and answered in one read: a lean non-transactional
-pipeline for the two round trips every ``deliver`` task makes.
+"""Redis commands sent in one write and answered in one read: a lean pipeline for the
+round trips every task makes (the two of ``deliver``; kombu's ack and unacked record).
 
 redis-py's ``Pipeline`` spends more CPU around each command than Redis spends running it
 (packing through its encoder, response callbacks, observability hooks): with one message
@@ -27,13 +27,17 @@ class RoundTrip(CoreCommands):
 
     _event_dispatcher: Any = None  # redis-py's command protocol asks for one; never used
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, transaction: bool = False) -> None:
         self.pool = client.connection_pool
+        self.transaction = transaction
+        """Wrap the commands in MULTI/EXEC, as ``client.pipeline()`` does by default."""
         self.commands: list[tuple[Any, ...]] = []
 
-    def execute_command(self, *args: Any, **options: Any) -> None:
-        """Queue one command (``options`` are redis-py's parsing hints, unused raw)."""
+    def execute_command(self, *args: Any, **options: Any) -> RoundTrip:
+        """Queue one command (``options`` are redis-py's parsing hints, unused raw); returns
+        the round trip, so that commands chain as on a redis-py pipeline."""
         self.commands.append(args)
+        return self
 
     def execute(self) -> list[Any]:
         """Every command's raw reply, in order; the first error reply is raised after all
@@ -41,23 +45,30 @@ class RoundTrip(CoreCommands):
         own commands are (its ``Retry``): like a pipeline, the whole batch again."""
         if not self.commands:
             return []
-        packed = b"".join(hiredis.pack_command(args) for args in self.commands)
+        commands = self.commands
+        if self.transaction:
+            commands = [("MULTI",), *commands, ("EXEC",)]
+        packed = b"".join(hiredis.pack_command(args) for args in commands)
         conn: Any = self.pool.get_connection()  # redis-py's Connection is untyped
         try:
             replies: list[Any] = conn.retry.call_with_retry(
-                lambda: self._exchange(conn, packed), lambda _: conn.disconnect())
+                lambda: self._exchange(conn, packed, len(commands)),
+                lambda _: conn.disconnect())
         finally:
             self.pool.release(conn)
+        if self.transaction:
+            replies = _transaction_replies(replies)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
         return replies
 
-    def _exchange(self, conn: Any, packed: bytes) -> list[Any]:
+    @staticmethod
+    def _exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
         try:
             conn.send_packed_command([packed])
             replies = []
-            for _ in self.commands:
+            for _ in range(count):
                 try:
                     replies.append(conn.read_response())
                 except ResponseError as e:
@@ -68,3 +79,11 @@ class RoundTrip(CoreCommands):
             # replies still on the socket would answer the next user of this connection.
             conn.disconnect()
             raise
+
+
+def _transaction_replies(replies: list[Any]) -> list[Any]:
+    """MULTI's OK, then QUEUED (or a refusal) for each command, then EXEC's reply: the
+    commands' replies, or the refusals when EXEC aborted the transaction."""
+    if isinstance(replies[-1], list):
+        return replies[-1]
+    return [r for r in replies[:-1] if isinstance(r, ResponseError)] or [replies[-1]]

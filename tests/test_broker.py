@@ -6,7 +6,7 @@ import json
 
 import redis
 
-from rest_consumer.broker import transport_for
+from rest_consumer.broker import QoS, transport_for
 from rest_consumer.config import Settings
 from rest_consumer.messages import TaskMessage
 from rest_consumer.tasks import create_celery, make_dispatcher
@@ -50,3 +50,28 @@ def test_tasks_reach_a_queue_no_worker_declared(redis_url: str,
     assert real_redis.llen("never-declared") == 2
     body = json.loads(real_redis.lindex("never-declared", 0))  # type: ignore[arg-type]
     assert body["headers"]["task"] == "rest_consumer.deliver"
+
+
+def test_a_reserved_message_is_recorded_as_kombu_restores_it_and_the_ack_clears_it(
+        redis_url: str, real_redis: redis.Redis) -> None:
+    """The unacked record and the ack go through RoundTrip: same keys and values as kombu's
+    own, so a dead worker's message still comes back (kombu's restore reads them)."""
+    app = create_celery(Settings(redis_url=redis_url))
+    with app.connection_for_write() as conn:
+        queue = conn.SimpleQueue("broker-unacked")
+        queue.put({"n": 2})
+        message = queue.get(timeout=5)
+        tag = message.delivery_tag
+        assert real_redis.zscore("unacked_index", tag) is not None
+        assert isinstance(conn.default_channel.qos, QoS)
+        record = json.loads(real_redis.hget("unacked", tag) or b"null")
+        assert record[2] == "broker-unacked"  # [message, exchange, routing key], kombu's form
+        assert real_redis.llen("broker-unacked") == 0
+        conn.default_channel.qos.restore_by_tag(tag)  # what a restore of a dead worker does
+        assert real_redis.llen("broker-unacked") == 1
+        assert real_redis.hlen("unacked") == real_redis.zcard("unacked_index") == 0
+        again = queue.get(timeout=5)
+        assert again.payload == {"n": 2} and again.delivery_tag == tag
+        again.ack()
+        assert real_redis.hlen("unacked") == real_redis.zcard("unacked_index") == 0
+        queue.close()

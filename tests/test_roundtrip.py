@@ -77,3 +77,24 @@ def test_a_dropped_connection_is_reconnected_and_the_batch_sent(
     trip.set("rt:r", "1")
     assert trip.execute() == [b"OK"]
     admin.close()
+
+
+def test_a_transaction_answers_with_its_commands_replies(real_redis: redis.Redis) -> None:
+    trip = RoundTrip(real_redis, transaction=True)
+    trip.zadd("rt:tz", {"a": 1}).hset("rt:th", "a", "x")  # chained, as kombu writes them
+    assert trip.execute() == [1, 1]
+    assert real_redis.hget("rt:th", "a") == b"x"
+
+
+def test_a_refused_transaction_raises_and_runs_nothing(real_redis: redis.Redis) -> None:
+    trip = RoundTrip(real_redis, transaction=True)
+    trip.set("rt:t1", "1")
+    trip.execute_command("NOSUCHCOMMAND")
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        trip.execute()
+    assert real_redis.get("rt:t1") is None
+    real_redis.set("rt:t2", "text")
+    trip = RoundTrip(real_redis, transaction=True)
+    trip.hincrby("rt:t2", "n", 1)  # fails inside EXEC: raised, as a pipeline does
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        trip.execute()
