@@ -14,6 +14,7 @@ that feeds every pool process) more CPU than Redis spent running them, so they g
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -24,9 +25,15 @@ from kombu.transport import redis as kombu_redis
 from rest_consumer.redisconn import SENTINEL_SCHEME
 from rest_consumer.roundtrip import RoundTrip
 
+Rendered = list[tuple[str, dict[str, Any]]]
+"""Messages kombu would have pushed: (the Redis list's key, the message)."""
+
 
 class _SharedClient:
-    """Mixin for a kombu Redis channel: ``conn_or_acquire`` yields one shared client."""
+    """Mixin for a kombu Redis channel: ``conn_or_acquire`` yields one shared client, and
+    ``rendering`` collects what is published instead of sending it."""
+
+    _rendering = threading.local()
 
     @cached_property
     def _shared_client(self) -> Any:
@@ -35,6 +42,25 @@ class _SharedClient:
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         yield client or self._shared_client
+
+    @contextmanager
+    def rendering(self) -> Iterator[Rendered]:
+        """What this thread publishes inside the block, as kombu would push it (key and
+        message): collected, not sent (``publishing`` renders Celery's message this way)."""
+        rendered: Rendered = []
+        self._rendering.sink = rendered
+        try:
+            yield rendered
+        finally:
+            self._rendering.sink = None
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        sink = getattr(self._rendering, "sink", None)
+        if sink is None:
+            super()._put(queue, message, **kwargs)  # type: ignore[misc]
+            return
+        priority = self._get_message_priority(message, reverse=False)  # type: ignore[attr-defined]
+        sink.append((self._q_for_pri(queue, priority), message))  # type: ignore[attr-defined]
 
 
 class QoS(kombu_redis.QoS):

@@ -17,6 +17,7 @@ from rest_consumer import config
 from rest_consumer.broker import transport_for
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.messages import Dispatcher, TaskMessage
+from rest_consumer.publishing import Outgoing, TaskPublisher
 from rest_consumer.retries import Publisher, Retry
 from rest_consumer.services import die_with_parent
 from rest_consumer.worker import WorkerContext, deliver_messages, start_run
@@ -136,44 +137,30 @@ def describe(job_id: str, messages: list[TaskMessage]) -> str:
     return text
 
 
-NO_DECLARE: list[Any] = []
-"""Celery declares a task's queue at every publish, binding a copy of it to the channel: a
-fifth of the reader's CPU with one message per task. On Redis a direct queue needs no
-declaration to receive (the message is pushed on the list of its name, and the workers
-declare the queues they consume), so ``deliver`` tasks are published without one."""
-
-
 def make_dispatcher(celery_app: Celery) -> Dispatcher:
-    """A function sending one ``deliver`` task per group of messages, on the job's queue.
-
-    All of one call's tasks go to Redis in one pipeline (kombu's publish batch): about a
-    third of the CPU of one ``send_task`` round trip each, measured in bench/.
-    """
+    """A function sending one ``deliver`` task per group of messages, on the job's queue,
+    all of one call in one round trip (``publishing``)."""
+    publisher = TaskPublisher(celery_app)
 
     def dispatch(job: dict[str, Any], groups: list[list[TaskMessage]]) -> None:
-        queue = job.get("queue") or DEFAULT_QUEUE
-        with celery_app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-            for messages in groups:
-                celery_app.send_task(
-                    "rest_consumer.deliver",
-                    (job["id"], job["hash"], [m.to_args() for m in messages]), queue=queue,
-                    argsrepr=describe(job["id"], messages), kwargsrepr="{}", producer=producer,
-                    declare=NO_DECLARE)
+        publisher.publish(job.get("queue") or DEFAULT_QUEUE, [
+            ((job["id"], job["hash"], [m.to_args() for m in messages]),
+             describe(job["id"], messages)) for messages in groups])
 
     return dispatch
 
 
 def make_retry_publisher(celery_app: Celery) -> Publisher:
-    """A function sending due retries as ``deliver`` tasks, all in one Redis pipeline."""
+    """A function sending due retries as ``deliver`` tasks, a round trip per queue."""
+    publisher = TaskPublisher(celery_app)
 
     def publish(retries: list[Retry]) -> None:
-        with celery_app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-            for retry in retries:
-                celery_app.send_task(
-                    "rest_consumer.deliver",
-                    (retry.job_id, retry.job_hash, [retry.message.to_args()]),
-                    queue=retry.queue or DEFAULT_QUEUE,
-                    argsrepr=describe(retry.job_id, [retry.message]), kwargsrepr="{}",
-                    producer=producer, declare=NO_DECLARE)
+        by_queue: dict[str, list[Outgoing]] = {}
+        for retry in retries:
+            by_queue.setdefault(retry.queue or DEFAULT_QUEUE, []).append(
+                ((retry.job_id, retry.job_hash, [retry.message.to_args()]),
+                 describe(retry.job_id, [retry.message])))
+        for queue, tasks in by_queue.items():
+            publisher.publish(queue, tasks)
 
     return publish

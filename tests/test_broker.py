@@ -42,7 +42,7 @@ def test_a_channel_reuses_one_client_and_still_moves_messages(redis_url: str,
 
 def test_tasks_reach_a_queue_no_worker_declared(redis_url: str,
                                                 real_redis: redis.Redis) -> None:
-    # Published without declaring the queue (tasks.NO_DECLARE): still on its list
+    # Published without declaring the queue (publishing.NO_DECLARE): still on its list
     app = create_celery(Settings(redis_url=redis_url))
     dispatch = make_dispatcher(app)
     job = {"id": "people", "hash": "h", "queue": "never-declared"}
