@@ -14,6 +14,9 @@ redis-py's response callbacks: ``SET`` answers ``b"OK"`` or None, not True.
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from typing import Any
 
 import hiredis
@@ -49,13 +52,9 @@ class RoundTrip(CoreCommands):
         if self.transaction:
             commands = [("MULTI",), *commands, ("EXEC",)]
         packed = b"".join(hiredis.pack_command(args) for args in commands)
-        conn: Any = self.pool.get_connection()  # redis-py's Connection is untyped
-        try:
-            replies: list[Any] = conn.retry.call_with_retry(
-                lambda: self._exchange(conn, packed, len(commands)),
-                lambda _: conn.disconnect())
-        finally:
-            self.pool.release(conn)
+        conn = _own_connection(self.pool)
+        replies: list[Any] = conn.retry.call_with_retry(
+            lambda: self._exchange(conn, packed, len(commands)), lambda _: conn.disconnect())
         if self.transaction:
             replies = _transaction_replies(replies)
         for reply in replies:
@@ -66,6 +65,9 @@ class RoundTrip(CoreCommands):
     @staticmethod
     def _exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
         try:
+            # As the pool's checkout does: a Sentinel-managed connection finds the primary
+            # in connect(); writing on a closed one would connect without asking.
+            conn.connect()
             conn.send_packed_command([packed])
             replies = []
             for _ in range(count):
@@ -79,6 +81,22 @@ class RoundTrip(CoreCommands):
             # replies still on the socket would answer the next user of this connection.
             conn.disconnect()
             raise
+
+
+_own = threading.local()
+
+
+def _own_connection(pool: Any) -> Any:
+    """This thread's own connection to ``pool``'s server, made as the pool makes its own
+    but kept out of it: the pool's checkout and return cost more CPU than the round trip
+    (redis-py 8's observability and re-authentication hooks, a readability check). A thread
+    that uses a RoundTrip keeps one more connection open; a forked child makes its own."""
+    held: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = _own.__dict__.setdefault(
+        "held", weakref.WeakKeyDictionary())
+    entry = held.get(pool)
+    if entry is None or entry[0] != os.getpid():
+        entry = held[pool] = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
+    return entry[1]
 
 
 def _transaction_replies(replies: list[Any]) -> list[Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import redis
 
@@ -40,14 +42,13 @@ def test_an_error_reply_is_raised_after_every_command_ran(real_redis: redis.Redi
     assert real_redis.get("rt:s") == b"text"
 
 
-def test_an_interrupted_read_does_not_leave_replies_for_the_next_user(
+def test_an_interrupted_read_does_not_leave_replies_for_the_next_round_trip(
         real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     """A soft time limit can strike between the write and the last reply."""
-    pool = real_redis.connection_pool
-    conn = pool.get_connection()
-    pool.release(conn)
+    assert RoundTrip(real_redis).execute_command("PING").execute() == [b"PONG"]  # connected
+    connection_class = real_redis.connection_pool.connection_class
     reads = 0
-    original = type(conn).read_response
+    original = connection_class.read_response
 
     def read_once_then_interrupt(self: object, *args: object, **kwargs: object) -> object:
         nonlocal reads
@@ -56,16 +57,15 @@ def test_an_interrupted_read_does_not_leave_replies_for_the_next_user(
             raise KeyboardInterrupt  # any BaseException, as SoftTimeLimitExceeded is
         return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(type(conn), "read_response", read_once_then_interrupt)
+    monkeypatch.setattr(connection_class, "read_response", read_once_then_interrupt)
     trip = RoundTrip(real_redis)
     for n in range(3):
         trip.set(f"rt:i{n}", str(n))
     with pytest.raises(KeyboardInterrupt):
         trip.execute()
     monkeypatch.undo()
-    assert real_redis.get("rt:i2") == b"2"  # not the stale "OK" of the interrupted batch
-    assert real_redis.set("rt:i3", "3") is True
-    assert real_redis.get("rt:i3") == b"3"
+    # the same thread's next round trip reads its own replies, not the stale "OK"s
+    assert RoundTrip(real_redis).get("rt:i2").get("rt:i0").execute() == [b"2", b"0"]
 
 
 def test_a_dropped_connection_is_reconnected_and_the_batch_sent(
@@ -98,3 +98,17 @@ def test_a_refused_transaction_raises_and_runs_nothing(real_redis: redis.Redis) 
     trip.hincrby("rt:t2", "n", 1)  # fails inside EXEC: raised, as a pipeline does
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         trip.execute()
+
+
+def test_a_forked_child_uses_its_own_connection(real_redis: redis.Redis) -> None:
+    """Prefork: the parent's connection (its socket) must not be shared with a child."""
+    [parent_id] = RoundTrip(real_redis).execute_command("CLIENT", "ID").execute()
+    pid = os.fork()
+    if pid == 0:  # the child: records the id of the connection it used
+        [child_id] = RoundTrip(real_redis).execute_command("CLIENT", "ID").execute()
+        RoundTrip(real_redis).set("rt:child-id", child_id).execute()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert int(real_redis.get("rt:child-id") or 0) not in (0, parent_id)
+    assert RoundTrip(real_redis).execute_command("CLIENT", "ID").execute() == [parent_id]
