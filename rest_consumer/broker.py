@@ -75,7 +75,7 @@ class QoS(kombu_redis.QoS):
                 yield kombu_pipe
         else:
             with self.channel.conn_or_acquire(client) as client:
-                yield RoundTrip(client, transaction=True)
+                yield RoundTrip(client, transaction=True, own_connection=True)
 
 
 class Channel(_SharedClient, kombu_redis.Channel):

@@ -5,8 +5,9 @@ redis-py's ``Pipeline`` spends more CPU around each command than Redis spends ru
 (packing through its encoder, response callbacks, observability hooks): with one message
 per task that was a fifth of a worker's CPU (bench/, ``--profile worker:batch1``). A
 ``RoundTrip`` takes the same command methods (redis-py's own ``CoreCommands`` build the
-arguments), packs them with hiredis, and reads the raw replies through a pooled redis-py
-connection, so authentication, TLS, Sentinel and timeouts behave as for any other command.
+arguments), packs them with hiredis, and reads the raw replies through a redis-py connection
+of the client's pool, so authentication, TLS, Sentinel and timeouts behave as for any other
+command.
 
 Replies are what the connection's protocol parses (RESP3, redis-py 8's default), without
 redis-py's response callbacks: ``SET`` answers ``b"OK"`` or None, not True.
@@ -30,10 +31,14 @@ class RoundTrip(CoreCommands):
 
     _event_dispatcher: Any = None  # redis-py's command protocol asks for one; never used
 
-    def __init__(self, client: redis.Redis, transaction: bool = False) -> None:
+    def __init__(self, client: redis.Redis, transaction: bool = False,
+                 own_connection: bool = False) -> None:
         self.pool = client.connection_pool
         self.transaction = transaction
         """Wrap the commands in MULTI/EXEC, as ``client.pipeline()`` does by default."""
+        self.own_connection = own_connection
+        """Use this thread's own connection (``_own_connection``): for the few threads that
+        make a round trip per task; others check one out of the pool."""
         self.commands: list[tuple[Any, ...]] = []
 
     def execute_command(self, *args: Any, **options: Any) -> RoundTrip:
@@ -52,9 +57,15 @@ class RoundTrip(CoreCommands):
         if self.transaction:
             commands = [("MULTI",), *commands, ("EXEC",)]
         packed = b"".join(hiredis.pack_command(args) for args in commands)
-        conn = _own_connection(self.pool)
-        replies: list[Any] = conn.retry.call_with_retry(
-            lambda: self._exchange(conn, packed, len(commands)), lambda _: conn.disconnect())
+        conn: Any = (_own_connection(self.pool) if self.own_connection
+                     else self.pool.get_connection())
+        try:
+            replies: list[Any] = conn.retry.call_with_retry(
+                lambda: self._exchange(conn, packed, len(commands)),
+                lambda _: conn.disconnect())
+        finally:
+            if not self.own_connection:
+                self.pool.release(conn)
         if self.transaction:
             replies = _transaction_replies(replies)
         for reply in replies:
@@ -89,8 +100,8 @@ _own = threading.local()
 def _own_connection(pool: Any) -> Any:
     """This thread's own connection to ``pool``'s server, made as the pool makes its own
     but kept out of it: the pool's checkout and return cost more CPU than the round trip
-    (redis-py 8's observability and re-authentication hooks, a readability check). A thread
-    that uses a RoundTrip keeps one more connection open; a forked child makes its own."""
+    (redis-py 8's observability and re-authentication hooks, a readability check). Each
+    thread that asks keeps one more connection open; a forked child makes its own."""
     held: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = _own.__dict__.setdefault(
         "held", weakref.WeakKeyDictionary())
     entry = held.get(pool)

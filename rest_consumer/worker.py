@@ -122,7 +122,7 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> None:
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
     retries += [(messages[position], 0.0) for position in sorted(deferred)]
     retries += _write_dead_letters(ctx, job.id, out)
-    pipe = RoundTrip(ctx.redis)
+    pipe = RoundTrip(ctx.redis, own_connection=True)
     out.write(pipe)
     for message, delay in retries:
         schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
@@ -141,7 +141,7 @@ def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,
     dropped. Replays are final by definition and always go.
     """
     checked = [(m.topic, m.partition, m.offset) for m in messages if not m.replay]
-    pipe = RoundTrip(ctx.redis)
+    pipe = RoundTrip(ctx.redis, own_connection=True)
     outstanding.queue_final_check(pipe, job.id, checked)
     ctx.lanes.queue_first_permits(pipe, job, len(messages))
     claimed, replies = ctx.claims.claim(task_id, pipe)

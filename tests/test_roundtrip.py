@@ -42,10 +42,12 @@ def test_an_error_reply_is_raised_after_every_command_ran(real_redis: redis.Redi
     assert real_redis.get("rt:s") == b"text"
 
 
+@pytest.mark.parametrize("own", [True, False], ids=["own connection", "pooled"])
 def test_an_interrupted_read_does_not_leave_replies_for_the_next_round_trip(
-        real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch, own: bool) -> None:
     """A soft time limit can strike between the write and the last reply."""
-    assert RoundTrip(real_redis).execute_command("PING").execute() == [b"PONG"]  # connected
+    ping = RoundTrip(real_redis, own_connection=own).execute_command("PING")
+    assert ping.execute() == [b"PONG"]  # connected
     connection_class = real_redis.connection_pool.connection_class
     reads = 0
     original = connection_class.read_response
@@ -58,14 +60,15 @@ def test_an_interrupted_read_does_not_leave_replies_for_the_next_round_trip(
         return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(connection_class, "read_response", read_once_then_interrupt)
-    trip = RoundTrip(real_redis)
+    trip = RoundTrip(real_redis, own_connection=own)
     for n in range(3):
         trip.set(f"rt:i{n}", str(n))
     with pytest.raises(KeyboardInterrupt):
         trip.execute()
     monkeypatch.undo()
     # the same thread's next round trip reads its own replies, not the stale "OK"s
-    assert RoundTrip(real_redis).get("rt:i2").get("rt:i0").execute() == [b"2", b"0"]
+    again = RoundTrip(real_redis, own_connection=own).get("rt:i2").get("rt:i0")
+    assert again.execute() == [b"2", b"0"]
 
 
 def test_a_dropped_connection_is_reconnected_and_the_batch_sent(
@@ -100,15 +103,20 @@ def test_a_refused_transaction_raises_and_runs_nothing(real_redis: redis.Redis) 
         trip.execute()
 
 
+def client_id(client: redis.Redis) -> int:
+    """The id of the connection a RoundTrip with its own connection uses in this process."""
+    [answer] = RoundTrip(client, own_connection=True).execute_command("CLIENT", "ID").execute()
+    return int(answer)
+
+
 def test_a_forked_child_uses_its_own_connection(real_redis: redis.Redis) -> None:
     """Prefork: the parent's connection (its socket) must not be shared with a child."""
-    [parent_id] = RoundTrip(real_redis).execute_command("CLIENT", "ID").execute()
+    parent_id = client_id(real_redis)
     pid = os.fork()
     if pid == 0:  # the child: records the id of the connection it used
-        [child_id] = RoundTrip(real_redis).execute_command("CLIENT", "ID").execute()
-        RoundTrip(real_redis).set("rt:child-id", child_id).execute()
+        real_redis.set("rt:child-id", client_id(real_redis))
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert int(real_redis.get("rt:child-id") or 0) not in (0, parent_id)
-    assert RoundTrip(real_redis).execute_command("CLIENT", "ID").execute() == [parent_id]
+    assert client_id(real_redis) == parent_id  # the parent's own connection still works
