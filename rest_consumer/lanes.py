@@ -76,9 +76,10 @@ class Lanes:
         What could not start before ``stop_at`` (monotonic) is deferred (a retry that counts
         no attempt). A lone request with a permit in hand is sent in this thread.
         """
-        queue, stop = _chains(items), threading.Event()
+        queue = _chains(items)
         if held and len(queue) == 1 and len(queue[0]) == 1:
             return [_send_here(queue[0][0], send, stop_at)], held
+        stop = threading.Event()
         sent: Sent = []
         width = _width(job)
         lanes: dict[Future[None], str] = {}  # lane -> its permit

@@ -102,12 +102,14 @@ def _own_connection(pool: Any) -> Any:
     but kept out of it: the pool's checkout and return cost more CPU than the round trip
     (redis-py 8's observability and re-authentication hooks, a readability check). Each
     thread that asks keeps one more connection open; a forked child makes its own."""
-    held: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = _own.__dict__.setdefault(
-        "held", weakref.WeakKeyDictionary())
-    entry = held.get(pool)
-    if entry is None or entry[0] != os.getpid():
-        entry = held[pool] = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
-    return entry[1]
+    held: dict[int, tuple[weakref.ref[Any], int, Any]] | None = getattr(_own, "held", None)
+    if held is None:
+        held = _own.held = {}
+    entry, pid = held.get(id(pool)), os.getpid()
+    if entry is None or entry[0]() is not pool or entry[1] != pid:
+        entry = held[id(pool)] = (weakref.ref(pool), pid,
+                                  pool.connection_class(**pool.connection_kwargs))
+    return entry[2]
 
 
 def _transaction_replies(replies: list[Any]) -> list[Any]:
