@@ -27,6 +27,7 @@ from rest_consumer.broker import Rendered
 from rest_consumer.roundtrip import RoundTrip
 
 TASK = "rest_consumer.deliver"
+"""The task's registered name (``tasks.deliver``)."""
 PUSHES_PER_ROUND_TRIP = 1000
 """As kombu's publish batch: a round trip per thousand tasks at most."""
 
@@ -93,6 +94,7 @@ class TaskPublisher:
         self._lock = threading.Lock()
 
     def publish(self, queue: str, tasks: list[Outgoing]) -> None:
+        """Push ``tasks`` on ``queue``; raises when the broker cannot be reached."""
         with self.app.producer_or_acquire() as producer:
             channel = producer.channel
             if not hasattr(channel, "rendering"):  # not the project's transport

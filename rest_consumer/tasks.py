@@ -17,7 +17,7 @@ from rest_consumer import config
 from rest_consumer.broker import transport_for
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.messages import Dispatcher, TaskMessage
-from rest_consumer.publishing import Outgoing, TaskPublisher
+from rest_consumer.publishing import TASK, Outgoing, TaskPublisher
 from rest_consumer.retries import Publisher, Retry
 from rest_consumer.services import die_with_parent
 from rest_consumer.worker import WorkerContext, deliver_messages, start_run
@@ -94,7 +94,7 @@ def _reset_after_fork(**_: Any) -> None:
     die_with_parent(signal.SIGKILL)
 
 
-@app.task(name="rest_consumer.deliver", acks_late=True, bind=True)
+@app.task(name=TASK, acks_late=True, bind=True)
 def deliver(task: Task, job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
     """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes.
 
