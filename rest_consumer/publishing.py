@@ -73,13 +73,11 @@ class Template:
 
 def _fields_holding(message: dict[str, Any], value: str) -> list[tuple[str, str]]:
     """Where ``value`` appears, as (headers or properties, field name); anywhere else (a
-    nested field, the body) would not be replaced, so it is refused."""
+    nested field, the envelope) would not be replaced, so it is refused."""
     fields = [(part, name) for part in ("headers", "properties")
               for name, held in message[part].items() if held == value]
-    rest = {part: ({k: v for k, v in held.items() if (part, k) not in fields}
-                   if part in ("headers", "properties") else held)
-            for part, held in message.items() if part != "body"}
-    if value in json.dumps(rest) or not fields:
+    envelope = json.dumps({k: v for k, v in message.items() if k != "body"})
+    if not fields or envelope.count(json.dumps(value)) != len(fields):
         raise ValueError(f"Celery's message holds {value!r} where it cannot be replaced")
     return fields
 

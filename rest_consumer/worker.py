@@ -147,7 +147,7 @@ def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,
     claimed, replies = ctx.claims.claim(task_id, pipe)
     permits = ctx.lanes.took(job, replies[-1])
     if not claimed:
-        release = RoundTrip(ctx.redis)
+        release = RoundTrip(ctx.redis, own_connection=True)
         ctx.lanes.give_back(release, job, permits)
         release.execute()
         return None
