@@ -9,7 +9,8 @@ channel's connection pool and is thread-safe, so one per channel serves them all
 The record of a reserved task and its ack are each a MULTI/EXEC pipeline of two commands;
 redis-py's ``Pipeline`` machinery around them cost a worker's main process (the one process
 that feeds every pool process) more CPU than Redis spent running them, so they go through
-``RoundTrip``: the same commands, keys and values, packed and read leanly.
+``RoundTrip``: the same commands, keys and values, packed and read leanly. A ``deliver``
+task that removed its own record (``acks``) is acked without Redis.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from functools import cached_property
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 from rest_consumer.redisconn import SENTINEL_SCHEME
 from rest_consumer.roundtrip import RoundTrip
@@ -65,6 +67,22 @@ class _SharedClient:
 
 class QoS(kombu_redis.QoS):
     """Kombu's unacked record and ack, through a transactional ``RoundTrip``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._settled: set[str] = set()
+
+    def settled(self, delivery_tag: str) -> None:
+        """The task removed its own unacked record (``acks``): its ack needs no round trip."""
+        self._settled.add(delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        if delivery_tag in self._settled:
+            self._settled.discard(delivery_tag)
+            # kombu's local state only: Redis no longer holds the record
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+        else:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
 
     @contextmanager
     def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:

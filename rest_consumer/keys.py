@@ -18,6 +18,8 @@ CONTROL_PATTERN = "msg/job:*"
 
 KOMBU_UNACKED = "unacked"
 """kombu's Redis transport keeps the tasks workers hold (with prefetch 1: run) in this hash."""
+KOMBU_UNACKED_INDEX = "unacked_index"
+"""kombu's sorted set of the same tasks, scored by when they were reserved."""
 
 RETRIES = "rest_consumer:retries"
 """Sorted set of retries waiting for their time, scored by when they are due (Unix time)."""

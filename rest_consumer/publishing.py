@@ -65,7 +65,8 @@ class Template:
         for fields, value in ((self.ids, task_id), (self.reprs, argsrepr)):
             for part, name in fields:
                 (headers if part == "headers" else properties)[name] = value
-        properties["delivery_tag"] = str(uuid.uuid4())  # kombu's key for the unacked record
+        # kombu's key for the unacked record: the task id, so the task can remove it (acks)
+        properties["delivery_tag"] = task_id
         body = base64.b64encode(json.dumps([list(args), *self.tail]).encode()).decode()
         return json.dumps({**self.rest, "body": body, "headers": headers,
                            "properties": properties})

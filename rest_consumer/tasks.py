@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from rest_consumer import config
+from rest_consumer import acks, config
 from rest_consumer.broker import transport_for
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.messages import Dispatcher, TaskMessage
@@ -94,29 +94,32 @@ def _reset_after_fork(**_: Any) -> None:
     die_with_parent(signal.SIGKILL)
 
 
-@app.task(name=TASK, acks_late=True, bind=True)
-def deliver(task: Task, job_id: str, job_hash: str, messages: list[dict[str, Any]]) -> None:
+@app.task(name=TASK, acks_late=True, bind=True, Request=acks.Request)
+def deliver(task: Task, job_id: str, job_hash: str,
+            messages: list[dict[str, Any]]) -> str | None:
     """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes.
 
     Each task id runs once (``claims``): a copy redelivered while the first waited in a
-    worker's buffer finds the claim and does nothing.
+    worker's buffer finds the claim and does nothing. Returns ``acks.SETTLED`` when the
+    task acknowledged its own message with its outcomes.
     """
     ctx, task_id = context(), str(task.request.id)
     job = ctx.job(job_id, job_hash)
     if job is None:
         log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
-        return
+        return None
     run = start_run(ctx, task_id, job, _task_messages(job_id, messages))
     if run is None:
         log.warning("job %s: task %s was run elsewhere (a copy redelivered while it waited "
                     "in a worker's buffer); skipped", job_id, task_id)
-        return
+        return None
     try:
-        deliver_messages(ctx, job, run)
+        acked = deliver_messages(ctx, job, run)
     except BaseException:
         ctx.claims.abandon(task_id)
         ctx.lanes.abandon(run.permits)
         raise
+    return acks.SETTLED if acked else None
 
 
 def _task_messages(job_id: str, messages: list[dict[str, Any]]) -> list[TaskMessage]:

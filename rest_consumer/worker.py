@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 from confluent_kafka import KafkaException
 
-from rest_consumer import outstanding
+from rest_consumer import acks, outstanding
 from rest_consumer.claims import TaskClaims
 from rest_consumer.config import Settings
 from rest_consumer.deadletters import DeadLetterWriter
@@ -63,6 +63,8 @@ class WorkerContext:
                                              settings.consumer_group_prefix)
         self.lanes = Lanes(Permits(self.redis),
                            ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="send"))
+        self.acks_own_messages = settings.broker_url() == settings.redis_url
+        """Whether a task acknowledges its own message (``acks``): the broker is this Redis."""
         self._jobs: dict[str, CompiledJob] = {}
         self._lock = threading.Lock()
 
@@ -92,12 +94,13 @@ class Run:
     permits: list[str]
 
 
-def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> None:
+def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
     """Deliver each message's records; one bad record never affects the others.
 
     Outcomes and retries go to Redis in one pipeline, so what a task learned is recorded
     whole or (if the worker dies first) not at all, and the task is then run again. The
-    claim's done mark, and the release of the permits the task still holds, join it.
+    claim's done mark, the release of the permits the task still holds, and the task's own
+    ack (``acks``) join it. Returns whether that ack removed the task's unacked record.
     """
     messages = run.messages
     soft_limit, hard_limit = ctx.settings.task_time_limits()
@@ -128,7 +131,10 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> None:
         schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
     ctx.lanes.give_back(pipe, job, permits)
     ctx.claims.finish(run.claim, pipe)
-    pipe.execute()
+    if ctx.acks_own_messages:
+        acks.queue(pipe, run.claim)
+    replies = pipe.execute()
+    return ctx.acks_own_messages and acks.settled(replies)
 
 
 def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,

@@ -6,9 +6,11 @@ import json
 
 import redis
 
+from rest_consumer import acks
 from rest_consumer.broker import QoS, transport_for
 from rest_consumer.config import Settings
 from rest_consumer.messages import TaskMessage
+from rest_consumer.roundtrip import RoundTrip
 from rest_consumer.tasks import create_celery, make_dispatcher
 
 
@@ -75,3 +77,35 @@ def test_a_reserved_message_is_recorded_as_kombu_restores_it_and_the_ack_clears_
         again.ack()
         assert real_redis.hlen("unacked") == real_redis.zcard("unacked_index") == 0
         queue.close()
+
+
+def test_a_message_whose_task_removed_its_record_is_acked_without_redis(
+        redis_url: str, real_redis: redis.Redis) -> None:
+    app = create_celery(Settings(redis_url=redis_url))
+    with app.connection_for_write() as conn:
+        queue = conn.SimpleQueue("broker-settled")
+        queue.put({"n": 3})
+        message = queue.get(timeout=5)
+        qos = conn.default_channel.qos
+        # The task's outcome round trip removes the record (tag = task id when we publish)
+        trip = RoundTrip(real_redis)
+        acks.queue(trip, message.delivery_tag)
+        assert acks.settled(trip.execute())
+        assert real_redis.hlen("unacked") == real_redis.zcard("unacked_index") == 0
+        again = RoundTrip(real_redis)
+        acks.queue(again, message.delivery_tag)
+        assert not acks.settled(again.execute())  # gone: nothing to settle a second time
+        # The main process is told, and its ack sends nothing to Redis
+        qos.settled(message.delivery_tag)
+        before = _calls(real_redis)
+        message.ack()
+        assert _calls(real_redis) == before
+        qos._flush()  # kombu clears acked messages from its own state lazily
+        assert message.delivery_tag not in qos._delivered
+        queue.close()
+
+
+def _calls(client: redis.Redis) -> dict[str, int]:
+    """How many times each command but INFO ran (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return {name: int(stat["calls"]) for name, stat in stats.items() if "info" not in name}

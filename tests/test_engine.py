@@ -4,7 +4,9 @@ records sent concurrently, and adaptive batching (real Kafka, Redis, workers, en
 from __future__ import annotations
 
 import base64
+import collections
 import json
+import threading
 import time
 from typing import Any
 
@@ -13,7 +15,11 @@ from test_pipeline import committed, counters, fixture, json_values, simple_job
 
 from conftest import LOOPBACK
 from helpers import wait_for
+from rest_consumer.config import Settings
+from rest_consumer.messages import TaskMessage
+from rest_consumer.publishing import TASK
 from rest_consumer.store import JobStore
+from rest_consumer.tasks import create_celery
 
 
 def test_the_concurrency_bound_holds_across_two_worker_processes(
@@ -78,3 +84,60 @@ def test_a_lone_message_goes_at_once_and_a_backlog_is_packed(
     assert sum(sizes) == 451 and max(sizes) <= 100 and len(tasks) <= 12, sizes
     pipeline.start_worker()
     wait_for(lambda: len(endpoint.keys()) == 451, 60, what="all deliveries")
+
+
+def test_a_task_acks_its_own_message_and_one_celery_published_is_acked_as_before(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given a job of one message per task, and Redis watched command by command
+    topic = "engine.acks"
+    pipeline.create_topic(topic)
+    job = JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic,
+                                                                     batch_size=1))[0]
+    removals = UnackedRemovals(real_redis)
+    pipeline.start_worker()
+    pipeline.start_reader()
+    # When the reader publishes 10 tasks, and Celery's own send_task one more (a random tag)
+    pipeline.produce(topic, json_values(10))
+    wait_for(lambda: len(endpoint.keys()) == 10, 60, what="10 deliveries")
+    celery = create_celery(Settings(redis_url=pipeline.env["REDIS_URL"]))
+    replay = TaskMessage(topic, 0, 0, value=json_values(1)[0]).as_replay(None)
+    celery.send_task(TASK, ("people", job["hash"], [replay.to_args()]), queue="rest_consumer")
+    wait_for(lambda: len(endpoint.received) == 11, 30, what="the replay")
+    wait_for(lambda: committed(real_redis), 20, what="nothing in flight")
+    # Then nothing is held, each of the reader's tasks removed its record once, with its
+    # outcomes (no ack round trip after it), and the send_task one was acked by kombu
+    assert real_redis.hlen("unacked") == real_redis.zcard("unacked_index") == 0
+    seen = removals.stop()
+    assert sum(seen.values()) == 12, seen  # 10, and the task's own try + kombu's ack
+    assert set(seen.values()) == {1}
+    assert counters(real_redis)["delivered"] == 11
+
+
+class UnackedRemovals:
+    """Counts ``ZREM unacked_index <tag>`` by tag, from start to ``stop`` (Redis MONITOR)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._monitor = client.monitor()
+        self._monitor.connection.send_command("MONITOR")  # from here on (as __enter__)
+        self._monitor.connection.read_response()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        try:
+            for seen in self._monitor.listen():
+                command = seen["command"].split()
+                if command[:2] == ["ZREM", "unacked_index"]:
+                    self.counts[command[2]] += 1
+        except (redis.ConnectionError, ValueError, AttributeError):
+            if not self._stopping.is_set():
+                raise
+
+    def stop(self) -> collections.Counter[str]:
+        time.sleep(0.5)  # MONITOR reports a command after it ran: let the last ones arrive
+        self._stopping.set()
+        self._monitor.connection.disconnect()
+        self._thread.join(5)
+        return self.counts
