@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import redis
 from test_pipeline import committed, counters, fixture, json_values, simple_job
 
@@ -86,15 +87,16 @@ def test_a_lone_message_goes_at_once_and_a_backlog_is_packed(
     wait_for(lambda: len(endpoint.keys()) == 451, 60, what="all deliveries")
 
 
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_a_task_acks_its_own_message_and_one_celery_published_is_acked_as_before(
-        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+        pool: str, pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
     # Given a job of one message per task, and Redis watched command by command
-    topic = "engine.acks"
+    topic = f"engine.acks.{pool}"
     pipeline.create_topic(topic)
     job = JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic,
                                                                      batch_size=1))[0]
     removals = UnackedRemovals(real_redis)
-    pipeline.start_worker()
+    pipeline.start_worker("worker", "--pool", pool)
     pipeline.start_reader()
     # When the reader publishes 10 tasks, and Celery's own send_task one more (a random tag)
     pipeline.produce(topic, json_values(10))
