@@ -6,6 +6,10 @@ import base64
 import binascii
 import hmac
 import logging
+import math
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -29,6 +33,7 @@ from rest_consumer.topics import TopicError
 log = logging.getLogger(__name__)
 
 PUBLIC_ENDPOINTS = {"routes.healthz", "routes.readyz"}
+READY_CACHE_SECONDS = 2.0
 
 routes = Blueprint("routes", __name__)
 
@@ -46,7 +51,8 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
         settings.redis_client(socket_timeout=5), settings)
     app.extensions["rest_consumer"] = {
         "settings": settings, "store": store,
-        "kafka_ready": kafka_ready or _kafka_ready_check(settings),
+        "kafka_ready": _at_most_every(READY_CACHE_SECONDS,
+                                      kafka_ready or _kafka_ready_check(settings)),
         "dispatch": dispatch or _celery_dispatch(settings),
     }
     app.before_request(_authenticate)
@@ -198,6 +204,27 @@ def _check(probe: Any) -> str:
     except Exception as e:  # noqa: BLE001 - any failure means "not ready", and says why
         return f"unavailable: {e}"
     return "ok"
+
+
+def _at_most_every(seconds: float, probe: Callable[[], Any]) -> Callable[[], None]:
+    """``probe``, run at most once per ``seconds`` whoever asks: ``/readyz`` needs no
+    credentials, so a flood of it must not become a flood of Kafka metadata requests."""
+    lock = threading.Lock()
+    last: dict[str, Any] = {"at": -math.inf, "error": None}
+
+    def cached() -> None:
+        with lock:
+            if time.monotonic() - last["at"] >= seconds:
+                try:
+                    probe()
+                    last["error"] = None
+                except Exception as e:  # noqa: BLE001 - remembered and raised to every caller
+                    last["error"] = e
+                last["at"] = time.monotonic()
+            if last["error"] is not None:
+                raise last["error"]
+
+    return cached
 
 
 def _kafka_ready_check(settings: Settings) -> Any:

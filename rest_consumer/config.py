@@ -12,7 +12,12 @@ from typing import Any
 import redis
 
 from rest_consumer import redisconn
-from rest_consumer.decoding import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Limits
+from rest_consumer.decoding import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_RECORDS,
+    Limits,
+)
 from rest_consumer.destinations import Allowlist
 from rest_consumer.errors import ConfigError
 
@@ -146,7 +151,8 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
             tuple(env.get("DESTINATION_ALLOWLIST", "").split(","))),
         decode_limits=Limits(
             max_bytes=int(_number(env, "DECODE_MAX_BYTES", DEFAULT_MAX_BYTES, int)),
-            max_records=int(_number(env, "DECODE_MAX_RECORDS", DEFAULT_MAX_RECORDS, int))),
+            max_records=int(_number(env, "DECODE_MAX_RECORDS", DEFAULT_MAX_RECORDS, int)),
+            max_items=int(_number(env, "DECODE_MAX_ITEMS", DEFAULT_MAX_ITEMS, int))),
         worker_send_events=_boolean(env, "WORKER_SEND_EVENTS", True),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),

@@ -16,6 +16,7 @@ from typing import Any
 import fastavro
 from fastavro._read_py import schemaless_reader as _python_reader
 
+from rest_consumer.avroitems import ItemCapExceeded, ItemCounter, ItemTally
 from rest_consumer.errors import DecodeError
 
 AVRO_MAGIC = b"Obj\x01"
@@ -24,6 +25,9 @@ MAX_JSON_DEPTH = 100
 """Deeper JSON is refused: mapping, masking and re-encoding it would recurse that deep."""
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 10_000
+DEFAULT_MAX_ITEMS = 250_000
+"""Records, array items and map values together, at any depth: about 100 MB of Python objects
+at worst, while Aether's largest messages (500 records) hold a few thousand."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,11 @@ class Limits:
 
     max_bytes: int = DEFAULT_MAX_BYTES
     max_records: int = DEFAULT_MAX_RECORDS
+    max_items: int = DEFAULT_MAX_ITEMS
+
+    def too_many_items(self) -> DecodeError:
+        return DecodeError(f"the message holds more than {self.max_items} items (records, "
+                           "array items and map values; DECODE_MAX_ITEMS)")
 
 
 def decode(value: bytes | None, limits: Limits | None = None) -> Decoded:
@@ -67,7 +76,24 @@ def decode(value: bytes | None, limits: Limits | None = None) -> Decoded:
     if (value.count(b"[") + value.count(b"{") > MAX_JSON_DEPTH
             and nesting_depth(parsed) > MAX_JSON_DEPTH):
         raise DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    # Every array item but an array's first follows a comma, every object value a colon.
+    if (value.count(b",") + value.count(b"[") + value.count(b":") >= limits.max_items
+            and json_items(parsed) > limits.max_items):
+        raise limits.too_many_items()
     return Decoded(None, [parsed])
+
+
+def json_items(value: Any) -> int:
+    """Array items and object values of a JSON value, at any depth, without recursion."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else None
+        if children is not None:
+            count += len(children)
+            stack.extend(children)
+    return count
 
 
 def nesting_depth(value: Any) -> int:
@@ -93,13 +119,16 @@ def _decode_avro(value: bytes, limits: Limits) -> Decoded:
         meta = header["meta"]
         schema = json.loads(meta["avro.schema"])
         codec = meta.get("avro.codec", b"null").decode()
-        _refuse_zero_width_collections(schema)
+        counter = ItemCounter(schema)
         parsed = fastavro.parse_schema(schema)
         # fastavro's compiled reader recurses in C and crashes the process on a record nested
         # a few thousand deep, which a recursive schema allows: read those in Python, where
         # the same depth is a RecursionError (a dead letter).
         reader = _python_reader if _is_recursive(schema) else fastavro.schemaless_reader
-        records = _read_blocks(stream, header["sync"], codec, parsed, limits, reader)
+        records = _read_blocks(stream, header["sync"], codec, (parsed, counter), limits,
+                               reader)
+    except ItemCapExceeded:
+        raise limits.too_many_items() from None
     except DecodeError:
         raise
     except Exception as e:
@@ -107,10 +136,12 @@ def _decode_avro(value: bytes, limits: Limits) -> Decoded:
     return Decoded(schema, records)
 
 
-def _read_blocks(stream: io.BytesIO, sync: bytes, codec: str, schema: Any,
-                 limits: Limits, reader: Any) -> list[Any]:
+def _read_blocks(stream: io.BytesIO, sync: bytes, codec: str,
+                 schema: tuple[Any, ItemCounter], limits: Limits, reader: Any) -> list[Any]:
     records: list[Any] = []
     budget = limits.max_bytes
+    parsed, counter = schema
+    items = ItemTally(counter, limits.max_items)
     while stream.tell() < len(stream.getbuffer()):
         count, size = _read_long(stream), _read_long(stream)
         if count < 0 or size < 0:
@@ -123,8 +154,9 @@ def _read_blocks(stream: io.BytesIO, sync: bytes, codec: str, schema: Any,
             raise DecodeError("corrupt Avro container: truncated block")
         block = _decompress(data, codec, budget)
         budget -= len(block)
+        items.add(block, count)
         block_stream = io.BytesIO(block)
-        records.extend(reader(block_stream, schema) for _ in range(count))
+        records.extend(reader(block_stream, parsed) for _ in range(count))
         if stream.read(SYNC_SIZE) != sync:
             raise DecodeError("corrupt Avro container: sync marker mismatch")
     return records
@@ -164,26 +196,6 @@ def _read_long(stream: io.BytesIO) -> int:
             raise DecodeError("corrupt Avro container: varint too long")
 
 
-def _refuse_zero_width_collections(schema: Any) -> None:
-    """Arrays or maps of zero-byte items let a few bytes claim billions of items."""
-    names: dict[str, Any] = {}
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            kind = node.get("type")
-            if kind in ("record", "enum", "fixed") and isinstance(node.get("name"), str):
-                names[node["name"]] = names[f"{node.get('namespace', '')}.{node['name']}"] = node
-            if kind in ("array", "map"):
-                inner = node.get("items" if kind == "array" else "values")
-                if _zero_width(names.get(inner, inner) if isinstance(inner, str) else inner):
-                    raise DecodeError(f"the schema has an Avro {kind} of zero-byte items, "
-                                      "which no producer needs and a decoding bomb does")
-            stack.extend(v for k, v in node.items() if k in ("type", "items", "values", "fields"))
-
-
 def _is_recursive(schema: Any, enclosing: frozenset[str] = frozenset()) -> bool:
     """True when a named type refers to itself, directly or through the types it holds."""
     if isinstance(schema, str):
@@ -204,16 +216,6 @@ def _is_recursive(schema: Any, enclosing: frozenset[str] = frozenset()) -> bool:
     if kind == "map":
         return _is_recursive(schema.get("values"), enclosing)
     return isinstance(kind, dict | list) and _is_recursive(kind, enclosing)
-
-
-def _zero_width(node: Any) -> bool:
-    if node == "null" or (isinstance(node, dict) and node.get("type") == "null"):
-        return True
-    if isinstance(node, dict) and node.get("type") == "fixed":
-        return node.get("size") == 0
-    if isinstance(node, dict) and node.get("type") == "record":
-        return not node.get("fields")
-    return False
 
 
 _HEADER_SCHEMA = fastavro.parse_schema({

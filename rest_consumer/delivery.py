@@ -12,7 +12,13 @@ from urllib.parse import urlsplit
 
 from rest_consumer.destinations import DestinationGuard
 from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
-from rest_consumer.http1 import Connection, ConnectionClosed, ProtocolError, Response
+from rest_consumer.http1 import (
+    Connection,
+    ConnectionClosed,
+    DeadlineExceeded,
+    ProtocolError,
+    Response,
+)
 from rest_consumer.mapping import RequestSpec
 
 EXCERPT_CHARS = 500
@@ -46,9 +52,12 @@ class Sender:
             conns = self._local.conns = {}
         return conns
 
-    def _connect(self, key: _Key, timeout: float) -> Connection:
+    def _connect(self, key: _Key, deadline: float) -> Connection:
         scheme, host, port, address = key
         name = host_header(scheme, host, port)
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise DeadlineExceeded("no time left to connect")
         sock = socket.create_connection((address, port), timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -74,8 +83,10 @@ class Sender:
 
     def exchange(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
                  timeout: float) -> Response:
-        """One request and its response, whatever the status; connection errors are
-        RetryableDeliveryError, a refused destination PermanentDeliveryError."""
+        """One request and its response, whatever the status, all within ``timeout`` seconds
+        (connect, send, response head and body together); connection errors and a passed
+        deadline are RetryableDeliveryError, a refused destination PermanentDeliveryError."""
+        deadline = time.monotonic() + timeout
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname or parts.username is not None:
@@ -91,18 +102,18 @@ class Sender:
             encoded = {k: v.encode("latin-1") for k, v in headers.items()}
         except UnicodeEncodeError as e:
             raise PermanentDeliveryError("a header value is not Latin-1 text") from e
-        return self._exchange(key, method, target, body, encoded, timeout)
+        return self._exchange(key, method, target, body, encoded, deadline)
 
     def _exchange(self, key: _Key, method: str, target: str, body: bytes | None,
-                  headers: dict[str, bytes], timeout: float) -> Response:
+                  headers: dict[str, bytes], deadline: float) -> Response:
         conns = self._connections()
         for attempt in (1, 2):
             conn = conns.get(key)
             reused = conn is not None
             try:
                 if conn is None:
-                    conn = conns[key] = self._connect(key, timeout)
-                response = conn.exchange(method, target, headers, body, timeout,
+                    conn = conns[key] = self._connect(key, deadline)
+                response = conn.exchange(method, target, headers, body, deadline,
                                          MAX_BODY_READ)
                 if not conn.open:
                     conns.pop(key, None)  # the server closes it, or we did not read it all

@@ -25,6 +25,9 @@ MAX_CACHED_HOSTS = 10_000
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_EMBEDDING_V4 = (ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))
+"""IPv4-compatible (deprecated) and IPv4-translated addresses: the last 32 bits are IPv4."""
+LOCALHOST_ADDRESS = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ def is_internal(address: IPAddress) -> bool:
     """True for every address that is not a public unicast one, embedded forms included."""
     if address.is_multicast or address.is_unspecified or not address.is_global:
         return True
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return True  # fec0::/10: deprecated, but still routed inside some networks
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
         if embedded is not None:
@@ -89,9 +94,15 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if any(address in net for net in _NAT64):
+    if any(address in net for net in _NAT64 + _EMBEDDING_V4):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
+
+
+def is_localhost_name(host: str) -> bool:
+    """``localhost`` and every name under it, which RFC 6761 reserves for loopback."""
+    name = host.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
 
 
 def ip_literal(host: str) -> IPAddress | None:
@@ -170,6 +181,8 @@ class DestinationGuard:
 
     @staticmethod
     def _resolve(host: str, port: int) -> list[IPAddress]:
+        if is_localhost_name(host):  # RFC 6761 §6.3, as curl and browsers do: never asked of DNS
+            return [ipaddress.ip_address(LOCALHOST_ADDRESS)]
         try:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except (OSError, UnicodeError) as e:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from dataclasses import dataclass
 
 MAX_HEAD_BYTES = 64 * 1024
 """The most a response's status line and headers may take."""
 READ_SIZE = 64 * 1024
+MAX_INTERIM_RESPONSES = 10
+"""1xx responses read before the real one; more is a server stalling us."""
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
@@ -32,6 +35,10 @@ class ProtocolError(Exception):
 
 class ConnectionClosed(ProtocolError):
     """The server closed the connection before the first byte of a response."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """The exchange as a whole (send, head, body) took longer than its timeout."""
 
 
 @dataclass(frozen=True)
@@ -51,27 +58,38 @@ class Connection:
         self.host = host_header.encode("ascii")
         self.open = True
         self._buffer = bytearray()
+        self._deadline = 0.0
 
     def close(self) -> None:
         self.open = False
         self.sock.close()
 
     def exchange(self, method: str, target: str, headers: dict[str, bytes],
-                 body: bytes | None, timeout: float, limit: int) -> Response:
-        """Send one request and read its response (``ValueError`` for a request that cannot
-        be written safely; ``ProtocolError`` or ``OSError`` for a failed exchange)."""
-        self.sock.settimeout(timeout)
+                 body: bytes | None, deadline: float, limit: int) -> Response:
+        """Send one request and read its response, all of it by ``deadline`` (monotonic):
+        ``ValueError`` for a request that cannot be written safely; ``ProtocolError`` or
+        ``OSError`` (``DeadlineExceeded`` among them) for a failed exchange."""
+        self._deadline = deadline
+        self.sock.settimeout(self._remaining())  # sendall's timeout covers the whole send
         self.sock.sendall(request_bytes(method, target, self.host, headers, body))
         return self._read_response(method == "HEAD", limit)
 
+    def _remaining(self) -> float:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded("the exchange took longer than its timeout")
+        return remaining
+
     def _read_response(self, head_only: bool, limit: int) -> Response:
-        while True:
+        for _ in range(MAX_INTERIM_RESPONSES + 1):
             status, fields, keep_alive = self._read_head()
             if status >= 200:
                 break
             if status == 101:
                 raise ProtocolError("the server switched protocols")
             # 1xx interim responses (103 Early Hints …) precede the real one
+        else:
+            raise ProtocolError(f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
         if head_only or status in _NO_BODY:
             body = b""
         elif b"chunked" in fields.get(b"transfer-encoding", b"").lower():
@@ -94,7 +112,10 @@ class Connection:
         return parse_head(self._until(b"\r\n\r\n", "the response head"))
 
     def _fill(self) -> bool:
-        """Read more into the buffer; False when the server closed the connection."""
+        """Read more into the buffer, within the deadline; False when the server closed the
+        connection. A peer that sends a byte at a time cannot stretch the exchange: every
+        read waits only for what is left of the whole exchange's time."""
+        self.sock.settimeout(self._remaining())
         data = self.sock.recv(READ_SIZE)
         self._buffer += data
         return bool(data)

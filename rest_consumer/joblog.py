@@ -9,10 +9,13 @@ as Redis does: protect the topic with ACLs as you would Connect's config topic.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from rest_consumer.jobs import Job
 from rest_consumer.topics import DurableWriter, read_range, reader, watermarks
+
+log = logging.getLogger(__name__)
 
 TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
 
@@ -47,12 +50,24 @@ class JobLog:
             _, high = watermarks(consumer, self.topic)
             found: dict[str, Job] = {}
             for msg in read_range(consumer, self.topic, None, high):
-                job_id = (msg.key() or b"").decode()
+                job_id = (msg.key() or b"").decode("utf-8", "replace")
                 value = msg.value()
                 if value is None:
                     found.pop(job_id, None)
+                elif (job := _parsed(value, job_id)) is not None:
+                    found[job_id] = job
                 else:
-                    found[job_id] = json.loads(value)
+                    log.error("the jobs topic holds a record at offset %s that is not a job "
+                              "keyed by its id; skipped", msg.offset())
             return found
         finally:
             consumer.close()
+
+
+def _parsed(value: bytes, job_id: str) -> Job | None:
+    """The job a record holds, or None when it is not a JSON object with the key's id."""
+    try:
+        job = json.loads(value)
+    except ValueError:
+        return None
+    return job if isinstance(job, dict) and job.get("id") == job_id else None

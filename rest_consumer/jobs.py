@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 
-from rest_consumer import destinations
+from rest_consumer import destinations, sources
+from rest_consumer.config import DEFAULT_CONSUMER_GROUP_PREFIX
 from rest_consumer.destinations import Allowlist
 from rest_consumer.errors import JobValidationError
-from rest_consumer.redaction import REDACTED, redact_url, restore_url, secret_query_values
+from rest_consumer.redaction import REDACTED, has_redacted, redact_url, restore_url
 from rest_consumer.urltemplate import TemplateError, UrlTemplate
 
 Job = dict[str, Any]
@@ -47,10 +48,14 @@ VIEW_FIELDS = ("state", "reason")
 _PLACEHOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Headers that always carry credentials: they belong in secret_headers, never shown.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+# Headers that frame the request or choose its virtual host: the client sets them, never a job.
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te",
+                              "upgrade", "expect", "trailer", "keep-alive"})
 
 
 def prepare(doc: Any, job_id: str, stored: Job | None,
-            secret_digest: Callable[[str], str], allowlist: Allowlist | None = None) -> Job:
+            secret_digest: Callable[[str], str], allowlist: Allowlist | None = None,
+            own_prefix: str = DEFAULT_CONSUMER_GROUP_PREFIX) -> Job:
     """Validate an incoming document and return the job to store, with ``modified`` and ``hash``.
 
     ``"***"`` in a secret field keeps the secret of ``stored``. Raises
@@ -63,10 +68,15 @@ def prepare(doc: Any, job_id: str, stored: Job | None,
     if job.setdefault("id", job_id) != job_id:
         problems.append({"field": "id", "message": f"must match the id in the URL ({job_id!r})"})
     problems += _keep_stored_secrets(job, stored)
-    problems += validate(job, allowlist)
+    problems += validate(job, allowlist, own_prefix)
     if problems:
         raise JobValidationError(problems)
     return stamp(job, secret_digest)
+
+
+def document(job: Job) -> Job:
+    """The fields a user wrote: a stored job without its generated and view fields."""
+    return {k: v for k, v in job.items() if k not in GENERATED_FIELDS + VIEW_FIELDS}
 
 
 def stamp(job: Job, secret_digest: Callable[[str], str]) -> Job:
@@ -76,12 +86,15 @@ def stamp(job: Job, secret_digest: Callable[[str], str]) -> Job:
     return job
 
 
-def validate(job: Job, allowlist: Allowlist | None = None) -> list[Problem]:
-    """Every problem of a job: the schema's, and what a schema cannot check."""
+def validate(job: Job, allowlist: Allowlist | None = None,
+             own_prefix: str = DEFAULT_CONSUMER_GROUP_PREFIX) -> list[Problem]:
+    """Every problem of a job: the schema's, and what a schema cannot check. ``own_prefix``
+    names the project's own topics (``<prefix>.*``), which no job may read."""
     allowlist = allowlist or Allowlist()
     problems = [_schema_problem(e) for e in _VALIDATOR.iter_errors(job)]
     seen = {(p["field"], p["message"]) for p in problems}
     problems += [p for p in _semantic_problems(job) if (p["field"], p["message"]) not in seen]
+    problems += list(_topic_problems(_typed(job, "topic", list), own_prefix))
     problems += list(_destination_problems(job, allowlist))
     return sorted(problems, key=lambda p: (p["field"], p["message"]))
 
@@ -131,7 +144,6 @@ def _semantic_problems(job: Job) -> Iterator[Problem]:
     if isinstance(job.get("url"), str):
         yield from _url_problems(job["url"], keys)
     yield from _header_problems(job, keys)
-    yield from _topic_problems(_typed(job, "topic", list))
     for field in ("query_params", "json_body"):
         for i, key in enumerate(_typed(job, field, list)):
             if isinstance(key, str) and key not in datamap:
@@ -159,19 +171,20 @@ def _header_problems(job: Job, keys: set[str]) -> Iterator[Problem]:
                 yield from _template_problems(f"{field}.{name}", template, keys)
             if isinstance(template, str) and ("\r" in template or "\n" in template):
                 yield {"field": f"{field}.{name}", "message": "may not contain a line break"}
+            if name.lower() in RESERVED_HEADERS or name.lower().startswith("proxy-"):
+                yield {"field": f"{field}.{name}", "message": "is set by the HTTP client (it "
+                                                              "frames the request or picks its "
+                                                              "host); a job may not set it"}
     for name in _typed(job, "headers", dict):
         if name.lower() in CREDENTIAL_HEADERS:
             yield {"field": f"headers.{name}", "message": "carries credentials: put it in "
                                                           "secret_headers, which are never shown"}
 
 
-def _topic_problems(topics: list[Any]) -> Iterator[Problem]:
+def _topic_problems(topics: list[Any], own_prefix: str) -> Iterator[Problem]:
     for i, topic in enumerate(topics):
-        if isinstance(topic, str) and topic.startswith("^"):
-            try:
-                re.compile(topic)
-            except (re.error, RecursionError, OverflowError) as e:
-                yield {"field": f"topic.{i}", "message": f"invalid regular expression: {e}"}
+        if isinstance(topic, str) and (message := sources.topic_problem(topic, own_prefix)):
+            yield {"field": f"topic.{i}", "message": message}
 
 
 def _destination_problems(job: Job, allowlist: Allowlist) -> Iterator[Problem]:
@@ -316,7 +329,7 @@ def _moved(job: Job, stored: Job) -> str | None:
 def _keep_stored_secrets(job: Job, stored: Job | None) -> list[Problem]:
     """Replace each ``***`` by the stored secret, unless the secret would go somewhere new."""
     moved = _moved(job, stored) if stored is not None else None
-    problems = _keep_query_secrets(job, stored, moved)
+    problems = _keep_url_secrets(job, stored, moved)
     stored_values = {path: c[k] for c, k, path in _secret_slots(stored or {})}
     for container, key, path in _secret_slots(job):
         if container[key] != REDACTED:
@@ -336,17 +349,18 @@ def _keep_stored_secrets(job: Job, stored: Job | None) -> list[Problem]:
     return problems
 
 
-def _keep_query_secrets(job: Job, stored: Job | None, moved: str | None) -> list[Problem]:
+def _keep_url_secrets(job: Job, stored: Job | None, moved: str | None) -> list[Problem]:
+    """``***`` for a query secret or a credential-like path segment keeps the stored one."""
     url = job.get("url")
-    if not isinstance(url, str) or REDACTED not in secret_query_values(url).values():
+    if not isinstance(url, str) or not has_redacted(url):
         return []
     if stored is None or moved is not None:
         why = f"{moved} changed" if moved else "no job is stored"
-        return [{"field": "url", "message": f"a secret query value must be sent again: {why}"}]
+        return [{"field": "url", "message": f"a secret in the URL must be sent again: {why}"}]
     job["url"] = restore_url(url, stored["url"])
-    if REDACTED in secret_query_values(job["url"]).values():
-        return [{"field": "url", "message": f"{REDACTED!r} keeps a stored query secret, but "
-                                            "none is stored"}]
+    if has_redacted(job["url"]):
+        return [{"field": "url", "message": f"{REDACTED!r} keeps a stored secret of the URL, "
+                                            "but none is stored there"}]
     return []
 
 

@@ -18,7 +18,7 @@ from rest_consumer.config import Settings
 from rest_consumer.errors import MappingError
 from rest_consumer.governance import Masker
 from rest_consumer.jobs import Job, setting
-from rest_consumer.redaction import REDACTED, redact_url
+from rest_consumer.redaction import REDACTED, redact_url, secret_path_segments
 from rest_consumer.urltemplate import UrlTemplate, as_text
 
 SKIP = object()
@@ -38,10 +38,12 @@ class RequestSpec:
     headers: dict[str, str]
     body: bytes | None = None
     secret_headers: dict[str, str] = field(default_factory=dict)
+    secret_path: tuple[int, ...] = ()
+    """Path segments that are the job's own credentials (``redaction``), never shown."""
 
     def public(self) -> dict[str, Any]:
         """The request without its secrets, for dead letters, logs and previews."""
-        shown = {"method": self.method, "url": redact_url(self.url),
+        shown = {"method": self.method, "url": redact_url(self.url, self.secret_path),
                  "headers": {**self.headers, **{k: REDACTED for k in self.secret_headers}}}
         if self.body is not None:
             shown["body"] = self.body.decode("utf-8", errors="replace")
@@ -94,6 +96,7 @@ class CompiledJob:
         self.datamap = [(key, compile_path(path)) for key, path in job["datamap"].items()]
         self.constant: dict[str, Any] = job.get("constant", {})
         self.url = UrlTemplate.compile(job["url"])
+        self.secret_path = secret_path_segments(job["url"])
         self.headers = {name: _HeaderTemplate.compile(t)
                         for name, t in job.get("headers", {}).items()}
         self.secret_headers = {name: _HeaderTemplate.compile(t)
@@ -195,7 +198,7 @@ class CompiledJob:
         secret = {name: t.fill(template_values, name) for name, t in self.secret_headers.items()}
         if self.auth_header:
             secret["Authorization"] = self.auth_header
-        return RequestSpec(self.method, url, headers, body, secret)
+        return RequestSpec(self.method, url, headers, body, secret, self.secret_path)
 
     def prepare(self, schema: Any, record: Any, meta: dict[str, Any],
                 idempotency_key: str) -> Prepared:

@@ -34,6 +34,8 @@ class TaskMessage:
     """The records still to send; None for all of them."""
     replay: bool = False
     """A dead letter sent again: outside the reader's watermark, so it moves no offset."""
+    letter_refusals: int = 0
+    """How often Kafka refused this message's dead letters (bounded: ``outcomes``)."""
 
     @classmethod
     def from_kafka(cls, msg: Message) -> TaskMessage:
@@ -53,6 +55,8 @@ class TaskMessage:
             args["i"] = list(self.indexes)
         if self.replay:
             args["r"] = 1
+        if self.letter_refusals:
+            args["lr"] = self.letter_refusals
         return args
 
     @classmethod
@@ -65,7 +69,7 @@ class TaskMessage:
                        tuple((str(k), _unb64(v)) for k, v in args.get("h") or []),
                        int(args.get("a", 0)),
                        None if indexes is None else tuple(int(i) for i in indexes),
-                       bool(args.get("r")))
+                       bool(args.get("r")), int(args.get("lr", 0)))
         except (KeyError, TypeError, binascii.Error) as e:
             raise ValueError(f"not a task message: {e}") from e
 
@@ -78,11 +82,11 @@ class TaskMessage:
 
     def original(self) -> TaskMessage:
         """The message as Kafka holds it: no attempt, every record, not a replay."""
-        return replace(self, attempt=0, indexes=None, replay=False)
+        return replace(self, attempt=0, indexes=None, replay=False, letter_refusals=0)
 
     def as_replay(self, index: int | None) -> TaskMessage:
         """A dead letter sent again: one record (or all, for a message that failed whole)."""
-        return replace(self, attempt=0, replay=True,
+        return replace(self, attempt=0, replay=True, letter_refusals=0,
                        indexes=None if index is None else (index,))
 
     def describe(self) -> str:

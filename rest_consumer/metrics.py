@@ -61,7 +61,7 @@ class RedisCollector:
         histograms = pipe.execute()
         for snapshot, histogram in zip(snapshots(client, jobs), histograms, strict=True):
             job_id, counts = snapshot.job["id"], snapshot.counters
-            for outcome in ("delivered", "dead_lettered", "skipped"):
+            for outcome in ("delivered", "dead_lettered", "dead_letters_lost", "skipped"):
                 outcomes.add_metric([job_id, outcome], counts.get(outcome, 0))
             dispatched.add_metric([job_id], counts.get("dispatched", 0))
             retries.add_metric([job_id], counts.get("retried", 0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -15,6 +16,10 @@ from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
 EXPIRY_MARGIN_SECONDS = 30
 LOCK_SECONDS = 30
 FETCH_TIMEOUT = 30.0
+"""The whole token fetch (connect, send, answer) must end within this many seconds."""
+DEFAULT_EXPIRY_SECONDS = 3600
+MAX_EXPIRY_SECONDS = 86_400
+"""A token is fetched again at least daily, whatever ``expires_in`` says."""
 
 
 class TokenSource:
@@ -72,6 +77,9 @@ class TokenSource:
         if response.status >= 500 or response.status == 429:
             raise RetryableDeliveryError(f"OAuth2 token endpoint answered {response.status}",
                                          response.status)
+        if not 200 <= response.status < 300:
+            raise PermanentDeliveryError(
+                f"OAuth2 token endpoint answered {response.status}", response.status)
         try:
             body = json.loads(response.body)
             token = body["access_token"]
@@ -82,7 +90,22 @@ class TokenSource:
         scheme = str(body.get("token_type") or "Bearer")
         scheme = "Bearer" if scheme.lower() == "bearer" else scheme
         authorization = f"{scheme} {token}"
-        ttl = max(1, int(body.get("expires_in") or 3600) - EXPIRY_MARGIN_SECONDS)
+        if not isinstance(token, str) or not token or any(c in authorization for c in "\r\n"):
+            raise PermanentDeliveryError("OAuth2 token endpoint answered an access_token that "
+                                         "is not a one-line string", response.status)
+        ttl = max(1, expiry_seconds(body.get("expires_in")) - EXPIRY_MARGIN_SECONDS)
         self.redis.set(keys.oauth2_token(job_id),
                        json.dumps({"hash": job_hash, "authorization": authorization}), ex=ttl)
         return authorization
+
+
+def expiry_seconds(expires_in: Any) -> int:
+    """``expires_in`` as whole seconds within (0, MAX_EXPIRY_SECONDS]; the default when it is
+    absent, not a number, not finite (``1e999``) or not positive."""
+    try:
+        seconds = float(expires_in)
+    except (TypeError, ValueError):
+        return DEFAULT_EXPIRY_SECONDS
+    if not math.isfinite(seconds) or seconds <= 0:
+        return DEFAULT_EXPIRY_SECONDS
+    return int(min(seconds, MAX_EXPIRY_SECONDS))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from rest_consumer import sources
 from rest_consumer.config import Settings
 from rest_consumer.jobs import Job
 
@@ -24,24 +24,19 @@ def _consumer(settings: Settings, job_id: str) -> Consumer:
                      "enable.auto.commit": False, "log_level": 0})
 
 
-def job_partitions(consumer: Consumer, job: Job) -> list[TopicPartition]:
-    """Every partition of the job's topics, regex subscriptions resolved now."""
+def job_partitions(consumer: Consumer, job: Job, prefix: str) -> list[TopicPartition]:
+    """Every partition of the job's topics, regexes matched now as the readers match them."""
     topics = consumer.list_topics(timeout=TIMEOUT).topics
-    names: set[str] = set()
-    for wanted in job["topic"]:
-        if wanted.startswith("^"):
-            names.update(t for t in topics if re.match(wanted, t))
-        elif wanted in topics:
-            names.add(wanted)
-    return [TopicPartition(name, p) for name in sorted(names)
-            for p in sorted(topics[name].partitions)]
+    names = [name for name in sources.resolve(job["topic"], topics, prefix) if name in topics]
+    return [TopicPartition(name, p) for name in names for p in sorted(topics[name].partitions)]
 
 
 def partition_names(settings: Settings, job: Job) -> list[str]:
     """``topic[n]`` of every partition of the job now."""
     consumer = _consumer(settings, job["id"])
     try:
-        return [f"{tp.topic}[{tp.partition}]" for tp in job_partitions(consumer, job)]
+        partitions = job_partitions(consumer, job, settings.consumer_group_prefix)
+        return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
     finally:
         consumer.close()
 
@@ -50,7 +45,7 @@ def partition_status(settings: Settings, job: Job) -> list[dict[str, Any]]:
     """Committed offset, high watermark and lag of every partition of the job."""
     consumer = _consumer(settings, job["id"])
     try:
-        partitions = job_partitions(consumer, job)
+        partitions = job_partitions(consumer, job, settings.consumer_group_prefix)
         committed = consumer.committed(partitions, timeout=TIMEOUT) if partitions else []
         rows = []
         for tp in committed:
@@ -79,7 +74,7 @@ def alter_group_offsets(settings: Settings, job: Job, offset: int | str) -> list
     consumer = _consumer(settings, job["id"])
     try:
         targets = [TopicPartition(tp.topic, tp.partition, resolve(consumer, tp, offset))
-                   for tp in job_partitions(consumer, job)]
+                   for tp in job_partitions(consumer, job, settings.consumer_group_prefix)]
     finally:
         consumer.close()
     if not targets:

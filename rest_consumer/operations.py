@@ -24,7 +24,7 @@ from rest_consumer.store import JobStore
 
 operations = Blueprint("operations", __name__)
 
-COUNTERS = ("dispatched", "delivered", "retried", "dead_lettered", "skipped")
+COUNTERS = ("dispatched", "delivered", "retried", "dead_lettered", "dead_letters_lost", "skipped")
 MAX_PAGE = 500
 
 

@@ -4,8 +4,10 @@ latencies and the job's last error in Redis; dead letters in Kafka (``deadletter
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Any
 
 from rest_consumer import heldbehind, keys, throughput
@@ -13,6 +15,14 @@ from rest_consumer.deadletters import DeadLetter, index_letters
 from rest_consumer.messages import TaskMessage
 from rest_consumer.metrics import latency_bucket
 from rest_consumer.records import Outcome
+from rest_consumer.topics import Refusal
+
+log = logging.getLogger("rest_consumer.worker")
+
+MAX_LETTER_REFUSALS = 3
+"""Kafka refusing a record's dead letter this often (not a timeout: a refusal of the record as
+it is) makes the record final without its letter, logged and counted, so one message can
+never hold its partition's commit point for ever."""
 
 
 class TaskOutcomes:
@@ -60,23 +70,43 @@ class TaskOutcomes:
                       "partition": message.partition, "offset": message.offset,
                       "index": outcome.index, "time": time.time()}
 
-    def unwritten_letters(self) -> list[TaskMessage]:
-        """Kafka refused the letters: their messages are not final, and go back as retries
-        of the records that failed (the next attempt dead-letters them again)."""
-        retries: dict[TaskMessage, list[int | None]] = defaultdict(list)
-        for message, letter in zip(self._lettered, self.letters, strict=True):
-            retries[message].append(letter.index)
-        self.count("dead_lettered", -len(self.letters))
-        self.letters, self._lettered = [], []
-        again = []
-        for message, indexes in retries.items():
-            offsets = self.final.get((message.topic, message.partition), [])
-            if message.offset in offsets:
-                offsets.remove(message.offset)
-            whole = None in indexes
-            again.append(message if whole else message.retry(sorted(
-                i for i in indexes if i is not None), failed=False))
-        return again
+    def settle_letters(self, results: list[int | Refusal]) -> list[TaskMessage]:
+        """Kafka's answer for each of ``letters``: its offset, or a Refusal. Returns the
+        messages to try again: those whose letters Kafka did not take (their records go
+        back as retries, and the next attempt dead-letters them again), but a record whose
+        letter Kafka refused MAX_LETTER_REFUSALS times is final without one."""
+        again: dict[TaskMessage, list[int | None]] = defaultdict(list)
+        refused: set[TaskMessage] = set()
+        for message, letter, result in zip(self._lettered, self.letters, results, strict=True):
+            if isinstance(result, int):
+                self.letter_offsets.append(result)
+            elif not result.retriable and message.letter_refusals + 1 >= MAX_LETTER_REFUSALS:
+                self._lose(message, letter.index, result)
+            else:
+                again[message].append(letter.index)
+                refused.update([message] if not result.retriable else [])
+        self.count("dead_lettered", -sum(len(indexes) for indexes in again.values()))
+        return [self._unfinal(message, indexes, message in refused)
+                for message, indexes in again.items()]
+
+    def _lose(self, message: TaskMessage, index: int | None, refusal: Refusal) -> None:
+        log.error("job %s %s index=%s: Kafka refused its dead letter %d times (%s); the record "
+                  "is final without one", self.job_id, message.describe(), index,
+                  MAX_LETTER_REFUSALS, refusal.reason,
+                  extra={"job": self.job_id, "topic": message.topic,
+                         "partition": message.partition, "offset": message.offset})
+        self.count("dead_lettered", -1)
+        self.count("dead_letters_lost")
+
+    def _unfinal(self, message: TaskMessage, indexes: list[int | None],
+                 refused: bool) -> TaskMessage:
+        """The message is not final after all: a retry of the records whose letters failed."""
+        offsets = self.final.get((message.topic, message.partition), [])
+        if message.offset in offsets:
+            offsets.remove(message.offset)
+        again = message if None in indexes else message.retry(
+            sorted(i for i in indexes if i is not None), failed=False)
+        return replace(again, letter_refusals=message.letter_refusals + int(refused))
 
     def write(self, pipe: Any) -> None:
         """Queue the Redis commands on ``pipe``; the caller executes it."""

@@ -18,6 +18,7 @@ from rest_consumer.jobs import Job, setting
 from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.offsets import resolve
 from rest_consumer.ordering import gate_for
+from rest_consumer.sources import Subscription
 from rest_consumer.tracking import PartitionTracker
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,10 @@ class JobReader(threading.Thread):
 
     def _consume_until_stopped(self) -> None:
         consumer = self._consumer = Consumer(self._consumer_config())
+        subscription = Subscription(list(self.job["topic"]),
+                                    self.settings.consumer_group_prefix)
         try:
-            consumer.subscribe(list(self.job["topic"]), on_assign=self._on_assign,
-                               on_revoke=self._on_revoke, on_lost=self._on_lost)
+            subscription.refresh(consumer, self._subscribe)
             while not self._stopping.is_set():
                 if self._rewind.is_set():
                     self._rewind.clear()
@@ -126,10 +128,21 @@ class JobReader(threading.Thread):
                 self._release_lanes()
                 if self._due_for_tick():
                     self._tick_unless_redis_is_down()
+                    subscription.refresh(consumer, self._subscribe)
             self._finish()
         finally:
             consumer.close()
             self._consumer = None
+
+    def _subscribe(self, topics: list[str]) -> None:
+        """Read these topics (``sources``: never the project's own), or none for now."""
+        assert self._consumer is not None
+        if topics:
+            self._consumer.subscribe(topics, on_assign=self._on_assign,
+                                     on_revoke=self._on_revoke, on_lost=self._on_lost)
+        else:
+            self._consumer.unsubscribe()
+        log.info("job %s: reads %s", self.job_id, ", ".join(topics) or "no topic yet")
 
     # --- rebalance callbacks -------------------------------------------------------------
 

@@ -17,14 +17,19 @@ def reader_reports(client: Any, job_id: str) -> list[dict[str, Any]]:
 def job_state(client: Any, job: Job) -> dict[str, Any]:
     """``{"state": running|stopped|error|pending, "reason": …}`` for one job."""
     if not setting(job, "enabled"):
-        return {"state": "stopped"}
+        return _stopped(job)
     return state_of(job, fresh_heartbeats(client, job["id"]))
+
+
+def _stopped(job: Job) -> dict[str, Any]:
+    """A stopped job's state; with the reason when it was restored invalid (``JobStore``)."""
+    return {"state": "stopped", **({"reason": job["reason"]} if job.get("reason") else {})}
 
 
 def state_of(job: Job, beats: list[Heartbeat]) -> dict[str, Any]:
     """``job_state`` from heartbeats already read (and known fresh)."""
     if not setting(job, "enabled"):
-        return {"state": "stopped"}
+        return _stopped(job)
     errors = [b.error for b in beats if b.error]
     if errors:
         return {"state": "error", "reason": errors[0]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -13,14 +14,15 @@ from typing import Any, TypeVar, cast
 import redis
 
 from rest_consumer import jobs, keys
-from rest_consumer.config import Settings
+from rest_consumer.config import DEFAULT_CONSUMER_GROUP_PREFIX, Settings
 from rest_consumer.control import Command, publish
 from rest_consumer.destinations import Allowlist
-from rest_consumer.errors import JobNotFound
+from rest_consumer.errors import JobNotFound, JobValidationError
 from rest_consumer.joblog import JobLog
 from rest_consumer.jobs import Job
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class JobStore:
@@ -32,17 +34,21 @@ class JobStore:
     """
 
     def __init__(self, client: redis.Redis, allowlist: Allowlist | None = None,
-                 log: JobLog | None = None) -> None:
+                 log: JobLog | None = None,
+                 own_prefix: str = DEFAULT_CONSUMER_GROUP_PREFIX) -> None:
         self.redis = client
         self.allowlist = allowlist or Allowlist()
         self.log = log
+        self.own_prefix = own_prefix
+        """``CONSUMER_GROUP_PREFIX``: the project's own topics, which no job may read."""
         self._hash_key: bytes | None = None
 
     @classmethod
     def for_settings(cls, client: redis.Redis, settings: Settings) -> JobStore:
         """The store every service uses: Redis's copy backed by the jobs topic."""
-        log = JobLog(settings.kafka_client_config(), settings.consumer_group_prefix)
-        return cls(client, settings.destination_allowlist, log)
+        joblog = JobLog(settings.kafka_client_config(), settings.consumer_group_prefix)
+        return cls(client, settings.destination_allowlist, joblog,
+                   settings.consumer_group_prefix)
 
     def ensure_loaded(self) -> int:
         """Rebuild Redis's copy from the jobs topic if Redis lost it; returns jobs restored.
@@ -86,7 +92,7 @@ class JobStore:
         def change(pipe: Any) -> tuple[Job, bool]:
             raw = pipe.get(keys.job(job_id))
             stored = json.loads(raw) if raw else None
-            job = jobs.prepare(doc, job_id, stored, digest, self.allowlist)
+            job = jobs.prepare(doc, job_id, stored, digest, self.allowlist, self.own_prefix)
             self._log(job)
             pipe.multi()
             self._write(pipe, job, stored)
@@ -102,7 +108,7 @@ class JobStore:
         def change(pipe: Any) -> Job | None:
             if pipe.exists(keys.job(job_id)):
                 return None
-            job = jobs.prepare(doc, job_id, None, digest, self.allowlist)
+            job = jobs.prepare(doc, job_id, None, digest, self.allowlist, self.own_prefix)
             self._log(job)
             pipe.multi()
             self._write(pipe, job, None)
@@ -112,7 +118,17 @@ class JobStore:
         return self._transaction(change, keys.job(job_id))
 
     def restore(self, job: Job) -> bool:
-        """Put back a job that Redis lost (flush, failover) unless one was stored since."""
+        """Put back a job that Redis lost (flush, failover) unless one was stored since.
+
+        The topic is checked like the API: a job that fails validation (written straight into
+        the topic, or valid under older rules) comes back stopped, with the reason, and never
+        runs until it is saved again through the API.
+        """
+        checked = self._checked(job)
+        if checked is None:
+            return False
+        job = checked
+
         def change(pipe: Any) -> bool:
             if pipe.exists(keys.job(job["id"])):
                 return False
@@ -123,15 +139,33 @@ class JobStore:
 
         return self._transaction(change, keys.job(job["id"]))
 
+    def _checked(self, job: Job) -> Job | None:
+        """The job as stored, or stopped with the reason when it fails validation; None when
+        it cannot even be stored (no owner or hash to index it by)."""
+        if not isinstance(job.get("owner"), str) or not isinstance(job.get("hash"), str):
+            log.error("job %r from the jobs topic has no owner or hash; skipped", job.get("id"))
+            return None
+        problems = jobs.validate(jobs.document(job), self.allowlist, self.own_prefix)
+        if not problems:
+            return job
+        reason = "invalid: " + "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        log.error("job %s from the jobs topic is %s; restored stopped", job.get("id"), reason)
+        return {**job, "enabled": False, "reason": reason}
+
     def set_enabled(self, job_id: str, enabled: bool) -> Job:
         """Start or stop a job: set ``enabled`` and tell the readers.
 
-        Not validated again: a job stored under older rules (say, a narrower allowlist since)
-        can always be stopped, and its readers and workers check destinations anyway.
+        Stopping is never refused: a job stored under older rules (say, a narrower allowlist
+        since) can always be stopped. Starting validates it again, so a job restored stopped
+        because it is invalid runs only once it is saved through the API.
         """
         def change(pipe: Any) -> Job:
             stored = self._get_watched(pipe, job_id)
-            job = jobs.stamp({**stored, "enabled": enabled}, self.secret_digest)
+            if enabled and (problems := jobs.validate(jobs.document(stored), self.allowlist,
+                                                      self.own_prefix)):
+                raise JobValidationError(problems)
+            kept = {k: v for k, v in stored.items() if k not in jobs.VIEW_FIELDS}
+            job = jobs.stamp({**kept, "enabled": enabled}, self.secret_digest)
             self._log(job)
             pipe.multi()
             self._write(pipe, job, stored)

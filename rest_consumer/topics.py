@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import (
@@ -34,6 +35,15 @@ class TopicError(Exception):
     """Kafka did not confirm a write, or a read did not finish, in time."""
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why Kafka does not hold one record; ``retriable``: it may take it later (a timeout,
+    no broker), as opposed to refusing this record as it is (too large, not allowed)."""
+
+    reason: str
+    retriable: bool
+
+
 class DurableWriter:
     """A producer that waits for Kafka's acknowledgement of every write it is asked for."""
 
@@ -55,27 +65,34 @@ class DurableWriter:
 
         Raises TopicError unless Kafka acknowledged every one of them.
         """
-        offsets: list[int | None] = [None] * len(records)
-        errors: list[str] = []
+        results = self.write_each(topic, records)
+        refused = [r for r in results if isinstance(r, Refusal)]
+        if refused:
+            raise TopicError(f"Kafka did not confirm the write to {topic}: {refused[0].reason}")
+        return [r for r in results if isinstance(r, int)]
 
-        def delivered(position: int) -> Any:
+    def write_each(self, topic: str, records: list[Record]) -> list[int | Refusal]:
+        """Write records in order; returns each one's offset, or why Kafka does not hold it.
+
+        A full local queue (``BufferError``) waits for deliveries to drain, once, instead of
+        escaping: a task with many large letters must not fail on it.
+        """
+        results: list[int | Refusal | None] = [None] * len(records)
+
+        def delivered(position: int) -> Callable[[KafkaError | None, Message], None]:
             def report(err: KafkaError | None, msg: Message) -> None:
-                if err is not None:
-                    errors.append(str(err))
-                else:
-                    offsets[position] = msg.offset()
+                results[position] = (int(msg.offset() or 0) if err is None
+                                     else Refusal(str(err), bool(err.retriable())))
             return report
 
         with self._lock:
             producer = self._get_producer()
             for position, (key, value, headers) in enumerate(records):
-                producer.produce(topic, value, key, headers=headers,
-                                 on_delivery=delivered(position))
-            left = producer.flush(TIMEOUT)
-        if errors or left or any(o is None for o in offsets):
-            raise TopicError(f"Kafka did not confirm the write to {topic}: "
-                                  f"{errors[0] if errors else 'timed out'}")
-        return [int(o) for o in offsets if o is not None]
+                results[position] = _produce(producer, topic, (key, value, headers),
+                                             delivered(position))
+            producer.flush(TIMEOUT)
+        return [Refusal("Kafka did not confirm in time", True) if r is None else r
+                for r in results]
 
     def _get_producer(self) -> Producer:
         if self._producer is None:
@@ -83,6 +100,24 @@ class DurableWriter:
                 **self.kafka_config, "acks": "all", "enable.idempotence": True,
                 "linger.ms": 0, "message.timeout.ms": int(TIMEOUT * 1000), "log_level": 3})
         return self._producer
+
+
+def _produce(producer: Producer, topic: str, record: Record,
+             report: Callable[[KafkaError | None, Message], None]) -> Refusal | None:
+    """Queue one record; a Refusal when librdkafka will not even queue it."""
+    key, value, headers = record
+    for attempt in (1, 2):
+        try:
+            producer.produce(topic, value, key, headers=headers, on_delivery=report)
+            return None
+        except BufferError:
+            if attempt == 2:
+                return Refusal("the producer's local queue stayed full", True)
+            producer.flush(TIMEOUT)
+        except KafkaException as e:
+            error = e.args[0]
+            return Refusal(str(error), bool(error.retriable()))
+    return None
 
 
 def create_topic(kafka_config: dict[str, Any], name: str, config: dict[str, str]) -> None:

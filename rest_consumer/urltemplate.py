@@ -9,12 +9,15 @@ every value is percent-encoded, and a path segment may not become ``.`` or ``..`
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import string
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
+
+from publicsuffixlist import PublicSuffixList
 
 from rest_consumer.errors import MappingError
 
@@ -114,6 +117,7 @@ def _host_pieces(authority: str) -> tuple[list[_Piece], re.Pattern[str]]:
     if not any(literal for literal, _ in parsed):
         raise TemplateError("a placeholder may not be the whole host: the host needs a "
                             "literal part, or a Kafka value would choose where requests go")
+    _require_registrable_domain(parsed[-1][0])
     pieces, regex = [], ""
     for i, (literal, key) in enumerate(parsed):
         regex += re.escape(literal)
@@ -127,6 +131,27 @@ def _host_pieces(authority: str) -> tuple[list[_Piece], re.Pattern[str]]:
         regex += _LABELS if multi else _LABEL
     pieces.append(_Piece(parsed[-1][0] + (f":{port}" if port else ""), None, "host"))
     return pieces, re.compile(regex + (f":{port}" if port else ""), re.I)
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The public suffix list the package ships (read once; never fetched at run time)."""
+    return PublicSuffixList()
+
+
+def _require_registrable_domain(tail: str) -> None:
+    """What follows a host's last placeholder must hold a registrable domain of its own
+    (``{tenant}.partner.example``), so Kafka data picks a name under it, never the domain:
+    ``{a}.com``, ``{a}.co.uk`` and ``{a}.{b}`` are refused. Names under ``localhost`` are
+    loopback by definition (RFC 6761), so ``{a}.localhost`` stays there."""
+    domain = tail.partition(".")[2].lower().rstrip(".")
+    if domain == "localhost":
+        return
+    if not domain or _public_suffixes().privatesuffix(domain) is None:
+        raise TemplateError(
+            "a placeholder in the host must be followed by a literal registrable domain "
+            "(e.g. {tenant}.partner.example), or Kafka data would choose the domain that "
+            f"receives the job's credentials; {domain or 'nothing'!r} is a public suffix")
 
 
 def _parse(text: str) -> list[tuple[str, str | None]]:

@@ -37,7 +37,7 @@ from rest_consumer.retries import Retry, schedule
 from rest_consumer.roundtrip import RoundTrip
 from rest_consumer.sending import send
 from rest_consumer.store import JobStore
-from rest_consumer.topics import TopicError
+from rest_consumer.topics import Refusal, TopicError
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +171,15 @@ def _write_dead_letters(ctx: WorkerContext, job_id: str,
     """Kafka holds the dead letters before their messages count as final; if it will not
     take them now, those messages come back later (as retries) instead of being lost."""
     try:
-        out.letter_offsets = ctx.dead_letters.write(job_id, out.letters)
+        results = ctx.dead_letters.write(job_id, out.letters)
     except (TopicError, KafkaException) as e:
-        log.error("job %s: could not write %d dead letter(s) to Kafka (%s); they are retried "
-                  "in %.0f s", job_id, len(out.letters), e, DEAD_LETTER_RETRY_SECONDS)
-        return [(message, DEAD_LETTER_RETRY_SECONDS) for message in out.unwritten_letters()]
-    return []
+        results = [Refusal(str(e), True)] * len(out.letters)
+    refused = [r for r in results if isinstance(r, Refusal)]
+    if refused:
+        log.error("job %s: Kafka did not take %d dead letter(s) (%s); their records are "
+                  "retried in %.0f s", job_id, len(refused), refused[0].reason,
+                  DEAD_LETTER_RETRY_SECONDS)
+    return [(message, DEAD_LETTER_RETRY_SECONDS) for message in out.settle_letters(results)]
 
 
 def _prepare_all(ctx: WorkerContext, job: CompiledJob, messages: list[TaskMessage],

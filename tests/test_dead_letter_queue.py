@@ -20,9 +20,10 @@ from rest_consumer.deadletters import DeadLetterWriter, topic_name
 from rest_consumer.errors import PermanentDeliveryError
 from rest_consumer.mapping import RequestSpec
 from rest_consumer.messages import TaskMessage
-from rest_consumer.outcomes import TaskOutcomes
+from rest_consumer.outcomes import MAX_LETTER_REFUSALS, TaskOutcomes
 from rest_consumer.records import Outcome
 from rest_consumer.store import JobStore
+from rest_consumer.topics import Refusal
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 
@@ -63,7 +64,7 @@ def add_dead_letters(settings: Settings, client: redis.Redis, n: int,
         out.dead_letter(message(offset), Outcome.dead(0, f"HTTP 400 #{offset}", error=error,
                                                       request=request, record_id=f"id-{offset}"))
     writer = DeadLetterWriter(settings.kafka_client_config(), settings.consumer_group_prefix)
-    out.letter_offsets = writer.write(job_id, out.letters)
+    out.settle_letters(writer.write(job_id, out.letters))
     pipe = client.pipeline()
     out.write(pipe)
     pipe.execute()
@@ -169,6 +170,27 @@ def test_letters_kafka_refused_come_back_as_retries_of_the_same_records() -> Non
     out.dead_letter(partly, Outcome.dead(4, "HTTP 400"))
     out.dead_letter(partly, Outcome.dead(9, "HTTP 400"))
     out.record_final(partly)
-    again = out.unwritten_letters()
+    again = out.settle_letters([Refusal("Local: Message timed out", True)] * 3)
     assert again == [whole, partly.retry([4, 9], failed=False)]
     assert dict(out.final) == {("aether.Person", 2): []} and out.counters["dead_lettered"] == 0
+
+
+def test_a_letter_kafka_refuses_again_and_again_ends_final_and_counted() -> None:
+    # Given a message whose two failed records' letters Kafka refuses as they are
+    out = TaskOutcomes("people")
+    msg = message(5)
+    for refusals in range(MAX_LETTER_REFUSALS):
+        out = TaskOutcomes("people")
+        out.dead_letter(msg, Outcome.dead(1, "HTTP 400"))
+        out.dead_letter(msg, Outcome.dead(2, "HTTP 400"))
+        out.record_final(msg)
+        # When the first is refused and the second written
+        again = out.settle_letters([Refusal("Broker: Message size too large", False), 41])
+        # Then the written one keeps its offset; the refused one comes back, counted
+        assert out.letter_offsets == [41]
+        if refusals < MAX_LETTER_REFUSALS - 1:
+            assert again == [replace(msg.retry([1], failed=False), letter_refusals=refusals + 1)]
+            msg = again[0]
+    # and at the bound the record is final without its letter, counted as lost
+    assert again == [] and dict(out.final) == {("aether.Person", 2): [5]}
+    assert out.counters["dead_letters_lost"] == 1 and out.counters["dead_lettered"] == 1

@@ -42,7 +42,7 @@ def hostile_job(endpoint: RecordingEndpoint) -> dict[str, Any]:
                     "pick": "$.msg.s.`sub(/a/, b)`",
                     "who": '$.msg.tags[?(@.name =~ "^(a+)+$")].name',
                     "home": "$.msg.home", "work": "$.msg.work", "by_kind": "$.msg.by_kind"},
-        "url": f"http://local{{h}}:{port}/items/{{seg}}?api_key={SECRETS[2]}",
+        "url": f"http://x{{h}}.localhost:{port}/items/{{seg}}?api_key={SECRETS[2]}",
         "json_body": ["id", "name", "pick", "home", "work", "by_kind"],
         "headers": {"X-Name": "{name}"},
         "secret_headers": {"X-Api-Key": SECRETS[1]},
@@ -183,7 +183,7 @@ DATA_CASES = [
     DataCase("array of zero-byte items claiming a billion",
              raw_container({"type": "record", "name": "Z", "fields": [
                  {"name": "a", "type": {"type": "array", "items": "null"}}]},
-                 b"\x80\xa8\xd6\xb9\x07\x00"), "zero-byte items"),
+                 b"\x80\xa8\xd6\xb9\x07\x00"), "DECODE_MAX_ITEMS"),
     DataCase("recursive record nested 100,000 deep",
              raw_container(NODE, b"\x02" * 100_000 + b"\x00"), "RecursionError"),
     DataCase("unsupported Avro codec", raw_container(NODE, b"\x00", codec="snappy"),

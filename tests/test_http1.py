@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,11 @@ from rest_consumer.http1 import (
 )
 
 LIMIT = 1000
+
+
+def soon(seconds: float = 5) -> float:
+    """The deadline of an exchange that may take ``seconds``."""
+    return time.monotonic() + seconds
 
 
 class Canned:
@@ -62,7 +68,7 @@ def canned() -> Iterator[type[Canned]]:
 
 def test_a_request_is_written_in_one_piece_with_host_and_length(canned: type[Canned]) -> None:
     server = canned([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
-    response = server.connection().exchange("POST", "/a?b=1", {"X-Id": b"7"}, b"{}", 5, LIMIT)
+    response = server.connection().exchange("POST", "/a?b=1", {"X-Id": b"7"}, b"{}", soon(), LIMIT)
     assert (response.status, response.body) == (200, b"ok")
     assert server.received[0] == (b"POST /a?b=1 HTTP/1.1\r\nHost: h.example\r\nX-Id: 7\r\n"
                                   b"Accept-Encoding: identity\r\nContent-Length: 2\r\n\r\n{}")
@@ -72,8 +78,8 @@ def test_a_kept_alive_connection_serves_the_next_request(canned: type[Canned]) -
     server = canned([b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
                      b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nbusy"])
     conn = server.connection()
-    assert conn.exchange("GET", "/", {}, None, 5, LIMIT).status == 201
-    second = conn.exchange("GET", "/", {}, None, 5, LIMIT)
+    assert conn.exchange("GET", "/", {}, None, soon(), LIMIT).status == 201
+    second = conn.exchange("GET", "/", {}, None, soon(), LIMIT)
     assert (second.status, second.body, second.retry_after) == (503, b"busy", "7")
     assert conn.open and server.accepted == 1
 
@@ -82,7 +88,7 @@ def test_a_chunked_body_with_extensions_and_trailers(canned: type[Canned]) -> No
     server = canned([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n"])
     conn = server.connection()
-    assert conn.exchange("GET", "/", {}, None, 5, LIMIT).body == b"abcde"
+    assert conn.exchange("GET", "/", {}, None, soon(), LIMIT).body == b"abcde"
     assert conn.open
 
 
@@ -92,17 +98,17 @@ def test_a_body_over_the_limit_is_cut_and_ends_the_connection(canned: type[Canne
                      b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)])
     first = server.connection()
-    assert first.exchange("GET", "/", {}, None, 5, LIMIT).body == big[:LIMIT]
+    assert first.exchange("GET", "/", {}, None, soon(), LIMIT).body == big[:LIMIT]
     assert not first.open
     second = server.connection()
-    assert second.exchange("GET", "/", {}, None, 5, LIMIT).body == big[:LIMIT]
+    assert second.exchange("GET", "/", {}, None, soon(), LIMIT).body == big[:LIMIT]
     assert not second.open
 
 
 def test_a_body_without_length_runs_to_the_close(canned: type[Canned]) -> None:
     server = canned([b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nuntil close", None])
     conn = server.connection()
-    assert conn.exchange("GET", "/", {}, None, 5, LIMIT).body == b"until close"
+    assert conn.exchange("GET", "/", {}, None, soon(), LIMIT).body == b"until close"
     assert not conn.open
 
 
@@ -113,16 +119,16 @@ def test_interim_responses_head_204_and_304_have_no_body(canned: type[Canned]) -
                      b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
                      b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n!"])
     conn = server.connection()
-    assert conn.exchange("PUT", "/", {}, b"x", 5, LIMIT).status == 204
-    assert conn.exchange("HEAD", "/", {}, None, 5, LIMIT).body == b""
-    assert conn.exchange("GET", "/", {}, None, 5, LIMIT).status == 304
-    assert conn.exchange("GET", "/", {}, None, 5, LIMIT).body == b"!"
+    assert conn.exchange("PUT", "/", {}, b"x", soon(), LIMIT).status == 204
+    assert conn.exchange("HEAD", "/", {}, None, soon(), LIMIT).body == b""
+    assert conn.exchange("GET", "/", {}, None, soon(), LIMIT).status == 304
+    assert conn.exchange("GET", "/", {}, None, soon(), LIMIT).body == b"!"
 
 
 def test_connection_close_and_http_1_0_keep_alive(canned: type[Canned]) -> None:
     server = canned([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"])
     conn = server.connection()
-    conn.exchange("GET", "/", {}, None, 5, LIMIT)
+    conn.exchange("GET", "/", {}, None, soon(), LIMIT)
     assert not conn.open
     assert parse_head(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive")[2] is True
     assert parse_head(b"HTTP/1.0 200 OK")[2] is False
@@ -131,7 +137,7 @@ def test_connection_close_and_http_1_0_keep_alive(canned: type[Canned]) -> None:
 def test_a_connection_closed_before_an_answer_says_so(canned: type[Canned]) -> None:
     server = canned([None])
     with pytest.raises(ConnectionClosed):
-        server.connection().exchange("GET", "/", {}, None, 5, LIMIT)
+        server.connection().exchange("GET", "/", {}, None, soon(), LIMIT)
 
 
 @pytest.mark.parametrize("answer,problem", [
@@ -148,7 +154,7 @@ def test_malformed_answers_are_protocol_errors(canned: type[Canned], answer: byt
                                                 problem: str) -> None:
     server = canned([answer, None])
     with pytest.raises(ProtocolError, match=problem):
-        server.connection().exchange("GET", "/", {}, None, 5, LIMIT)
+        server.connection().exchange("GET", "/", {}, None, soon(), LIMIT)
 
 
 @pytest.mark.parametrize("method,target,headers", [
@@ -168,3 +174,36 @@ def test_a_head_with_control_characters_is_never_written(method: str, target: st
 def test_given_host_and_length_are_not_doubled() -> None:
     raw = request_bytes("POST", "/", b"h", {"Host": b"o", "Content-Length": b"0"}, None)
     assert raw.count(b"Host:") == 1 and raw.count(b"Content-Length:") == 1
+
+
+def _drip(server: socket.socket, head: bytes, every: float) -> None:
+    """Answer one request with ``head``, then one header byte every ``every`` seconds."""
+    conn, _ = server.accept()
+    with conn:
+        conn.recv(65536)
+        conn.sendall(head)
+        try:
+            for _ in range(200):
+                time.sleep(every)
+                conn.sendall(b"x")
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nX-Slow: ", b"HTTP/1.1 100 Continue\r\n"])
+def test_a_peer_that_drips_bytes_cannot_stretch_the_exchange(head: bytes) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_drip, args=(server, head, 0.2), daemon=True).start()
+    conn = Connection(socket.create_connection(server.getsockname(), 5), "h.example")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):  # DeadlineExceeded, or the last read's own timeout
+        conn.exchange("GET", "/", {}, None, soon(1), LIMIT)
+    assert time.monotonic() - started < 1.5
+    conn.close()
+    server.close()
+
+
+def test_endless_interim_responses_are_a_protocol_error(canned: type[Canned]) -> None:
+    server = canned([b"HTTP/1.1 103 Early Hints\r\n\r\n" * 11 + b"HTTP/1.1 200 OK\r\n\r\n"])
+    with pytest.raises(ProtocolError, match="interim"):
+        server.connection().exchange("GET", "/", {}, None, soon(), LIMIT)
