@@ -7,6 +7,7 @@ pipeline under test. Figures are reported as ratios against baselines run in the
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -364,6 +365,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, metavar="N",
                         help="only per_message_vs_ceiling: N alternating pairs (the ceiling, "
                              "then ours) and their median (about a minute a pair)")
+    parser.add_argument("--signing", type=int, metavar="N",
+                        help="only the default job against the same job signing every request "
+                             "(standard-webhooks): N alternating pairs, CPU per message of each")
     parser.add_argument("--profile", metavar="PROCESS:SCENARIO",
                         help="only profile one process in one scenario, e.g. worker:fast "
                              "(bench/hotspots.py)")
@@ -376,6 +380,14 @@ def main() -> None:
             bench = Bench(Path(tmp), Path(tmp))
             try:
                 per_message_pairs(bench, args.pairs)
+            finally:
+                bench.close()
+        return
+    if args.signing:
+        with tempfile.TemporaryDirectory(prefix="rc-signing-") as tmp:
+            bench = Bench(Path(tmp), Path(tmp))
+            try:
+                signing_pairs(bench, args.signing)
             finally:
                 bench.close()
         return
@@ -416,6 +428,21 @@ def per_message_pairs(bench: Bench, pairs: int, tasks: int = 4000) -> list[float
     return ratios
 
 
+SIGNING = {"scheme": "standard-webhooks",
+           "secret": "whsec_" + base64.b64encode(b"bench-signing-key-0123456789abcd").decode()}
+
+
+def signing_pairs(bench: Bench, pairs: int, messages: int = 10000) -> None:
+    """The default job, then the same job signing every request, ``pairs`` times."""
+    for pair in range(1, pairs + 1):
+        plain = bench.ours("default job, fast sink, events", messages, events=True)
+        signed = bench.ours("default job signing (standard-webhooks), fast sink, events",
+                            messages, events=True, signing=SIGNING)
+        print(f"  pair {pair}: cpu_ms_per_msg default={plain.cpu_ms_per_msg} "
+              f"signed={signed.cpu_ms_per_msg}; signed_vs_default="
+              f"{signed.throughput / plain.throughput:.2f}", flush=True)
+
+
 def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
     """Every scenario, one configuration each, in one run; the figures of the RESULT line."""
     capacity = bench.nginx.capacity()
@@ -426,6 +453,8 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
     ceiling = bench.ceiling(4000 * scale, events=False)
     per_message = bench.ours("batch_size 1, fast sink", 4000 * scale, events=False,
                              batch_size=1)
+    signed = bench.ours("default job signing (standard-webhooks), fast sink, events",
+                        10000 * scale, events=True, signing=SIGNING)
     slow = bench.ours("default job, 100 ms endpoint, events", 1500 * scale, events=True,
                       sink=bench.slow)
     slow256 = bench.ours("concurrency 256, 100 ms endpoint, events", 5000 * scale,
@@ -449,6 +478,8 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
         "ordering_key_vs_none": round(by_key.throughput / fast.throughput, 2),
         "slow_ordering_key_msgs": round(slow_by_key.throughput),
         "cpu_ms_per_msg": fast.cpu_ms_per_msg,
+        "cpu_ms_per_msg_signed": signed.cpu_ms_per_msg,
+        "signed_vs_default": round(signed.throughput / fast.throughput, 2),
         "worker_rss_mb": fast.peak_rss_mb.get("worker"),
         # the capacity model's inputs (README, "Capacity"): the default job on the fast sink
         **{f"cpu_ms_per_msg_{k}": v for k, v in fast.cpu_ms_per_msg_by.items()},

@@ -20,6 +20,7 @@ from rest_consumer.http1 import (
     Response,
 )
 from rest_consumer.mapping import RequestSpec
+from rest_consumer.tls import Contexts, TlsIdentity
 
 EXCERPT_CHARS = 500
 MAX_BODY_READ = 64 * 1024
@@ -27,8 +28,16 @@ MAX_BODY_READ = 64 * 1024
 MAX_RETRY_DELAY = 1200.0
 """The longest a retry waits, even when a server's ``Retry-After`` asks for more."""
 
-_Key = tuple[str, str, int, str]
-"""(scheme, host, port, the checked address the connection goes to)."""
+_Key = tuple[str, str, int, str, str]
+"""(scheme, host, port, the checked address the connection goes to, the TLS identity's
+fingerprint or ""): a connection made with one job's client certificate serves that one."""
+_REFUSED_BY_PEER = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA",
+                    "CERTIFICATE_UNKNOWN", "ACCESS_DENIED", "CERTIFICATE_EXPIRED",
+                    "CERTIFICATE_REVOKED", "UNSUPPORTED_CERTIFICATE", "HANDSHAKE_FAILURE")
+"""TLS alerts by which a server refuses our certificate (or every protocol and cipher we
+offer): a job's setup, not a passing fault. A server that closes without an alert (its close
+can reset the connection before the alert arrives) is retried, and dead-lettered after
+``max_retries`` with the TLS reason."""
 
 
 class Sender:
@@ -44,7 +53,7 @@ class Sender:
     def __init__(self, guard: DestinationGuard) -> None:
         self.guard = guard
         self._local = threading.local()
-        self._tls = ssl.create_default_context()
+        self.contexts = Contexts()
 
     def _connections(self) -> dict[_Key, Connection]:
         conns = getattr(self._local, "conns", None)
@@ -52,8 +61,8 @@ class Sender:
             conns = self._local.conns = {}
         return conns
 
-    def _connect(self, key: _Key, deadline: float) -> Connection:
-        scheme, host, port, address = key
+    def _connect(self, key: _Key, deadline: float, tls: TlsIdentity | None) -> Connection:
+        scheme, host, port, address, _ = key
         name = host_header(scheme, host, port)
         timeout = deadline - time.monotonic()
         if timeout <= 0:
@@ -62,16 +71,19 @@ class Sender:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == "https":
-                sock = self._tls.wrap_socket(sock, server_hostname=host)
+                sock = self.contexts.for_identity(tls).wrap_socket(sock, server_hostname=host)
         except BaseException:
             sock.close()
             raise
         return Connection(sock, name)
 
-    def send(self, request: RequestSpec, timeout: float, retry_statuses: frozenset[int]) -> int:
-        """Send; return the 2xx status, or raise Retryable/PermanentDeliveryError."""
-        headers = {**request.headers, **request.secret_headers}
-        response = self.exchange(request.method, request.url, request.body, headers, timeout)
+    def send(self, request: RequestSpec, timeout: float, retry_statuses: frozenset[int],
+             tls: TlsIdentity | None = None, signature: dict[str, str] | None = None) -> int:
+        """Send (with this attempt's ``signature`` headers, when signed); return the 2xx
+        status, or raise Retryable/PermanentDeliveryError."""
+        headers = {**request.headers, **request.secret_headers, **(signature or {})}
+        response = self.exchange(request.method, request.url, request.body, headers, timeout,
+                                 tls)
         status = response.status
         if 200 <= status < 300:
             return status
@@ -82,7 +94,7 @@ class Sender:
         raise PermanentDeliveryError(f"HTTP {status}", status, excerpt)
 
     def exchange(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
-                 timeout: float) -> Response:
+                 timeout: float, tls: TlsIdentity | None = None) -> Response:
         """One request and its response, whatever the status, all within ``timeout`` seconds
         (connect, send, response head and body together); connection errors and a passed
         deadline are RetryableDeliveryError, a refused destination PermanentDeliveryError."""
@@ -96,23 +108,25 @@ class Sender:
             port = parts.port or (443 if scheme == "https" else 80)
         except ValueError as e:
             raise PermanentDeliveryError(f"bad port in URL: {e}") from e
-        key = (scheme, parts.hostname, port, self.guard.address_for(parts.hostname, port))
+        key = (scheme, parts.hostname, port, self.guard.address_for(parts.hostname, port),
+               tls.fingerprint if tls is not None and scheme == "https" else "")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             encoded = {k: v.encode("latin-1") for k, v in headers.items()}
         except UnicodeEncodeError as e:
             raise PermanentDeliveryError("a header value is not Latin-1 text") from e
-        return self._exchange(key, method, target, body, encoded, deadline)
+        return self._exchange(key, method, target, body, encoded, deadline, tls)
 
     def _exchange(self, key: _Key, method: str, target: str, body: bytes | None,
-                  headers: dict[str, bytes], deadline: float) -> Response:
+                  headers: dict[str, bytes], deadline: float,
+                  tls: TlsIdentity | None) -> Response:
         conns = self._connections()
         for attempt in (1, 2):
             conn = conns.get(key)
             reused = conn is not None
             try:
                 if conn is None:
-                    conn = conns[key] = self._connect(key, deadline)
+                    conn = conns[key] = self._connect(key, deadline, tls)
                 response = conn.exchange(method, target, headers, body, deadline,
                                          MAX_BODY_READ)
                 if not conn.open:
@@ -120,6 +134,9 @@ class Sender:
                 return response
             except ValueError as e:  # the request itself cannot be written
                 raise PermanentDeliveryError(f"cannot send this request: {e}") from e
+            except ssl.SSLError as e:
+                self._drop(key)
+                raise _tls_failure(e) from e
             except (ConnectionClosed, ConnectionResetError, BrokenPipeError) as e:
                 self._drop(key)
                 if reused and attempt == 1:
@@ -136,6 +153,18 @@ class Sender:
         conn = self._connections().pop(key, None)
         if conn is not None:
             conn.close()
+
+
+def _tls_failure(error: ssl.SSLError) -> RetryableDeliveryError | PermanentDeliveryError:
+    """An untrusted server, or a server refusing our certificate, will not change by itself
+    (a dead letter naming the TLS reason); other TLS failures are retried."""
+    reason = f"TLS: {getattr(error, 'verify_message', None) or error.reason or error}"
+    if isinstance(error, ssl.SSLEOFError):
+        reason += " (the server ended the connection: does it require a client certificate?)"
+    if isinstance(error, ssl.SSLCertVerificationError) or any(
+            alert in str(error.reason or "") for alert in _REFUSED_BY_PEER):
+        return PermanentDeliveryError(reason)
+    return RetryableDeliveryError(reason)
 
 
 def host_header(scheme: str, host: str, port: int) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 
-from rest_consumer import destinations, sources
+from rest_consumer import destinations, signing, sources, tls
 from rest_consumer.config import DEFAULT_CONSUMER_GROUP_PREFIX
 from rest_consumer.destinations import Allowlist
 from rest_consumer.errors import JobValidationError
@@ -41,6 +41,7 @@ def setting(job: Job, name: str) -> Any:
 
 SECRET_FIELDS: tuple[tuple[str, ...], ...] = (
     ("basic_auth", "password"), ("basic_auth", "pw"), ("token",), ("oauth2", "client_secret"),
+    ("signing", "secret"), ("signing", "previous_secret"), ("tls", "client_key"),
 )
 GENERATED_FIELDS = ("modified", "hash")
 # What the API adds when it shows a job; ignored on input so a GET can be POSTed back as is.
@@ -152,6 +153,15 @@ def _semantic_problems(job: Job) -> Iterator[Problem]:
     yield from _retry_on_problems(_typed(job, "retry_on", list))
     yield from _governance_problems(job)
     yield from _ordering_problems(job)
+    yield from _identity_problems(job)
+
+
+def _identity_problems(job: Job) -> Iterator[Problem]:
+    """Signing keys that are no keys; TLS PEMs that do not parse, match or hold now."""
+    for field, message in signing.problems(_typed(job, "signing", dict)):
+        yield {"field": field, "message": message}
+    for field, message in tls.problems(_typed(job, "tls", dict)):
+        yield {"field": field, "message": message}
 
 
 def _ordering_problems(job: Job) -> Iterator[Problem]:

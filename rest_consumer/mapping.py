@@ -19,6 +19,8 @@ from rest_consumer.errors import MappingError
 from rest_consumer.governance import Masker
 from rest_consumer.jobs import Job, setting
 from rest_consumer.redaction import REDACTED, redact_url, secret_path_segments
+from rest_consumer.signing import Signer
+from rest_consumer.tls import TlsIdentity
 from rest_consumer.urltemplate import UrlTemplate, as_text
 
 SKIP = object()
@@ -111,6 +113,8 @@ class CompiledJob:
         self.concurrency = int(setting(job, "concurrency"))
         self.auth_header = _static_auth(job)
         self.oauth2: dict[str, Any] | None = job.get("oauth2")
+        self.signer = Signer.from_job(job.get("signing"))
+        self.tls = TlsIdentity.from_job(job.get("tls"))
         self.ratelimit = float(job.get("ratelimit") or 0)
         self.queue: str | None = job.get("queue")
         self.mask_levels = list(job.get("mask_levels") or defaults.mask_levels)

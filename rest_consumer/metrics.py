@@ -14,7 +14,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from rest_consumer import keys
+from rest_consumer import keys, tls
 from rest_consumer.overview import snapshots
 from rest_consumer.status import state_of
 from rest_consumer.store import JobStore, as_text
@@ -77,7 +77,19 @@ class RedisCollector:
                                        partition["lag"])
             buckets, total = _histogram(histogram)
             latency.add_metric([job_id], buckets, total)
-        yield from (outcomes, dispatched, retries, in_flight, dead, running, lag, latency)
+        yield from (outcomes, dispatched, retries, in_flight, dead, running, lag, latency,
+                    _certificate_expiry(jobs))
+
+
+def _certificate_expiry(jobs: list[dict[str, Any]]) -> Metric:
+    """When each job's first TLS certificate (CA or client) expires: alert on it."""
+    expiry = GaugeMetricFamily("rest_consumer_tls_certificate_expiry_timestamp_seconds",
+                               "When the job's first TLS certificate (tls.ca or "
+                               "tls.client_cert) expires, as a Unix time", labels=["job"])
+    for job in jobs:
+        if (expires := tls.earliest_expiry(job.get("tls"))) is not None:
+            expiry.add_metric([job["id"]], expires.timestamp())
+    return expiry
 
 
 def _histogram(raw: dict[Any, Any]) -> tuple[list[tuple[str, float]], float]:

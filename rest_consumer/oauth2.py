@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from rest_consumer import keys
 from rest_consumer.delivery import Sender
 from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
+from rest_consumer.tls import TlsIdentity
 
 EXPIRY_MARGIN_SECONDS = 30
 LOCK_SECONDS = 30
@@ -30,7 +31,7 @@ class TokenSource:
         self.sender = sender
 
     def authorization(self, job_id: str, job_hash: str, oauth2: dict[str, Any],
-                      refused: str | None = None) -> str:
+                      refused: str | None = None, tls: TlsIdentity | None = None) -> str:
         """The ``Authorization`` header value for the job's requests.
 
         ``refused`` is a value the endpoint answered 401 to: it is renewed, unless another
@@ -47,11 +48,11 @@ class TokenSource:
                     cached = self._cached(job_id, job_hash)
                     if cached and cached != refused:
                         return cached
-                    return self._fetch(job_id, job_hash, oauth2)
+                    return self._fetch(job_id, job_hash, oauth2, tls)
                 finally:
                     self.redis.delete(lock)
             if time.monotonic() > deadline:  # the fetching worker hangs: fetch ourselves
-                return self._fetch(job_id, job_hash, oauth2)
+                return self._fetch(job_id, job_hash, oauth2, tls)
             time.sleep(0.05)  # another worker is fetching: wait for its token
 
     def _cached(self, job_id: str, job_hash: str) -> str | None:
@@ -62,7 +63,8 @@ class TokenSource:
                 return str(entry["authorization"])
         return None
 
-    def _fetch(self, job_id: str, job_hash: str, oauth2: dict[str, Any]) -> str:
+    def _fetch(self, job_id: str, job_hash: str, oauth2: dict[str, Any],
+               tls: TlsIdentity | None = None) -> str:
         form = {"grant_type": "client_credentials"}
         if oauth2.get("scope"):
             form["scope"] = oauth2["scope"]
@@ -71,7 +73,8 @@ class TokenSource:
                    "Authorization": "Basic " + basic.decode(), "Accept": "application/json"}
         try:
             response = self.sender.exchange("POST", oauth2["token_url"],
-                                            urlencode(form).encode(), headers, FETCH_TIMEOUT)
+                                            urlencode(form).encode(), headers, FETCH_TIMEOUT,
+                                            tls)
         except RetryableDeliveryError as e:
             raise RetryableDeliveryError(f"OAuth2 token endpoint unreachable: {e}") from e
         if response.status >= 500 or response.status == 429:

@@ -65,19 +65,29 @@ def _wait_for_rate_limit(limiter: RateLimiter, job: CompiledJob, wait_until: flo
 
 def _authorized_send(sender: Sender, tokens: TokenSource, job: CompiledJob,
                      request: RequestSpec, timeout: float) -> None:
-    """Send, with the job's OAuth2 token when it has one (renewed once on a 401)."""
+    """Send, with the job's OAuth2 token when it has one (renewed once on a 401), signed
+    afresh for every attempt when the job signs."""
     if job.oauth2 is None:
-        sender.send(request, timeout, job.retry_statuses)
+        sender.send(request, timeout, job.retry_statuses, job.tls, _signature(job, request))
         return
-    authorization = tokens.authorization(job.id, job.hash, job.oauth2)
+    authorization = tokens.authorization(job.id, job.hash, job.oauth2, tls=job.tls)
     try:
-        sender.send(_with_auth(request, authorization), timeout, job.retry_statuses)
+        sender.send(_with_auth(request, authorization), timeout, job.retry_statuses, job.tls,
+                    _signature(job, request))
     except PermanentDeliveryError as e:
         if e.status != 401:
             raise
         authorization = tokens.authorization(job.id, job.hash, job.oauth2,
-                                             refused=authorization)
-        sender.send(_with_auth(request, authorization), timeout, job.retry_statuses)
+                                             refused=authorization, tls=job.tls)
+        sender.send(_with_auth(request, authorization), timeout, job.retry_statuses, job.tls,
+                    _signature(job, request))
+
+
+def _signature(job: CompiledJob, request: RequestSpec) -> dict[str, str] | None:
+    """This attempt's signature headers (a fresh timestamp each time), when the job signs."""
+    if job.signer is None:
+        return None
+    return job.signer.headers(request.headers.get("Idempotency-Key", ""), request.body)
 
 
 def _with_auth(request: RequestSpec, authorization: str) -> RequestSpec:
