@@ -58,6 +58,10 @@ CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "4")
 QUEUE = "rest_consumer"
 """The Celery queue the default job's tasks go to (a Redis list of that name)."""
 SLOW_SECONDS = 0.1
+SMALL_SECONDS = 0.05
+SMALL_CAPACITY = 8
+WARM_UP = 200
+"""Messages each run sends before it measures."""
 """How long the slow endpoint takes to answer each request."""
 STEADY_WARM_UP_SECONDS = 3.0
 """How long the steady-load scenario runs at its rate before it measures."""
@@ -109,12 +113,16 @@ class Bench:
         self.nginx.start()
         self.slow = SlowSink(workdir / "slow", SLOW_SECONDS)
         self.slow.start()
+        self.small = SlowSink(workdir / "small", SMALL_SECONDS, capacity=SMALL_CAPACITY)
+        """An endpoint of unknown capacity: 8 requests at once in 50 ms, 503 beyond."""
+        self.small.start()
         self.results: list[Result] = []
         self.runs = 0
         self.sampler: hotspots.Sampler | None = None
         """Samples a process of ``ours`` while it is measured (``--profile``)."""
 
     def close(self) -> None:
+        self.small.stop()
         self.slow.stop()
         self.nginx.stop()
         self.services.stop()
@@ -365,6 +373,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, metavar="N",
                         help="only per_message_vs_ceiling: N alternating pairs (the ceiling, "
                              "then ours) and their median (about a minute a pair)")
+    parser.add_argument("--capacity", action="store_true",
+                        help="only unknown_capacity: the default job and a job told "
+                             "concurrency 8 against an endpoint serving 8 at once")
     parser.add_argument("--signing", type=int, metavar="N",
                         help="only the default job against the same job signing every request "
                              "(standard-webhooks): N alternating pairs, CPU per message of each")
@@ -382,6 +393,15 @@ def main() -> None:
                 per_message_pairs(bench, args.pairs)
             finally:
                 bench.close()
+        return
+    if args.capacity:
+        with tempfile.TemporaryDirectory(prefix="rc-capacity-") as tmp:
+            bench = Bench(Path(tmp), Path(tmp))
+            try:
+                figures = unknown_capacity(bench, 3000)
+            finally:
+                bench.close()
+        print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
         return
     if args.signing:
         with tempfile.TemporaryDirectory(prefix="rc-signing-") as tmp:
@@ -432,6 +452,26 @@ SIGNING = {"scheme": "standard-webhooks",
            "secret": "whsec_" + base64.b64encode(b"bench-signing-key-0123456789abcd").decode()}
 
 
+def unknown_capacity(bench: Bench, messages: int) -> dict[str, float]:
+    """An endpoint serving 8 requests at once in 50 ms and answering 503 at once beyond that:
+    a job told ``concurrency: 8``, then the default job (32), which must find the 8 itself.
+    Refusals are counted over each whole run (its warm-up included) against its requests."""
+    sink = bench.small
+    before = sink.refused()
+    told = bench.ours("concurrency 8 told, 8-at-once endpoint, events", messages, events=True,
+                      sink=sink, concurrency=8)
+    told_refused, before = sink.refused() - before, sink.refused()
+    found = bench.ours("default job, 8-at-once endpoint (capacity unknown), events", messages,
+                       events=True, sink=sink)
+    refused = sink.refused() - before
+    requests = messages + WARM_UP + refused
+    print(f"  unknown capacity: told {told.throughput:.0f} msg/s ({told_refused} refused), "
+          f"default {found.throughput:.0f} msg/s ({refused} of {requests} requests refused)",
+          flush=True)
+    return {"unknown_capacity_vs_told": round(found.throughput / told.throughput, 2),
+            "unknown_capacity_refused_pct": round(100 * refused / requests, 1)}
+
+
 def signing_pairs(bench: Bench, pairs: int, messages: int = 10000) -> None:
     """The default job, then the same job signing every request, ``pairs`` times."""
     for pair in range(1, pairs + 1):
@@ -466,6 +506,7 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
     slow_by_key = bench.ours("ordering key, 1,000 keys, 100 ms endpoint, events",
                              1500 * scale, events=True, sink=bench.slow, keys=1000,
                              ordering="key")
+    capacity = unknown_capacity(bench, 3000)
     queued = bench.queued_bytes(2000 * scale)
     bench.redis.flushall()  # the console's 500 jobs, on their own
     console_figures = console.run(bench.env, bench.workdir)
@@ -478,6 +519,7 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
         "ordering_key_vs_none": round(by_key.throughput / fast.throughput, 2),
         "slow_ordering_key_msgs": round(slow_by_key.throughput),
         "cpu_ms_per_msg": fast.cpu_ms_per_msg,
+        **capacity,
         "cpu_ms_per_msg_signed": signed.cpu_ms_per_msg,
         "signed_vs_default": round(signed.throughput / fast.throughput, 2),
         "worker_rss_mb": fast.peak_rss_mb.get("worker"),

@@ -133,9 +133,11 @@ class Nginx(SinkLog):
 class SlowSink(SinkLog):
     """bench/slow_sink.py: every answer after ``delay`` seconds, many requests waiting at once."""
 
-    def __init__(self, workdir: Path, delay: float) -> None:
+    def __init__(self, workdir: Path, delay: float, capacity: int = 0) -> None:
         super().__init__(workdir)
         self.delay = delay
+        self.capacity = capacity
+        """Requests served at once, 503 beyond (0: no bound)."""
 
     @property
     def log(self) -> Path:  # type: ignore[override]
@@ -145,12 +147,18 @@ class SlowSink(SinkLog):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "bench" / "slow_sink.py"), str(self.port),
-             str(self.delay), str(self.log)], preexec_fn=die_with_parent)
+             str(self.delay), str(self.log), str(self.capacity)], preexec_fn=die_with_parent)
         deadline = time.monotonic() + 10
         while not _port_open(self.port):
             if time.monotonic() > deadline:
                 raise RuntimeError("the slow sink did not start")
             time.sleep(0.05)
+
+
+    def refused(self) -> int:
+        """503s answered so far (with a capacity)."""
+        path = Path(str(self.log) + ".refused")
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 def _port_open(port: int) -> bool:

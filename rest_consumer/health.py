@@ -17,7 +17,7 @@ round trip it already makes, and reports what its requests met in that same roun
   on every worker, until then; the records wait in the retry schedule with no attempt counted.
 - **Circuit breaker**: ``breaker_failures`` failed answers in a row (retryable statuses,
   timeouts, connection errors; any answer that is not one resets the count) open it: no request
-  for a window (2 s, doubling on every failed probe, at most 30 s), then one probe
+  for a window (2 s, doubling on every failed probe, at most 15 s), then one probe
   (``half-open``); the probe's success closes it and the limit grows again from where it was.
   While it is open, records wait in the retry schedule for the window's end with no attempt
   counted (an outage does not use up ``max_retries``), and the reader's backpressure keeps the
@@ -38,7 +38,7 @@ from rest_consumer.records import Outcome
 State = Literal["closed", "open", "half-open"]
 OVERLOAD_STATUSES = frozenset({429, 503})
 MIN_WINDOW_SECONDS = 2.0
-MAX_WINDOW_SECONDS = 30.0
+MAX_WINDOW_SECONDS = 15.0
 HISTORY = 120
 """Samples of the limit kept for the console (one per change, at most one a second)."""
 
@@ -66,9 +66,8 @@ class Report:
         self.failed += 1
         self.overload += verdict == "overload"
         self.last_error = outcome.reason[:200]
-        if outcome.retry_after and outcome.error is not None and outcome.error.status in (
-                OVERLOAD_STATUSES):
-            self.retry_after = max(self.retry_after, outcome.retry_after)
+        if asks_pause(outcome):
+            self.retry_after = max(self.retry_after, outcome.retry_after or 0.0)
 
     @property
     def empty(self) -> bool:
@@ -77,6 +76,12 @@ class Report:
     def args(self) -> list[Any]:
         return [self.good, self.overload, self.failed, int(self.retry_after * 1000),
                 self.last_error]
+
+
+def asks_pause(outcome: Outcome) -> bool:
+    """A 429 or 503 with ``Retry-After``: the endpoint asks for no request until then."""
+    return bool(outcome.retry_after and outcome.error is not None
+                and outcome.error.status in OVERLOAD_STATUSES)
 
 
 def judge(outcome: Outcome) -> str | None:
@@ -97,19 +102,31 @@ def judge(outcome: Outcome) -> str | None:
 
 @dataclass
 class Verdict:
-    """What the script answered besides permits: how long to wait before asking again (a
-    pause or an open breaker), and whether the job is at full health (nothing to report
-    while every answer is good)."""
+    """What the permits script answered: the permits granted, how long to wait before asking
+    again (a pause or an open breaker), whether the job is at full health (then all-good
+    answers need no report), and how many permits in use are over the (shrunk) limit, of
+    how many: a task gives back its share of those by ending lanes."""
 
-    wait: float = 0.0
-    healthy: bool = True
     tokens: list[str] = field(default_factory=list)
+    wait: float = 0.0
+    healthy: bool = False
+    excess: int = 0
+    in_use: int = 0
+    moved: str = ""
+    """The breaker's change this call made (``closed>open``), or ""."""
+
+    def shed(self, lanes: int) -> int:
+        """How many of a task's ``lanes`` to end: its share of the excess."""
+        if not self.excess or not self.in_use:
+            return 0
+        return min(lanes, -(-self.excess * lanes // self.in_use))
 
 
 def parse(reply: Any) -> Verdict:
-    """The permits script's reply: ``[wait ms, healthy, token...]``."""
+    """The permits script's reply: ``[wait ms, healthy, excess, in use, moved, token...]``."""
     text = [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
-    return Verdict(int(text[0]) / 1000, text[1] == "1", text[2:])
+    return Verdict(text[5:], int(text[0]) / 1000, text[1] == "1", int(text[2]), int(text[3]),
+                   text[4])
 
 
 def settings_args(job: Any) -> list[Any]:
@@ -136,6 +153,18 @@ def read(client: Any, job_id: str) -> dict[str, Any]:
     if pause > now:
         shown["paused_until"] = pause
     return shown
+
+
+def overdue(client: Any, job_id: str, pause_after: float) -> str | None:
+    """Why the job must stop, when its breaker has been open longer than ``pause_after``."""
+    state, down_since = client.hmget(keys.endpoint_health(job_id), "state", "down_since")
+    if state not in (b"open", b"half-open", "open", "half-open") or not down_since:
+        return None
+    down = time.time() - float(down_since) / 1000
+    if down <= pause_after:
+        return None
+    return (f"stopped: the endpoint has failed for {down:.0f} s with its circuit breaker open "
+            f"(pause_after {pause_after:g} s)")
 
 
 def history(client: Any, job_id: str) -> list[list[float]]:

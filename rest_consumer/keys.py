@@ -109,6 +109,16 @@ def permits(job_id: str) -> str:
     return f"permits:{job_id}"
 
 
+def endpoint_health(job_id: str) -> str:
+    """Hash: the job's endpoint health (adaptive limit, breaker state, pause; ``health``)."""
+    return f"endpoint_health:{job_id}"
+
+
+def endpoint_history(job_id: str) -> str:
+    """List of JSON ``[unix time, limit, state]``, one per change, the newest 120."""
+    return f"endpoint_history:{job_id}"
+
+
 def seek_request(job_id: str) -> str:
     """JSON of the job's newest ``set_offset`` request (``seeks``)."""
     return f"seek_request:{job_id}"
@@ -130,7 +140,7 @@ def job_keys(job_id: str) -> list[str]:
             latency(job_id), ratelimit(job_id), oauth2_token(job_id),
             dead_letter_index(job_id), dead_letter_scanned(job_id), held_behind(job_id),
             permits(job_id), seek_request(job_id), seek_generation(job_id),
-            seek_applied(job_id)]
+            seek_applied(job_id), endpoint_health(job_id), endpoint_history(job_id)]
 
 
 def throughput(job_id: str, window: int) -> str:

@@ -114,6 +114,8 @@ class CompiledJob:
         self.auth_header = _static_auth(job)
         self.oauth2: dict[str, Any] | None = job.get("oauth2")
         self.signer = Signer.from_job(job.get("signing"))
+        self.adaptive = bool(setting(job, "adaptive"))
+        self.breaker_failures = int(setting(job, "breaker_failures"))
         self.tls = TlsIdentity.from_job(job.get("tls"))
         self.ratelimit = float(job.get("ratelimit") or 0)
         self.queue: str | None = job.get("queue")

@@ -14,7 +14,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from rest_consumer import keys, tls
+from rest_consumer import health, keys, tls
 from rest_consumer.overview import snapshots
 from rest_consumer.status import state_of
 from rest_consumer.store import JobStore, as_text
@@ -78,7 +78,27 @@ class RedisCollector:
             buckets, total = _histogram(histogram)
             latency.add_metric([job_id], buckets, total)
         yield from (outcomes, dispatched, retries, in_flight, dead, running, lag, latency,
-                    _certificate_expiry(jobs))
+                    _certificate_expiry(jobs), *_endpoint_health(client, jobs))
+
+
+def _endpoint_health(client: Any, jobs: list[dict[str, Any]]) -> list[Metric]:
+    """Each job's adaptive limit, circuit-breaker state and refused answers (``health``)."""
+    limit = GaugeMetricFamily("rest_consumer_endpoint_limit",
+                              "Requests the job may have in flight now (adaptive)",
+                              labels=["job"])
+    state = GaugeMetricFamily("rest_consumer_endpoint_state",
+                              "1 for the circuit breaker's current state", labels=["job", "state"])
+    refused = CounterMetricFamily("rest_consumer_endpoint_refused",
+                                  "Answers 429/503, timeouts and connection errors",
+                                  labels=["job"])
+    for job in jobs:
+        shown = health.read(client, job["id"])
+        if shown["limit"] is not None:
+            limit.add_metric([job["id"]], shown["limit"])
+        for name in ("closed", "open", "half-open"):
+            state.add_metric([job["id"], name], 1 if shown["state"] == name else 0)
+        refused.add_metric([job["id"]], shown["refused"])
+    return [limit, state, refused]
 
 
 def _certificate_expiry(jobs: list[dict[str, Any]]) -> Metric:

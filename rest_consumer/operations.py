@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
-from rest_consumer import heartbeat, keys, offsets, seeks, throughput, tls
+from rest_consumer import health, heartbeat, keys, offsets, seeks, throughput, tls
 from rest_consumer.control import Command, publish
 from rest_consumer.deadletters import DeadLetterQueue
 from rest_consumer.decoding import MAX_JSON_DEPTH, Decoded, decode, nesting_depth
@@ -76,6 +76,8 @@ def status(job_id: str) -> Response:
         "throughput": throughput.read(client, job_id),
         "readers": reader_reports(client, job_id),
     }
+    body["endpoint"] = {**health.read(client, job_id),
+                        "history": health.history(client, job_id)}
     if (certificates := tls.expiry_report(job.get("tls"))) is not None:
         body["tls"] = certificates
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from rest_consumer import heldbehind, keys, outstanding, seeks
+from rest_consumer import health, heldbehind, keys, outstanding, seeks
 from rest_consumer.batching import AdaptiveBatcher
 from rest_consumer.config import DEFAULT_QUEUE, Settings
 from rest_consumer.heartbeat import Heartbeat, beat, fresh_heartbeats
@@ -19,6 +19,7 @@ from rest_consumer.messages import Dispatcher, TaskMessage
 from rest_consumer.offsets import resolve
 from rest_consumer.ordering import gate_for
 from rest_consumer.sources import Subscription
+from rest_consumer.store import JobStore
 from rest_consumer.tracking import PartitionTracker
 
 log = logging.getLogger(__name__)
@@ -406,6 +407,7 @@ class JobReader(threading.Thread):
             self._rewind_partitions(stalled)
         self._apply_backpressure()
         self._heartbeat()
+        self._stop_if_endpoint_is_down()
         self.error = None
 
     def _collect_and_commit(self, partitions: list[TP]) -> None:
@@ -483,6 +485,16 @@ class JobReader(threading.Thread):
                     self._consumer.seek(TopicPartition(tp.topic, tp.partition, tracker.high))
             self._consumer.resume(assigned)
             log.info("job %s: %d in flight; resuming", self.job_id, in_flight)
+
+    def _stop_if_endpoint_is_down(self) -> None:
+        """``pause_after``: a breaker open that long stops the job, with the reason."""
+        pause_after = self.job.get("pause_after")
+        if not pause_after or (reason := health.overdue(self.redis, self.job_id,
+                                                          float(pause_after))) is None:
+            return
+        log.error("job %s: %s", self.job_id, reason)
+        JobStore.for_settings(self.redis, self.settings).set_enabled(self.job_id, False, reason)
+        self.stop()
 
     def _heartbeat(self) -> None:
         pipe = self.redis.pipeline(transaction=False)

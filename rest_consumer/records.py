@@ -58,6 +58,12 @@ class Outcome:
         return cls(index, "retry", retry_after=0.0)
 
     @classmethod
+    def waiting(cls, index: int, seconds: float) -> Outcome:
+        """Not attempted: the job's endpoint asked for a pause, or its breaker is open. Back to
+        the retry schedule for that long, no attempt counted."""
+        return cls(index, "retry", retry_after=seconds)
+
+    @classmethod
     def behind(cls, index: int) -> Outcome:
         """Not attempted: an earlier record of its entity (``ordering_key``) is to be retried,
         and this one goes after it, with it, when that retry is due."""

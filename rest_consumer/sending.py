@@ -103,5 +103,5 @@ def _retry_or_give_up(job: CompiledJob, item: Pending, error: RetryableDeliveryE
                             record_id=item.record_id, latency=latency)
     log_failure(job.id, item.message, item.index, item.record_id, f"{error.reason}; will retry",
                 level=logging.INFO)
-    return Outcome(item.index, "retry", error.reason, retry_after=error.retry_after,
-                   failed=True, latency=latency)
+    return Outcome(item.index, "retry", error.reason, error=error,
+                   retry_after=error.retry_after, failed=True, latency=latency)

@@ -152,7 +152,7 @@ class JobStore:
         log.error("job %s from the jobs topic is %s; restored stopped", job.get("id"), reason)
         return {**job, "enabled": False, "reason": reason}
 
-    def set_enabled(self, job_id: str, enabled: bool) -> Job:
+    def set_enabled(self, job_id: str, enabled: bool, reason: str | None = None) -> Job:
         """Start or stop a job: set ``enabled`` and tell the readers.
 
         Stopping is never refused: a job stored under older rules (say, a narrower allowlist
@@ -165,6 +165,8 @@ class JobStore:
                                                       self.own_prefix)):
                 raise JobValidationError(problems)
             kept = {k: v for k, v in stored.items() if k not in jobs.VIEW_FIELDS}
+            if reason:  # shown with the stopped state (``status.job_state``)
+                kept["reason"] = reason
             job = jobs.stamp({**kept, "enabled": enabled}, self.secret_digest)
             self._log(job)
             pipe.multi()

@@ -129,7 +129,7 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
     out.write(pipe)
     for message, delay in retries:
         schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
-    ctx.lanes.give_back(pipe, job, permits)
+    ctx.lanes.give_back(pipe, job, permits, sent)
     ctx.claims.finish(run.claim, pipe)
     if ctx.acks_own_messages:
         acks.queue(pipe, run.claim)
@@ -256,8 +256,8 @@ def _conclude(job: CompiledJob, message: TaskMessage, outcomes: list[Outcome],
     if not retry:
         out.record_final(message)
         return None
-    if failed:
-        out.count("retried", len(retry))
+    if failed:  # the records that failed an attempt (not those merely not reached)
+        out.count("retried", sum(1 for o in outcomes if o.kind == "retry" and o.failed))
         delay = backoff(message.attempt, job.retry_backoff, job.retry_backoff_max, asked)
     else:  # only waits (rate limit) or work the task had no time for
         delay = asked or 0.0

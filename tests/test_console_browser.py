@@ -106,6 +106,10 @@ def test_watch_a_job_see_its_dead_letter_and_replay_it_from_the_console(
     wait_text(browser, '[data-counter="delivered"]', lambda t: t == "20", 10, "the counter")
     reason = wait_text(browser, "#dead-letters tbody tr .reason", bool, 10, "the dead letter")
     assert reason == "HTTP 400"
+    # (and the endpoint's health: its breaker closed, its limit and the limit over time)
+    wait_text(browser, "#endpoint-state", lambda t: t == "closed", 10, "the breaker's state")
+    assert "limit 32" in text_of(browser, "#endpoint-detail")
+    assert browser.find_elements(By.CSS_SELECTOR, "#endpoint-limit svg.spark")
     screenshot(browser, "console-job.png")
     # When the endpoint recovers and the dead letter is chosen and replayed from the page
     recovered.set()

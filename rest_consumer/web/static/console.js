@@ -121,6 +121,20 @@ function sparkline(values) {
   return line;
 }
 
+/* The endpoint's circuit-breaker state, its current request limit and the limit over time. */
+function endpointHealth(endpoint) {
+  const node = id => document.getElementById(id);
+  const state = endpoint.state || "closed";
+  node("endpoint-state").textContent = state;
+  node("endpoint-state").className = `state endpoint-${state}`;
+  const since = endpoint.since ? ` (changed ${ago(endpoint.since)})` : "";
+  const limit = endpoint.limit === null || endpoint.limit === undefined ? "-" : endpoint.limit;
+  const error = endpoint.last_error ? `; last error: ${endpoint.last_error}` : "";
+  node("endpoint-detail").textContent = `${state}${since}; limit ${limit}; ` +
+    `${number(endpoint.refused || 0)} refused${error}`;
+  node("endpoint-limit").replaceChildren(sparkline((endpoint.history || []).map(h => h[1])));
+}
+
 function jobRow(job) {
   const page = `${root}/ui/job/${encodeURIComponent(job.id)}`;
   const link = el("a", {href: page, text: job.id});
@@ -274,6 +288,7 @@ function jobPage() {
     $("state").className = `state state-${status.state}`;
     $("reason").textContent = status.reason || "";
     counters($("counters"), status);
+    endpointHealth(status.endpoint || {});
     chart($("chart"), status.throughput);
     const seek = status.set_offset;
     $("set-offset-state").textContent = seek
