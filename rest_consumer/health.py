@@ -155,6 +155,13 @@ def read(client: Any, job_id: str) -> dict[str, Any]:
     return shown
 
 
+def state(client: Any, job_id: str) -> State:
+    """The breaker's state as stored (``open`` past its window is still ``open`` here)."""
+    raw = client.hget(keys.endpoint_health(job_id), "state")
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return text if text in ("open", "half-open") else "closed"  # type: ignore[return-value]
+
+
 def overdue(client: Any, job_id: str, pause_after: float) -> str | None:
     """Why the job must stop, when its breaker has been open longer than ``pause_after``."""
     state, down_since = client.hmget(keys.endpoint_health(job_id), "state", "down_since")

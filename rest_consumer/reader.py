@@ -58,6 +58,8 @@ class JobReader(threading.Thread):
         self._last_tick = 0.0
         self.gate = gate_for(job, settings)
         self._next_release_check = 0.0
+        self._endpoint_state: str | None = None
+        """The endpoint's breaker state as last seen (its changes are logged)."""
         self._released: list[Message] = []
         """Messages whose lane a tick's collection freed, to send on the next loop."""
 
@@ -407,7 +409,7 @@ class JobReader(threading.Thread):
             self._rewind_partitions(stalled)
         self._apply_backpressure()
         self._heartbeat()
-        self._stop_if_endpoint_is_down()
+        self._watch_endpoint()
         self.error = None
 
     def _collect_and_commit(self, partitions: list[TP]) -> None:
@@ -486,8 +488,16 @@ class JobReader(threading.Thread):
             self._consumer.resume(assigned)
             log.info("job %s: %d in flight; resuming", self.job_id, in_flight)
 
-    def _stop_if_endpoint_is_down(self) -> None:
-        """``pause_after``: a breaker open that long stops the job, with the reason."""
+    def _watch_endpoint(self) -> None:
+        """Log the circuit breaker's changes; ``pause_after``: a breaker open that long stops
+        the job, with the reason."""
+        state = health.state(self.redis, self.job_id)
+        if state != self._endpoint_state:
+            if self._endpoint_state is not None or state != "closed":
+                log.log(logging.INFO if state == "closed" else logging.WARNING,
+                        "job %s: endpoint circuit breaker %s -> %s", self.job_id,
+                        self._endpoint_state or "closed", state, extra={"job": self.job_id})
+            self._endpoint_state = state
         pause_after = self.job.get("pause_after")
         if not pause_after or (reason := health.overdue(self.redis, self.job_id,
                                                           float(pause_after))) is None:

@@ -234,7 +234,7 @@ def test_a_dead_endpoint_gets_a_trickle_and_everything_after_it_returns(
     wait_for(lambda: committed(real_redis), 20, what="the commit")
     assert real_redis.zcard(keys.dead_letter_index("people")) == 0
     assert status(pipeline, real_redis)["endpoint"]["state"] == "closed"
-    log = pipeline.log("worker")
+    log = pipeline.log("worker") + pipeline.log("reader")
     assert "circuit breaker closed -> open" in log and "-> closed" in log
 
 
