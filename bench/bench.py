@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,37 +388,18 @@ def main() -> None:
         console.main()
         return
     if args.pairs:
-        with tempfile.TemporaryDirectory(prefix="rc-pairs-") as tmp:
-            bench = Bench(Path(tmp), Path(tmp))
-            try:
-                per_message_pairs(bench, args.pairs)
-            finally:
-                bench.close()
+        _alone("rc-pairs-", lambda bench: per_message_pairs(bench, args.pairs))
         return
     if args.capacity:
-        with tempfile.TemporaryDirectory(prefix="rc-capacity-") as tmp:
-            bench = Bench(Path(tmp), Path(tmp))
-            try:
-                figures = unknown_capacity(bench, 3000)
-            finally:
-                bench.close()
+        figures = _alone("rc-capacity-", lambda bench: unknown_capacity(bench, 3000))
         print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
         return
     if args.signing:
-        with tempfile.TemporaryDirectory(prefix="rc-signing-") as tmp:
-            bench = Bench(Path(tmp), Path(tmp))
-            try:
-                signing_pairs(bench, args.signing)
-            finally:
-                bench.close()
+        _alone("rc-signing-", lambda bench: signing_pairs(bench, args.signing))
         return
     if args.profile:
-        with tempfile.TemporaryDirectory(prefix="rc-profile-") as tmp:
-            bench = Bench(Path(tmp), Path(tmp))
-            try:
-                hotspots.run(bench, args.profile, RESULTS / "raw" / "profile.txt")
-            finally:
-                bench.close()
+        _alone("rc-profile-", lambda bench: hotspots.run(bench, args.profile,
+                                                          RESULTS / "raw" / "profile.txt"))
         return
     scale = 1 if args.quick else 3
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -433,6 +415,16 @@ def main() -> None:
     write_reports(bench.results, figures)
     readme.update(REPO / "README.md", [asdict(r) for r in bench.results], figures, args.quick)
     print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def _alone(prefix: str, scenario: Callable[[Bench], Any]) -> Any:
+    """One scenario on a bench of its own, outside the published run (nothing is written)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        bench = Bench(Path(tmp), Path(tmp))
+        try:
+            return scenario(bench)
+        finally:
+            bench.close()
 
 
 def per_message_pairs(bench: Bench, pairs: int, tasks: int = 4000) -> list[float]:

@@ -53,10 +53,10 @@ class Sent(Outcomes):
 
     def report(self) -> Report:
         """What the outcomes not yet told say about the endpoint (now told)."""
-        report = Report()
-        for _, outcome in self[self.reported:]:
+        report, end = Report(), len(self)  # lanes may add more meanwhile: told next time
+        for _, outcome in self[self.reported:end]:
             report.add(outcome)
-        self.reported = len(self)
+        self.reported = end
         return report
 
 

@@ -4,7 +4,9 @@ unless REDIS_URL and KAFKA_BOOTSTRAP_SERVERS are set), fakeredis for unit tests.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,13 @@ def settings(tmp_path: Path) -> Settings:
     """Settings for an API with both kinds of credentials and an empty jobs directory."""
     return Settings(api_user="admin", api_password="s3cret-admin",
                     api_token="tok-0123456789abcdef", jobs_dir=tmp_path / "jobs")
+
+
+@pytest.fixture
+def kafka_settings(settings: Settings, redis_url: str, kafka_bootstrap: str) -> Settings:
+    """``settings`` on the real services, with a prefix (topics, groups) of its own."""
+    return replace(settings, redis_url=redis_url, kafka_bootstrap_servers=kafka_bootstrap,
+                   consumer_group_prefix=f"t{uuid.uuid4().hex[:8]}")
 
 
 def valid_job(**overrides: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@ paging, replay, purge, the record format, and surviving the loss of Redis's data
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -26,12 +25,6 @@ from rest_consumer.store import JobStore
 from rest_consumer.topics import Refusal
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
-
-
-@pytest.fixture
-def kafka_settings(settings: Settings, redis_url: str, kafka_bootstrap: str) -> Settings:
-    return replace(settings, redis_url=redis_url, kafka_bootstrap_servers=kafka_bootstrap,
-                   consumer_group_prefix=f"t{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

@@ -96,22 +96,24 @@ def avro_case(case: str, **overrides: Any) -> bytes:
                                   **record(case, **overrides)}])
 
 
+def avro_long(n: int) -> bytes:
+    """One Avro ``long``: a zig-zag varint."""
+    n, out = (n << 1) ^ (n >> 63), bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
 def raw_container(schema: Any, data: bytes, count: int = 1, codec: str = "null") -> bytes:
     """An Avro container around hand-made block bytes (what no honest writer produces)."""
     from rest_consumer.decoding import _HEADER_SCHEMA
-
-    def long(n: int) -> bytes:
-        n, out = (n << 1) ^ (n >> 63), bytearray()
-        while n & ~0x7F:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        return bytes(out + bytes([n]))
 
     buffer, sync = io.BytesIO(), b"S" * 16
     fastavro.schemaless_writer(buffer, _HEADER_SCHEMA, {
         "magic": b"Obj\x01", "sync": sync,
         "meta": {"avro.schema": json.dumps(schema).encode(), "avro.codec": codec.encode()}})
-    buffer.write(long(count) + long(len(data)) + data + sync)
+    buffer.write(avro_long(count) + avro_long(len(data)) + data + sync)
     return buffer.getvalue()
 
 

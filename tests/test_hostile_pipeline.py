@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from endpoint import RecordingEndpoint
 from pipeline import Pipeline
-from test_hostile_data import raw_container
+from test_hostile_data import avro_long, raw_container
 from test_pipeline import committed
 
 from conftest import LOOPBACK
@@ -35,14 +35,6 @@ AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 SECRET = "tok-SECRET-round2"
 BIG = 1_030_000
 """The oversized record: more than the producer's 1,000,000-byte limit for a dead letter."""
-
-
-def avro_long(n: int) -> bytes:
-    n, out = (n << 1) ^ (n >> 63), bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    return bytes(out + bytes([n]))
 
 
 PAIR = {"type": "record", "name": "Pair", "fields": [

@@ -12,7 +12,6 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +44,6 @@ from rest_consumer.store import JobStore
 from rest_consumer.topics import DurableWriter
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
-
-
-@pytest.fixture
-def kafka_settings(settings: Settings, redis_url: str, kafka_bootstrap: str) -> Settings:
-    return replace(settings, redis_url=redis_url, kafka_bootstrap_servers=kafka_bootstrap,
-                   consumer_group_prefix=f"t{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
