@@ -198,12 +198,16 @@ def start(pipeline: Any, real_redis: redis.Redis, endpoint: CapacityEndpoint, to
                              for i in range(n)])
 
 
-def status(pipeline: Any, real_redis: redis.Redis) -> dict[str, Any]:
+def api(pipeline: Any, real_redis: redis.Redis) -> Any:
     settings = Settings(api_token=AUTH["Authorization"][7:], redis_url=pipeline.env["REDIS_URL"],
                         kafka_bootstrap_servers=pipeline.kafka, destination_allowlist=LOOPBACK,
                         consumer_group_prefix=pipeline.env["CONSUMER_GROUP_PREFIX"])
     app = create_app(settings, store=JobStore(real_redis, LOOPBACK), kafka_ready=lambda: None)
-    return dict(app.test_client().get("/job/people/status", headers=AUTH).json)
+    return app.test_client()
+
+
+def status(pipeline: Any, real_redis: redis.Redis) -> dict[str, Any]:
+    return dict(api(pipeline, real_redis).get("/job/people/status", headers=AUTH).json)
 
 
 def test_the_default_job_finds_an_unknown_capacity(pipeline: Any, real_redis: redis.Redis,
@@ -212,8 +216,16 @@ def test_the_default_job_finds_an_unknown_capacity(pipeline: Any, real_redis: re
     wait_for(lambda: len(capacity.delivered()) == 600, 90, 0.2, "600 deliveries")
     answers = capacity.statuses()
     assert answers.count(503) <= 0.1 * len(answers), f"{answers.count(503)} of {len(answers)}"
+    wait_for(lambda: status(pipeline, real_redis)["endpoint"]["refused"] == answers.count(503),
+             10, 0.2, "every refusal reported")
     endpoint = status(pipeline, real_redis)["endpoint"]
     assert endpoint["state"] == "closed" and endpoint["limit"] <= 12, endpoint
+    assert endpoint["history"]
+    metrics = api(pipeline, real_redis).get("/metrics", headers=AUTH).get_data(as_text=True)
+    assert 'rest_consumer_endpoint_state{job="people",state="closed"} 1.0' in metrics
+    assert f'rest_consumer_endpoint_refused_total{{job="people"}} {answers.count(503)}.0' in (
+        metrics)
+    assert 'rest_consumer_endpoint_limit{job="people"}' in metrics
 
 
 def test_a_dead_endpoint_gets_a_trickle_and_everything_after_it_returns(
