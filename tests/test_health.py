@@ -111,6 +111,13 @@ def test_the_breaker_opens_waits_probes_once_and_closes(permits: Permits,
     assert health.read(permits.redis, "people")["state"] == "closed" and after.tokens
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256
+    """The listen backlog, set before ``listen``: with the default 5, connections a burst of
+    lanes opens at once are dropped and their SYNs retried a second later, which looks like
+    requests sent during a pause."""
+
+
 class CapacityEndpoint:
     """Serves ``capacity`` requests at once in ``latency`` seconds and answers 503 at once
     beyond that (the district server of the issue); ``down`` answers 503 to everything;
@@ -121,12 +128,11 @@ class CapacityEndpoint:
         self.active = 0
         self.down = False
         self.pause: int | None = None
-        self.log: list[tuple[float, int, str]] = []  # (time, status, path)
+        self.log: list[tuple[float, int, str]] = []  # (time answered, status, path)
+        self.arrived: list[tuple[float, str]] = []  # (time the request was read, path)
         self._lock = threading.Lock()
-        handler = self._handler()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
-        self.server.request_queue_size = 256
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
@@ -141,6 +147,7 @@ class CapacityEndpoint:
 
     def _admit(self, path: str) -> tuple[int, dict[str, str]]:
         with self._lock:
+            self.arrived.append((time.time(), path))
             if self.pause is not None:
                 seconds, self.pause = self.pause, None
                 self.log.append((time.time(), 429, path))
@@ -258,9 +265,10 @@ def test_retry_after_holds_every_new_request_of_the_job(pipeline: Any,
     start(pipeline, real_redis, capacity, "health.pause", 300)
     wait_for(lambda: len(capacity.delivered()) == 300, 60, 0.2, "300 deliveries")
     [asked] = [at for at, status, _ in capacity.log if status == 429]
-    # what was already on its way when the answer came may land; nothing new for 3 s
-    held = [at for at, _, _ in capacity.log if asked + 0.3 < at < asked + 2.9]
-    assert held == [], f"{len(held)} requests inside the pause"
+    # What was already on its way when the answer came may still be read (on a loaded
+    # machine the test server reads late): half a second of grace, then nothing new.
+    held = [at - asked for at, _ in capacity.arrived if asked + 0.5 < at < asked + 2.9]
+    assert held == [], f"{len(held)} requests inside the pause, at {held[:10]} s"
 
 
 def test_a_job_down_longer_than_pause_after_is_stopped_with_the_reason(
