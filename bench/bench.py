@@ -44,9 +44,9 @@ from harness import (
     wait_until,
 )
 
-from rest_consumer.destinations import Allowlist
-from rest_consumer.services import LocalServices
-from rest_consumer.store import JobStore
+from rest_consumer.core.destinations import Allowlist
+from rest_consumer.devtools.services import LocalServices
+from rest_consumer.state.store import JobStore
 
 LOOPBACK = "127.0.0.0/8"
 """The benchmark's endpoints listen on loopback, which only a network entry allows."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_consumer import config
-from rest_consumer.tasks import create_celery
+from rest_consumer.broker.celery_app import create_celery
+from rest_consumer.core import config
 
 app = create_celery(config.from_env())
 

@@ -26,10 +26,14 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from browser import ConsoleApi, start_browser  # noqa: E402
 
-from rest_consumer import heartbeat, keys, throughput  # noqa: E402
-from rest_consumer.destinations import Allowlist  # noqa: E402
-from rest_consumer.heartbeat import Heartbeat  # noqa: E402
-from rest_consumer.store import JobStore  # noqa: E402
+from rest_consumer.core.destinations import Allowlist  # noqa: E402
+from rest_consumer.state import (  # noqa: E402
+    heartbeat,
+    keys,
+    throughput,
+)
+from rest_consumer.state.heartbeat import Heartbeat  # noqa: E402
+from rest_consumer.state.store import JobStore  # noqa: E402
 
 JOBS = 500
 LOADS = 10
@@ -127,7 +131,7 @@ def run(env: dict[str, str], workdir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    from rest_consumer.services import LocalServices
+    from rest_consumer.devtools.services import LocalServices
 
     with tempfile.TemporaryDirectory(prefix="rc-console-") as tmp:
         services = LocalServices(Path(tmp) / "services").start()

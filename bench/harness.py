@@ -17,7 +17,8 @@ import psutil
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from rest_consumer.services import die_with_parent, free_port
+from rest_consumer.core.processes import die_with_parent
+from rest_consumer.devtools.services import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -33,11 +33,11 @@ from endpoint import RecordingEndpoint  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 
 from conftest import LOOPBACK  # noqa: E402
-from rest_consumer.config import Settings  # noqa: E402
-from rest_consumer.deadletters import DeadLetterQueue  # noqa: E402
-from rest_consumer.offsets import partition_status  # noqa: E402
-from rest_consumer.services import KafkaBroker, RedisServer  # noqa: E402
-from rest_consumer.store import JobStore  # noqa: E402
+from rest_consumer.core.config import Settings  # noqa: E402
+from rest_consumer.devtools.services import KafkaBroker, RedisServer  # noqa: E402
+from rest_consumer.state.deadletters import DeadLetterQueue  # noqa: E402
+from rest_consumer.state.offsets import partition_status  # noqa: E402
+from rest_consumer.state.store import JobStore  # noqa: E402
 
 RESULTS = REPO / "faults" / "results"
 QUIET_SECONDS = 5.0

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from rest_consumer import config, logs
-from rest_consumer.errors import RestConsumerError
-from rest_consumer.signals import wait_until_signalled
+from rest_consumer.core import config, logs
+from rest_consumer.core.errors import RestConsumerError
+from rest_consumer.core.processes import wait_until_signalled
 
 CELERY_FAILURE = 1
 """Celery's exit code after an unrecoverable error (``EX_FAILURE``)."""
@@ -40,7 +40,7 @@ def main() -> None:
 @main.command()
 def services() -> None:
     """Start local Redis and Kafka on free loopback ports until SIGINT/SIGTERM."""
-    from rest_consumer.services import LocalServices
+    from rest_consumer.devtools.services import LocalServices
 
     _settings()
     local = LocalServices()
@@ -62,7 +62,7 @@ def services() -> None:
 @click.option("--threads", default=8, show_default=True, help="threads per worker")
 def api(workers: int, threads: int) -> None:
     """Serve the API with gunicorn on API_HOST:API_PORT."""
-    from rest_consumer.api import create_app
+    from rest_consumer.web.app import create_app
 
     settings = _settings()
     try:
@@ -94,8 +94,8 @@ def _serve(app: Any, settings: config.Settings, workers: int, threads: int) -> N
 def reader() -> None:
     """Run one reader thread per enabled job until SIGINT/SIGTERM."""
 
-    from rest_consumer.manager import ReaderManager
-    from rest_consumer.tasks import create_celery, make_dispatcher, make_retry_publisher
+    from rest_consumer.broker.celery_app import create_celery, make_dispatcher, make_retry_publisher
+    from rest_consumer.reader.manager import ReaderManager
 
     settings = _settings()
     client = settings.redis_client(socket_timeout=10, health_check_interval=30)
@@ -149,7 +149,7 @@ def worker(ctx: click.Context, queues: str, pool: str, concurrency: int) -> None
 @click.option("--demo", type=int, default=0, help="also send N synthetic Aether Person records")
 def produce(topic: str, files: tuple[Path, ...], demo: int) -> None:
     """Send Avro container files, JSON-lines files or demo records to TOPIC."""
-    from rest_consumer import producing
+    from rest_consumer.devtools import producing
 
     settings = _settings()
     if not files and not demo:
@@ -195,7 +195,7 @@ def flower(address: str, port: int) -> None:
 @main.command()
 def dev() -> None:
     """A complete local pipeline with a demo job, endpoint and data; Ctrl-C stops it all."""
-    from rest_consumer.devrun import DevPipeline
+    from rest_consumer.devtools.devrun import DevPipeline
 
     _settings()
     try:

@@ -14,9 +14,9 @@ import fakeredis
 import pytest
 import redis
 
-from rest_consumer.config import Settings
-from rest_consumer.destinations import Allowlist
-from rest_consumer.services import KafkaBroker, RedisServer
+from rest_consumer.core.config import Settings
+from rest_consumer.core.destinations import Allowlist
+from rest_consumer.devtools.services import KafkaBroker, RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOOPBACK = Allowlist.parse(("127.0.0.0/8",))

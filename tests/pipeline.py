@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from helpers import spawn, stop
-from rest_consumer import config
+from rest_consumer.core import config
 
 
 class Pipeline:

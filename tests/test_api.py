@@ -11,10 +11,10 @@ import pytest
 from flask.testing import FlaskClient
 
 from conftest import valid_job
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.errors import ConfigError
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.core.errors import ConfigError
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"admin:s3cret-admin").decode()}
 BEARER = {"Authorization": "Bearer tok-0123456789abcdef"}

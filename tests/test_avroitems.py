@@ -8,8 +8,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from rest_consumer.avroitems import ItemCapExceeded, ItemCounter
-from rest_consumer.errors import DecodeError
+from rest_consumer.core.avroitems import ItemCapExceeded, ItemCounter
+from rest_consumer.core.errors import DecodeError
 
 TAG = {"type": "record", "name": "Tag", "fields": [{"name": "n", "type": "string"}]}
 SCHEMA = {"type": "record", "name": "P", "namespace": "org.eha", "fields": [

@@ -6,19 +6,19 @@ import json
 
 import redis
 
-from rest_consumer import acks
-from rest_consumer.broker import QoS, transport_for
-from rest_consumer.config import Settings
-from rest_consumer.messages import TaskMessage
-from rest_consumer.roundtrip import RoundTrip
-from rest_consumer.tasks import create_celery, make_dispatcher
+from rest_consumer.broker import acks
+from rest_consumer.broker.celery_app import create_celery, make_dispatcher
+from rest_consumer.broker.roundtrip import RoundTrip
+from rest_consumer.broker.transport import QoS, transport_for
+from rest_consumer.core.config import Settings
+from rest_consumer.core.messages import TaskMessage
 
 
 def test_transport_follows_the_url_scheme() -> None:
-    assert transport_for("redis://h:6379/0") == "rest_consumer.broker:Transport"
-    assert transport_for("rediss://h:6380/0") == "rest_consumer.broker:Transport"
+    assert transport_for("redis://h:6379/0") == "rest_consumer.broker.transport:Transport"
+    assert transport_for("rediss://h:6380/0") == "rest_consumer.broker.transport:Transport"
     assert transport_for("sentinel://h:26379;sentinel://g:26379") == (
-        "rest_consumer.broker:SentinelTransport")
+        "rest_consumer.broker.transport:SentinelTransport")
     assert transport_for("memory://") is None
 
 

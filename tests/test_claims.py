@@ -13,12 +13,12 @@ from test_pipeline import json_values, simple_job
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer import claims
-from rest_consumer.claims import TaskClaims
-from rest_consumer.config import Settings
-from rest_consumer.messages import TaskMessage
-from rest_consumer.store import JobStore
-from rest_consumer.tasks import create_celery
+from rest_consumer.broker.celery_app import create_celery
+from rest_consumer.core.config import Settings
+from rest_consumer.core.messages import TaskMessage
+from rest_consumer.state.store import JobStore
+from rest_consumer.worker import claims
+from rest_consumer.worker.claims import TaskClaims
 
 
 def claim(claims_: TaskClaims, task_id: str) -> bool:

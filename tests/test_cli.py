@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from conftest import valid_job
 from helpers import descendants, spawn, stop, wait_for
-from rest_consumer.services import free_port
+from rest_consumer.devtools.services import free_port
 
 AUTH = "Basic " + base64.b64encode(b"admin:pw-for-tests").decode()
 

@@ -18,8 +18,8 @@ from test_pipeline import simple_job
 
 from conftest import FIXTURES, LOOPBACK
 from helpers import descendants, spawn, stop, wait_for
-from rest_consumer.services import free_port
-from rest_consumer.store import JobStore
+from rest_consumer.devtools.services import free_port
+from rest_consumer.state.store import JobStore
 
 
 def test_produce_sends_files_and_demo_records(pipeline: Any, endpoint: Any,

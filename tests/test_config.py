@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rest_consumer import config
-from rest_consumer.errors import ConfigError
+from rest_consumer.core import config
+from rest_consumer.core.errors import ConfigError
 
 
 def test_defaults_follow_the_design(tmp_path: Path) -> None:

@@ -14,12 +14,13 @@ from flask.testing import FlaskClient
 from test_api import BASIC, BEARER
 
 from conftest import valid_job
-from rest_consumer import csrf, heartbeat, keys, throughput
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.heartbeat import Heartbeat
-from rest_consumer.overview import snapshots
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.state import heartbeat, keys, throughput
+from rest_consumer.state.heartbeat import Heartbeat
+from rest_consumer.state.store import JobStore
+from rest_consumer.web import csrf
+from rest_consumer.web.app import create_app
+from rest_consumer.web.overview import snapshots
 
 
 @pytest.fixture

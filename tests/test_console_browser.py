@@ -26,8 +26,8 @@ from test_pipeline import simple_job
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer import keys
-from rest_consumer.store import JobStore
+from rest_consumer.state import keys
+from rest_consumer.state.store import JobStore
 
 
 @pytest.fixture

@@ -12,17 +12,17 @@ from confluent_kafka import Consumer, TopicPartition
 from flask.testing import FlaskClient
 
 from conftest import valid_job
-from rest_consumer import keys
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.deadletters import DeadLetterWriter, topic_name
-from rest_consumer.errors import PermanentDeliveryError
-from rest_consumer.mapping import RequestSpec
-from rest_consumer.messages import TaskMessage
-from rest_consumer.outcomes import MAX_LETTER_REFUSALS, TaskOutcomes
-from rest_consumer.records import Outcome
-from rest_consumer.store import JobStore
-from rest_consumer.topics import Refusal
+from rest_consumer.core.config import Settings
+from rest_consumer.core.errors import PermanentDeliveryError
+from rest_consumer.core.mapping import RequestSpec
+from rest_consumer.core.messages import TaskMessage
+from rest_consumer.core.records import Outcome
+from rest_consumer.state import keys
+from rest_consumer.state.deadletters import DeadLetterWriter, topic_name
+from rest_consumer.state.store import JobStore
+from rest_consumer.state.topics import Refusal
+from rest_consumer.web.app import create_app
+from rest_consumer.worker.outcomes import MAX_LETTER_REFUSALS, TaskOutcomes
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 

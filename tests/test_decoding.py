@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import FIXTURES
-from rest_consumer.decoding import decode
-from rest_consumer.errors import DecodeError
+from rest_consumer.core.decoding import decode
+from rest_consumer.core.errors import DecodeError
 
 
 @pytest.mark.parametrize("name", ["person-1", "person-10", "person-10-null-codec", "person-500"])

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from rest_consumer.delivery import MAX_RETRY_DELAY, Sender, backoff, host_header, retry_after
-from rest_consumer.destinations import Allowlist, DestinationGuard
-from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
-from rest_consumer.mapping import RequestSpec
-from rest_consumer.services import free_port
+from rest_consumer.core.destinations import Allowlist, DestinationGuard
+from rest_consumer.core.errors import PermanentDeliveryError, RetryableDeliveryError
+from rest_consumer.core.mapping import RequestSpec
+from rest_consumer.devtools.services import free_port
+from rest_consumer.worker.delivery import MAX_RETRY_DELAY, Sender, backoff, host_header, retry_after
 
 RETRY = frozenset({408, 429, *range(500, 600)})
 

@@ -8,9 +8,9 @@ import ipaddress
 import pytest
 
 from conftest import valid_job
-from rest_consumer import jobs
-from rest_consumer.destinations import Allowlist, DestinationGuard, is_internal
-from rest_consumer.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
+from rest_consumer.core import jobs
+from rest_consumer.core.destinations import Allowlist, DestinationGuard, is_internal
+from rest_consumer.core.errors import ConfigError, PermanentDeliveryError, RetryableDeliveryError
 
 INTERNAL = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
             "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::",

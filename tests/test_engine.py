@@ -16,11 +16,11 @@ from test_pipeline import committed, counters, fixture, json_values, simple_job
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer.config import Settings
-from rest_consumer.messages import TaskMessage
-from rest_consumer.publishing import TASK
-from rest_consumer.store import JobStore
-from rest_consumer.tasks import create_celery
+from rest_consumer.broker.celery_app import create_celery
+from rest_consumer.broker.publishing import TASK
+from rest_consumer.core.config import Settings
+from rest_consumer.core.messages import TaskMessage
+from rest_consumer.state.store import JobStore
 
 
 def test_the_concurrency_bound_holds_across_two_worker_processes(

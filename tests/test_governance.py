@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import FIXTURES, valid_job
-from rest_consumer.config import Settings, from_env
-from rest_consumer.decoding import decode
-from rest_consumer.governance import Masker
-from rest_consumer.mapping import SKIP, CompiledJob
+from rest_consumer.core.config import Settings, from_env
+from rest_consumer.core.decoding import decode
+from rest_consumer.core.governance import Masker
+from rest_consumer.core.mapping import SKIP, CompiledJob
 
 META = {"topic": "t", "partition": 0, "offset": 0, "key": None, "timestamp": 0,
         "headers": {}, "index": 0}

@@ -17,15 +17,15 @@ from test_pipeline import committed
 
 from conftest import LOOPBACK, valid_job
 from helpers import wait_for
-from rest_consumer import health, keys
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.errors import RetryableDeliveryError
-from rest_consumer.health import Report
-from rest_consumer.mapping import CompiledJob
-from rest_consumer.permits import Permits
-from rest_consumer.records import Outcome
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.core.errors import RetryableDeliveryError
+from rest_consumer.core.mapping import CompiledJob
+from rest_consumer.core.records import Outcome
+from rest_consumer.state import health, keys
+from rest_consumer.state.health import Report
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
+from rest_consumer.worker.permits import Permits
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 

@@ -16,10 +16,10 @@ import redis
 from flask.testing import FlaskClient
 
 from conftest import valid_job
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.errors import ConfigError
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.core.errors import ConfigError
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
 
 SECRET = "tok-SECRET-hostile"
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"admin:s3cret-admin").decode()}

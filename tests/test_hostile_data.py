@@ -23,10 +23,10 @@ from test_pipeline import committed
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer import keys
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.state import keys
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
 
 TOPIC = "hostile.data"
 SECRETS = ("tok-SECRET-hostile", "key-SECRET-hostile", "qk-SECRET-hostile")
@@ -107,7 +107,7 @@ def avro_long(n: int) -> bytes:
 
 def raw_container(schema: Any, data: bytes, count: int = 1, codec: str = "null") -> bytes:
     """An Avro container around hand-made block bytes (what no honest writer produces)."""
-    from rest_consumer.decoding import _HEADER_SCHEMA
+    from rest_consumer.core.decoding import _HEADER_SCHEMA
 
     buffer, sync = io.BytesIO(), b"S" * 16
     fastavro.schemaless_writer(buffer, _HEADER_SCHEMA, {

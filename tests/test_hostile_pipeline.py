@@ -26,10 +26,10 @@ from test_pipeline import committed
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer import keys
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.state import keys
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 SECRET = "tok-SECRET-round2"

@@ -24,24 +24,25 @@ from flask.testing import FlaskClient
 from test_hostile_pipeline import TEN_MILLION_PAIRS
 
 from conftest import LOOPBACK, valid_job
-from rest_consumer import keys, oauth2
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.deadletters import (
+from rest_consumer.core.config import Settings
+from rest_consumer.core.destinations import DestinationGuard
+from rest_consumer.core.errors import PermanentDeliveryError, RetryableDeliveryError
+from rest_consumer.core.logs import TextFormatter
+from rest_consumer.core.mapping import RequestSpec
+from rest_consumer.core.messages import TaskMessage
+from rest_consumer.state import keys
+from rest_consumer.state.deadletters import (
     DeadLetter,
     DeadLetterQueue,
     DeadLetterWriter,
     topic_name,
 )
-from rest_consumer.delivery import Sender
-from rest_consumer.destinations import DestinationGuard
-from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
-from rest_consumer.joblog import JobLog
-from rest_consumer.logs import TextFormatter
-from rest_consumer.mapping import RequestSpec
-from rest_consumer.messages import TaskMessage
-from rest_consumer.store import JobStore
-from rest_consumer.topics import DurableWriter
+from rest_consumer.state.joblog import JobLog
+from rest_consumer.state.store import JobStore
+from rest_consumer.state.topics import DurableWriter
+from rest_consumer.web.app import create_app
+from rest_consumer.worker import oauth2
+from rest_consumer.worker.delivery import Sender
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 
@@ -134,7 +135,7 @@ def test_replaying_every_letter_reads_them_a_chunk_at_a_time(
     fetched: list[int] = []
     fetch = queue._fetch
     monkeypatch.setattr(queue, "_fetch", lambda ids: fetched.append(len(ids)) or fetch(ids))
-    monkeypatch.setattr("rest_consumer.deadletters.REPLAY_CHUNK", 20)
+    monkeypatch.setattr("rest_consumer.state.deadletters.REPLAY_CHUNK", 20)
     assert len(queue.replay(lambda job, groups: None, valid_job())) == 45
     assert fetched == [20, 20, 5]
     real_redis.delete(keys.dead_letter_scanned("people"))  # rebuilt: the markers hold

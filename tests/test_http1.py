@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rest_consumer.http1 import (
+from rest_consumer.worker.http1 import (
     MAX_HEAD_BYTES,
     Connection,
     ConnectionClosed,

@@ -24,15 +24,15 @@ from test_pipeline import committed
 
 from conftest import LOOPBACK, valid_job
 from helpers import wait_for
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.delivery import Sender
-from rest_consumer.destinations import DestinationGuard
-from rest_consumer.errors import PermanentDeliveryError, RetryableDeliveryError
-from rest_consumer.mapping import RequestSpec
-from rest_consumer.signing import Signer
-from rest_consumer.store import JobStore
-from rest_consumer.tls import TlsIdentity, expiry_report
+from rest_consumer.core.config import Settings
+from rest_consumer.core.destinations import DestinationGuard
+from rest_consumer.core.errors import PermanentDeliveryError, RetryableDeliveryError
+from rest_consumer.core.mapping import RequestSpec
+from rest_consumer.core.signing import Signer
+from rest_consumer.core.tls import TlsIdentity, expiry_report
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
+from rest_consumer.worker.delivery import Sender
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()

@@ -11,10 +11,10 @@ import redis
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from conftest import LOOPBACK, valid_job
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.joblog import JobLog
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.state.joblog import JobLog
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 

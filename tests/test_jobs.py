@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from conftest import valid_job
-from rest_consumer import jobs
-from rest_consumer.errors import JobValidationError
+from rest_consumer.core import jobs
+from rest_consumer.core.errors import JobValidationError
 
 
 def digest(value: str) -> str:

@@ -17,9 +17,9 @@ from test_pipeline import committed, dead_letters, kafka_committed, simple_job
 
 from conftest import LOOPBACK
 from helpers import spawn, stop, wait_for
-from rest_consumer.kafka_cluster import SecureKafkaBroker
-from rest_consumer.services import free_port
-from rest_consumer.store import JobStore
+from rest_consumer.devtools.kafka_cluster import SecureKafkaBroker
+from rest_consumer.devtools.services import free_port
+from rest_consumer.state.store import JobStore
 
 
 @pytest.fixture(scope="module")

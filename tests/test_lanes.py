@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from conftest import valid_job
-from rest_consumer.lanes import Lanes
-from rest_consumer.mapping import CompiledJob, RequestSpec
-from rest_consumer.messages import TaskMessage
-from rest_consumer.permits import Permits
-from rest_consumer.records import Outcome, Pending
+from rest_consumer.core.mapping import CompiledJob, RequestSpec
+from rest_consumer.core.messages import TaskMessage
+from rest_consumer.core.records import Outcome, Pending
+from rest_consumer.worker.lanes import Lanes
+from rest_consumer.worker.permits import Permits
 
 KEY = "permits:people"
 REQUEST = RequestSpec("POST", "http://127.0.0.1:9/x", {}, None, {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from rest_consumer.logs import JsonFormatter
+from rest_consumer.core.logs import JsonFormatter
 
 
 def test_json_lines_carry_job_topic_partition_offset() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from conftest import valid_job
-from rest_consumer.errors import MappingError
-from rest_consumer.mapping import CompiledJob, RequestSpec
+from rest_consumer.core.errors import MappingError
+from rest_consumer.core.mapping import CompiledJob, RequestSpec
 
 META = {"topic": "t", "partition": 0, "offset": 7, "key": None, "timestamp": 1,
         "headers": {}, "index": 2}
@@ -102,7 +102,7 @@ def test_a_get_without_json_body_has_no_body() -> None:
 def test_the_plain_path_fast_lane_agrees_with_jsonpath_ng(path: str) -> None:
     from jsonpath_ng.ext import parse
 
-    from rest_consumer.mapping import compile_path
+    from rest_consumer.core.mapping import compile_path
 
     document = {"schema": {"name": "Person"}, "msg": {
         "id": "x", "household": {"id": "h"}, "tags": ["a", "b"], "list": [{"id": 1}],

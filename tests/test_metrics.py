@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import valid_job
-from rest_consumer import heartbeat
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.outcomes import TaskOutcomes
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.state import heartbeat
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
+from rest_consumer.worker.outcomes import TaskOutcomes
 
 
 def test_metrics_render_counters_gauges_and_the_latency_histogram(settings: Settings,

@@ -10,10 +10,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.openapi import openapi_document
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
+from rest_consumer.web.openapi import openapi_document
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:s3cret-admin").decode()}
 

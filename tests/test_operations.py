@@ -11,9 +11,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from conftest import FIXTURES, valid_job
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 

@@ -14,16 +14,16 @@ from test_pipeline import committed, dead_letters, simple_job
 
 from conftest import LOOPBACK, valid_job
 from helpers import wait_for
-from rest_consumer import heartbeat
-from rest_consumer.jobs import validate
-from rest_consumer.lanes import Lanes
-from rest_consumer.mapping import CompiledJob, RequestSpec
-from rest_consumer.messages import TaskMessage
-from rest_consumer.ordering import OrderGate
-from rest_consumer.permits import Permits
-from rest_consumer.producing import avro_container
-from rest_consumer.records import Outcome, Pending
-from rest_consumer.store import JobStore
+from rest_consumer.core.jobs import validate
+from rest_consumer.core.mapping import CompiledJob, RequestSpec
+from rest_consumer.core.messages import TaskMessage
+from rest_consumer.core.records import Outcome, Pending
+from rest_consumer.devtools.producing import avro_container
+from rest_consumer.reader.ordering import OrderGate
+from rest_consumer.state import heartbeat
+from rest_consumer.state.store import JobStore
+from rest_consumer.worker.lanes import Lanes
+from rest_consumer.worker.permits import Permits
 
 
 def msg(offset: int, key: bytes | None = None, partition: int = 0) -> Message:

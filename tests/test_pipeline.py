@@ -12,9 +12,9 @@ import redis
 
 from conftest import FIXTURES, LOOPBACK
 from helpers import wait_for
-from rest_consumer import heartbeat, keys
-from rest_consumer.deadletters import DeadLetterQueue
-from rest_consumer.store import JobStore
+from rest_consumer.state import heartbeat, keys
+from rest_consumer.state.deadletters import DeadLetterQueue
+from rest_consumer.state.store import JobStore
 
 
 def person_job(endpoint: Any, topic: str, **overrides: Any) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from test_pipeline import committed, counters, json_values, kafka_committed, sim
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer import heartbeat, keys, seeks
-from rest_consumer.api import create_app
-from rest_consumer.config import Settings
-from rest_consumer.store import JobStore
+from rest_consumer.core.config import Settings
+from rest_consumer.state import heartbeat, keys, seeks
+from rest_consumer.state.store import JobStore
+from rest_consumer.web.app import create_app
 
 AUTH = {"Authorization": "Bearer tok-0123456789abcdef"}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
-from rest_consumer.decoding import decode
-from rest_consumer.producing import avro_container, demo_people, messages_from_file
+from rest_consumer.core.decoding import decode
+from rest_consumer.devtools.producing import avro_container, demo_people, messages_from_file
 
 
 def test_demo_containers_decode_like_aether_ones() -> None:

@@ -10,9 +10,9 @@ import pytest
 import redis
 from celery import Celery
 
-from rest_consumer.config import Settings
-from rest_consumer.publishing import NO_DECLARE, TASK, TaskPublisher, Template
-from rest_consumer.tasks import create_celery
+from rest_consumer.broker.celery_app import create_celery
+from rest_consumer.broker.publishing import NO_DECLARE, TASK, TaskPublisher, Template
+from rest_consumer.core.config import Settings
 
 ARGS = ("people", "hash1", [{"t": "aether.people", "p": 2, "o": 41, "v": "e30="}])
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import redis
 
-from rest_consumer.roundtrip import RoundTrip
+from rest_consumer.broker.roundtrip import RoundTrip
 
 
 def test_replies_come_raw_and_in_order(real_redis: redis.Redis) -> None:

@@ -15,11 +15,11 @@ from test_pipeline import simple_job
 
 from conftest import LOOPBACK
 from helpers import wait_for
-from rest_consumer import redisconn
-from rest_consumer.config import from_env
-from rest_consumer.errors import ConfigError
-from rest_consumer.sentinel_group import SentinelGroup
-from rest_consumer.store import JobStore
+from rest_consumer.core import redisconn
+from rest_consumer.core.config import from_env
+from rest_consumer.core.errors import ConfigError
+from rest_consumer.devtools.sentinel_group import SentinelGroup
+from rest_consumer.state.store import JobStore
 
 
 def test_a_sentinel_url_names_the_sentinels_and_the_masters_password_and_database() -> None:

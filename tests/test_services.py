@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rest_consumer.services import free_port
+from rest_consumer.devtools.services import free_port
 
 
 def test_free_ports_are_never_handed_out_twice() -> None:

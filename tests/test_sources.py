@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from rest_consumer.sources import literal_prefix, resolve, topic_problem
+from rest_consumer.core.sources import literal_prefix, resolve, topic_problem
 
 TOPICS = ["people", "people.v2", "rest-consumer.jobs", "rest-consumer.dlq.a",
           "rest-consumer.responses.a", "__consumer_offsets", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-"]

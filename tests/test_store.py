@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from conftest import valid_job
-from rest_consumer import keys
-from rest_consumer.errors import JobNotFound, JobValidationError
-from rest_consumer.store import JobStore
+from rest_consumer.core.errors import JobNotFound, JobValidationError
+from rest_consumer.state import keys
+from rest_consumer.state.store import JobStore
 
 
 def test_upsert_creates_then_updates(any_redis: Any) -> None:

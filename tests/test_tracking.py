@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rest_consumer.tracking import PartitionTracker
+from rest_consumer.reader.tracking import PartitionTracker
 
 
 def test_the_watermark_waits_for_the_oldest_unfinished_offset() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rest_consumer.errors import MappingError
-from rest_consumer.urltemplate import TemplateError, UrlTemplate
+from rest_consumer.core.errors import MappingError
+from rest_consumer.core.urltemplate import TemplateError, UrlTemplate
 
 TENANT = UrlTemplate.compile("https://{tenant}.partner.example:8443/ingest/{id}?x=1")
 

@@ -30,11 +30,11 @@ from endpoint import RecordingEndpoint  # noqa: E402
 from pipeline import Pipeline  # noqa: E402
 
 from helpers import spawn  # noqa: E402
-from rest_consumer import redisconn  # noqa: E402
-from rest_consumer.destinations import Allowlist  # noqa: E402
-from rest_consumer.kafka_cluster import KafkaCluster  # noqa: E402
-from rest_consumer.sentinel_group import SentinelGroup  # noqa: E402
-from rest_consumer.store import JobStore  # noqa: E402
+from rest_consumer.core import redisconn  # noqa: E402
+from rest_consumer.core.destinations import Allowlist  # noqa: E402
+from rest_consumer.devtools.kafka_cluster import KafkaCluster  # noqa: E402
+from rest_consumer.devtools.sentinel_group import SentinelGroup  # noqa: E402
+from rest_consumer.state.store import JobStore  # noqa: E402
 
 RESULTS = REPO / "topology" / "results"
 TOPIC = "topology.people"
