@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import console
 import hotspots
-import readme
+import publish
 from harness import (
     REPO,
     Nginx,
@@ -369,6 +370,8 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 5 minutes)")
+    parser.add_argument("--publish", action="store_true",
+                        help="copy the results to docs/results/bench/ and docs/performance.md")
     parser.add_argument("--console", action="store_true",
                         help="only the console with 500 jobs (about a minute)")
     parser.add_argument("--pairs", type=int, metavar="N",
@@ -413,7 +416,9 @@ def main() -> None:
         finally:
             bench.close()
     write_reports(bench.results, figures)
-    readme.update(REPO / "README.md", [asdict(r) for r in bench.results], figures, args.quick)
+    if args.publish:
+        publish.publish(RESULTS, REPO / "docs", [asdict(r) for r in bench.results], figures,
+                        args.quick)
     print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
 
 
@@ -524,7 +529,8 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
 
 
 def write_reports(results: list[Result], figures: dict[str, Any]) -> None:
-    lines = ["| configuration | messages | msg/s | CPU ms/msg | p50 ms | p99 ms | peak RSS MB | "
+    lines = [f"# Benchmark run of {datetime.date.today().isoformat()}", "",
+             "| configuration | messages | msg/s | CPU ms/msg | p50 ms | p99 ms | peak RSS MB | "
              "Redis peak MB |", "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in results:
         rss = ", ".join(f"{k} {v}" for k, v in r.peak_rss_mb.items())

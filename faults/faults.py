@@ -12,6 +12,7 @@ and its dead letters.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import random
 import shutil
@@ -424,6 +425,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs (under 15 minutes)")
     parser.add_argument("--only", help="run only the scenarios named (comma-separated)")
+    parser.add_argument("--publish", action="store_true",
+                        help="copy the results to docs/results/faults/")
     args = parser.parse_args()
     n = 600 if args.quick else 3000
     scenarios: list[tuple[str, int, Callable[[Run], None], dict[str, Any]]] = [
@@ -454,10 +457,17 @@ def main() -> None:
         finally:
             faults.close()
     report(faults.outcomes)
+    if args.publish:
+        target = REPO / "docs" / "results" / "faults"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("results.md", "results.json"):
+            shutil.copy(RESULTS / name, target / name)
+        print(f"  published to {target}")
 
 
 def report(outcomes: list[Outcome]) -> None:
-    lines = ["| scenario | sent | delivered | lost | duplicates | dead letters | recovery s | "
+    lines = [f"# Fault run of {datetime.date.today().isoformat()}", "",
+             "| scenario | sent | delivered | lost | duplicates | dead letters | recovery s | "
              "committed to the end | dead letters as expected | seconds | note |",
              "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|"]
     lines += [f"| {o.scenario} | {o.sent} | {o.delivered} | {o.lost} | {o.duplicates} | "

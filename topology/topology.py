@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,6 +163,8 @@ def _kill_a_reader(topology: Topology) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2,000 messages over 60 s")
+    parser.add_argument("--publish", action="store_true",
+                        help="copy result.json to docs/results/topology/")
     args = parser.parse_args()
     messages, seconds = (2000, 60.0) if args.quick else (10000, 160.0)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -180,6 +183,11 @@ def main() -> None:
     (RESULTS / "result.json").write_text(json.dumps(
         {"messages": messages, "seconds": seconds, **figures, "goal_met": ok}, indent=2))
     print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
+    if args.publish:
+        target = REPO / "docs" / "results" / "topology"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(RESULTS / "result.json", target / "result.json")
+        print(f"  published to {target}")
 
 
 if __name__ == "__main__":

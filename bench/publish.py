@@ -1,16 +1,20 @@
-"""The README's benchmark table, regenerated from a run's results (``bench/run`` calls it).
+"""Publishing a run: ``bench/run --publish`` copies its results to ``docs/results/bench/`` and
+rewrites the marked table of ``docs/performance.md``.
 
-Only the part between the two markers is written; the prose around it is the maintainers'.
+A run without ``--publish`` writes only ``bench/results/`` (not tracked), so running the
+benchmark never edits the repository. Only the part between the two markers is written; the
+prose around it is the maintainers'.
 """
 
 from __future__ import annotations
 
 import datetime
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BEGIN = "<!-- bench:begin: bench/readme.py writes this part after every bench/run -->"
+BEGIN = "<!-- bench:begin: bench/run --publish writes this part -->"
 END = "<!-- bench:end -->"
 
 GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
@@ -24,7 +28,7 @@ GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "slow_ordering_key_msgs": ("≥ 256", lambda v: v >= 256),
     "console_500_jobs_load_ms": ("≤ 300", lambda v: v <= 300),
 }
-"""The goals the issues set, as the README shows them next to each figure."""
+"""The goals the issues set, as the performance page shows them next to each figure."""
 
 
 def render(results: list[dict[str, Any]], figures: dict[str, Any], quick: bool) -> str:
@@ -43,20 +47,26 @@ def render(results: list[dict[str, Any]], figures: dict[str, Any], quick: bool) 
         value = figures.get(name)
         if value is not None:
             lines.append(f"| `{name}` | {value} | {goal} | {'yes' if met(value) else '**no**'} |")
-    lines += ["", "![throughput by configuration](bench/results/throughput.png)", "",
+    lines += ["", "![throughput by configuration](results/bench/throughput.png)", "",
               "`RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()) + "`", "", END]
     return "\n".join(lines)
 
 
-def update(readme: Path, results: list[dict[str, Any]], figures: dict[str, Any],
-           quick: bool) -> None:
-    """Replace the marked part of ``readme`` (nothing happens without the markers)."""
-    text = readme.read_text()
+def publish(run: Path, docs: Path, results: list[dict[str, Any]], figures: dict[str, Any],
+            quick: bool) -> None:
+    """Copy the run's reports into ``docs/results/bench/`` and replace the marked part of
+    ``docs/performance.md`` (which must have the markers)."""
+    target = docs / "results" / "bench"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("results.md", "results.json", "throughput.png"):
+        shutil.copy(run / name, target / name)
+    page = docs / "performance.md"
+    text = page.read_text()
     start, end = text.find(BEGIN), text.find(END)
     if start == -1 or end < start:
-        print(f"  ({readme.name} has no benchmark markers: not updated)")
-        return
-    readme.write_text(text[:start] + render(results, figures, quick) + text[end + len(END):])
+        raise SystemExit(f"{page} has lost its benchmark markers: nothing published")
+    page.write_text(text[:start] + render(results, figures, quick) + text[end + len(END):])
+    print(f"  published to {target} and {page}")
 
 
 def _n(value: float | None) -> str:
