@@ -4,8 +4,11 @@
 run: setup
 	.venv/bin/rest-consumer dev
 
+# The end-to-end tests run a second time without the fast path (FAST_TRANSPORT=false), the way
+# back to Celery's and kombu's public APIs if an upgrade breaks a private one.
 test: setup lint docs
 	.venv/bin/python -m pytest
+	FAST_TRANSPORT=false .venv/bin/python -m pytest tests/test_pipeline.py tests/test_engine.py
 
 setup:
 	@scripts/setup

@@ -22,6 +22,20 @@ def test_transport_follows_the_url_scheme() -> None:
     assert transport_for("memory://") is None
 
 
+def test_the_switch_off_leaves_kombus_transport_and_celerys_send_task(
+        redis_url: str, real_redis: redis.Redis) -> None:
+    app = create_celery(Settings(redis_url=redis_url, fast_transport=False))
+    assert app.conf.broker_transport is None
+    make_dispatcher(app)({"id": "people", "hash": "h", "queue": "plain-switch"},
+                         [[TaskMessage("t", 0, 0, value=b"{}")]])
+    message = json.loads(real_redis.lpop("plain-switch") or b"null")  # type: ignore[arg-type]
+    assert message["headers"]["task"] == "rest_consumer.deliver"
+    # Celery's own tag, not the task id that a task of the fast path removes itself
+    assert message["properties"]["delivery_tag"] != message["headers"]["id"]
+    with app.connection_for_write() as conn:
+        assert not isinstance(conn.default_channel.qos, QoS)
+
+
 def test_a_channel_reuses_one_client_and_still_moves_messages(redis_url: str,
                                                                real_redis: redis.Redis) -> None:
     app = create_celery(Settings(redis_url=redis_url))

@@ -24,7 +24,8 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery("rest_consumer", set_as_current=False)
     app.conf.update(
         broker_url=settings.broker_url(),
-        broker_transport=transport_for(settings.broker_url()),
+        broker_transport=(transport_for(settings.broker_url()) if settings.fast_transport
+                          else None),
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
         result_backend=None,
@@ -80,7 +81,7 @@ def describe(job_id: str, messages: list[TaskMessage]) -> str:
 def make_dispatcher(celery_app: Celery) -> Dispatcher:
     """A function sending one ``deliver`` task per group of messages, on the job's queue,
     all of one call in one round trip (``publishing``)."""
-    publisher = TaskPublisher(celery_app)
+    publisher = TaskPublisher(celery_app, fast=_fast(celery_app))
 
     def dispatch(job: dict[str, Any], groups: list[list[TaskMessage]]) -> None:
         publisher.publish(job.get("queue") or DEFAULT_QUEUE, [
@@ -92,7 +93,7 @@ def make_dispatcher(celery_app: Celery) -> Dispatcher:
 
 def make_retry_publisher(celery_app: Celery) -> Publisher:
     """A function sending due retries as ``deliver`` tasks, a round trip per queue."""
-    publisher = TaskPublisher(celery_app)
+    publisher = TaskPublisher(celery_app, fast=_fast(celery_app))
 
     def publish(retries: list[Retry]) -> None:
         by_queue: dict[str, list[Outgoing]] = {}
@@ -104,3 +105,8 @@ def make_retry_publisher(celery_app: Celery) -> Publisher:
             publisher.publish(queue, tasks)
 
     return publish
+
+
+def _fast(celery_app: Celery) -> bool:
+    settings = getattr(celery_app, "rest_consumer_settings", None)
+    return settings is None or bool(settings.fast_transport)

@@ -9,8 +9,8 @@ sent), and each task is that message with those fields replaced; a test compares
 with ``send_task``'s own, field by field, so a Celery that adds a per-task field fails it.
 
 Celery's publish signals (``before_task_publish``, ``after_task_publish``) are not sent:
-rest-consumer uses none. A broker the project's transport does not cover (another scheme)
-gets ``send_task`` for each task.
+rest-consumer uses none. A broker the project's transport does not cover (another scheme), or
+``FAST_TRANSPORT=false``, gets Celery's plain ``send_task`` for each task.
 """
 
 from __future__ import annotations
@@ -86,8 +86,10 @@ def _fields_holding(message: dict[str, Any], value: str) -> list[tuple[str, str]
 class TaskPublisher:
     """Publishes ``deliver`` tasks, all of one call in one round trip per thousand."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, *, fast: bool = True) -> None:
         self.app = app
+        self.fast = fast
+        """False: every task through Celery's public ``send_task``, nothing private."""
         self.templates: dict[str, Template] = {}
         """Each queue's template, rendered at its first publish."""
         self._lock = threading.Lock()
@@ -96,8 +98,8 @@ class TaskPublisher:
         """Push ``tasks`` on ``queue``; raises when the broker cannot be reached."""
         with self.app.producer_or_acquire() as producer:
             channel = producer.channel
-            if not hasattr(channel, "rendering"):  # not the project's transport
-                self._send_each(producer, queue, tasks)
+            if not self.fast or not hasattr(channel, "rendering"):  # not the project's transport
+                self._send_plainly(producer, queue, tasks)
                 return
             template = self._template(producer, queue)
             with channel.conn_or_acquire() as client:
@@ -112,15 +114,16 @@ class TaskPublisher:
         with self._lock:
             if queue not in self.templates:
                 with producer.channel.rendering() as rendered:
-                    self._send_each(producer, queue, [((), _TEMPLATE_REPR)], _TEMPLATE_ID)
+                    self.app.send_task(TASK, (), queue=queue, argsrepr=_TEMPLATE_REPR,
+                                       kwargsrepr="{}", producer=producer, declare=NO_DECLARE,
+                                       task_id=_TEMPLATE_ID)
                 self.templates[queue] = _only(rendered)
             return self.templates[queue]
 
-    def _send_each(self, producer: Any, queue: str, tasks: list[Outgoing],
-                   task_id: str | None = None) -> None:
+    def _send_plainly(self, producer: Any, queue: str, tasks: list[Outgoing]) -> None:
         for args, argsrepr in tasks:
             self.app.send_task(TASK, args, queue=queue, argsrepr=argsrepr, kwargsrepr="{}",
-                               producer=producer, declare=NO_DECLARE, task_id=task_id)
+                               producer=producer)
 
 
 def _only(rendered: Rendered) -> Template:

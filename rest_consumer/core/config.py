@@ -75,6 +75,8 @@ class Settings:
     destination_allowlist: Allowlist = field(default_factory=Allowlist)
     decode_limits: Limits = field(default_factory=Limits)
     worker_send_events: bool = True
+    fast_transport: bool = True
+    """The broker's fast path (``broker``): off, plain ``send_task`` and kombu's own ack."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "INFO"
     log_format: str = "text"
@@ -154,6 +156,7 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
             max_records=int(_number(env, "DECODE_MAX_RECORDS", DEFAULT_MAX_RECORDS, int)),
             max_items=int(_number(env, "DECODE_MAX_ITEMS", DEFAULT_MAX_ITEMS, int))),
         worker_send_events=_boolean(env, "WORKER_SEND_EVENTS", True),
+        fast_transport=_boolean(env, "FAST_TRANSPORT", True),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         log_format=_choice(env, "LOG_FORMAT", ("text", "json")),

@@ -64,8 +64,10 @@ class WorkerContext:
                                              settings.consumer_group_prefix)
         self.lanes = Lanes(Permits(self.redis),
                            ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="send"))
-        self.acks_own_messages = settings.broker_url() == settings.redis_url
-        """Whether a task acknowledges its own message (``acks``): the broker is this Redis."""
+        self.acks_own_messages = (settings.fast_transport
+                                  and settings.broker_url() == settings.redis_url)
+        """Whether a task acknowledges its own message (``acks``): the fast path is on and
+        the broker is this Redis."""
         self._jobs: dict[str, CompiledJob] = {}
         self._lock = threading.Lock()
 

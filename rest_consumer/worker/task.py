@@ -23,7 +23,9 @@ from rest_consumer.worker.execution import WorkerContext, deliver_messages, star
 log = logging.getLogger(__name__)
 
 # The worker process's settings, read once, when Celery imports this module.
-app = create_celery(config.from_env())
+_settings = config.from_env()
+app = create_celery(_settings)
+_request_class = acks.Request if _settings.fast_transport else "celery.worker.request:Request"
 _context: dict[str, WorkerContext] = {}
 
 
@@ -42,7 +44,7 @@ def _reset_after_fork(**_: Any) -> None:
     die_with_parent(signal.SIGKILL)
 
 
-@app.task(name=TASK, acks_late=True, bind=True, Request=acks.Request)
+@app.task(name=TASK, acks_late=True, bind=True, Request=_request_class)
 def deliver(task: Task, job_id: str, job_hash: str,
             messages: list[dict[str, Any]]) -> str | None:
     """Decode, map and send every record of ``messages``; retry, dead-letter, record outcomes.
