@@ -14,6 +14,7 @@ from test_pipeline import json_values, simple_job
 from conftest import LOOPBACK
 from helpers import wait_for
 from rest_consumer.broker.celery_app import create_celery
+from rest_consumer.broker.roundtrip import RoundTrip
 from rest_consumer.core.config import Settings
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.state.store import JobStore
@@ -22,7 +23,9 @@ from rest_consumer.worker.claims import TaskClaims
 
 
 def claim(claims_: TaskClaims, task_id: str) -> bool:
-    return claims_.claim(task_id, claims_.redis.pipeline())[0]
+    trip = RoundTrip(claims_.redis)
+    lease = claims_.queue_claim(trip, task_id)
+    return claims_.claimed(task_id, lease, trip.execute()[-1])
 
 
 def test_a_task_id_is_claimed_once_then_done(real_redis: redis.Redis) -> None:
@@ -51,7 +54,7 @@ def test_a_live_run_keeps_its_claim_and_a_dead_ones_lapses(
     assert claim(alive, "t3")
     time.sleep(1.5)  # beyond the lease: renewed by the living worker's thread
     assert not claim(other, "t3")
-    alive._held.clear()  # the worker dies: nobody renews
+    alive.leases.stop()  # the worker dies: nobody renews
     time.sleep(1.0)
     assert claim(other, "t3")
 

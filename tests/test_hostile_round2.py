@@ -31,12 +31,8 @@ from rest_consumer.core.logs import TextFormatter
 from rest_consumer.core.mapping import RequestSpec
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.state import keys
-from rest_consumer.state.deadletters import (
-    DeadLetter,
-    DeadLetterQueue,
-    DeadLetterWriter,
-    topic_name,
-)
+from rest_consumer.state.deadletterqueue import DeadLetterQueue
+from rest_consumer.state.deadletters import DeadLetter, DeadLetterWriter, topic_name
 from rest_consumer.state.joblog import JobLog
 from rest_consumer.state.store import JobStore
 from rest_consumer.state.topics import DurableWriter
@@ -135,7 +131,7 @@ def test_replaying_every_letter_reads_them_a_chunk_at_a_time(
     fetched: list[int] = []
     fetch = queue._fetch
     monkeypatch.setattr(queue, "_fetch", lambda ids: fetched.append(len(ids)) or fetch(ids))
-    monkeypatch.setattr("rest_consumer.state.deadletters.REPLAY_CHUNK", 20)
+    monkeypatch.setattr("rest_consumer.state.deadletterqueue.REPLAY_CHUNK", 20)
     assert len(queue.replay(lambda job, groups: None, valid_job())) == 45
     assert fetched == [20, 20, 5]
     real_redis.delete(keys.dead_letter_scanned("people"))  # rebuilt: the markers hold

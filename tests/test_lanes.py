@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from conftest import valid_job
+from rest_consumer.broker.roundtrip import RoundTrip
 from rest_consumer.core.mapping import CompiledJob, RequestSpec
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.core.records import Outcome, Pending
@@ -33,15 +34,15 @@ def items(n: int) -> list[Pending]:
 
 
 def first_permits(lanes: Lanes, job: CompiledJob, messages: int) -> list[str]:
-    pipe = lanes.permits.redis.pipeline(transaction=False)
-    lanes.queue_first_permits(pipe, job, messages)
-    return lanes.took(job, pipe.execute()[-1])
+    trip = RoundTrip(lanes.permits.redis)
+    lanes.queue_first_permits(trip, job, messages)
+    return lanes.took(job, trip.execute()[-1])
 
 
 def give_back(lanes: Lanes, job: CompiledJob, tokens: list[str]) -> None:
-    pipe = lanes.permits.redis.pipeline(transaction=False)
-    lanes.give_back(pipe, job, tokens)
-    pipe.execute()
+    trip = RoundTrip(lanes.permits.redis)
+    lanes.give_back(trip, job, tokens)
+    trip.execute()
 
 
 def test_first_permits_come_with_the_claim_up_to_the_job_width(

@@ -13,7 +13,7 @@ import redis
 from conftest import FIXTURES, LOOPBACK
 from helpers import wait_for
 from rest_consumer.state import heartbeat, keys
-from rest_consumer.state.deadletters import DeadLetterQueue
+from rest_consumer.state.deadletterqueue import DeadLetterQueue
 from rest_consumer.state.store import JobStore
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 import redis
 
-from rest_consumer.broker.roundtrip import RoundTrip
+from rest_consumer.broker.roundtrip import LuaScript, RoundTrip
 
 
 def test_replies_come_raw_and_in_order(real_redis: redis.Redis) -> None:
@@ -120,3 +121,32 @@ def test_a_forked_child_uses_its_own_connection(real_redis: redis.Redis) -> None
     assert os.waitstatus_to_exitcode(status) == 0
     assert int(real_redis.get("rt:child-id") or 0) not in (0, parent_id)
     assert client_id(real_redis) == parent_id  # the parent's own connection still works
+
+
+def test_each_section_reads_its_own_replies_by_name(real_redis: redis.Redis) -> None:
+    trip = RoundTrip(real_redis)
+    trip.set("rt:a", "1")
+    with trip.section("counts"):
+        trip.incr("rt:n")
+        trip.incr("rt:n")
+    with trip.section("read"):
+        trip.get("rt:a")
+    trip.delete("rt:a", "rt:n")
+    trip.execute()
+    assert trip.replies("counts") == [1, 2]
+    assert trip.replies("read") == [b"1"]
+
+
+def test_a_script_unknown_to_the_server_is_sent_again_with_its_source(
+        real_redis: redis.Redis) -> None:
+    script = LuaScript("return {KEYS[1], ARGV[1]}",
+                       hashlib.sha1(b"return {KEYS[1], ARGV[1]}").hexdigest())
+    real_redis.script_flush()
+    trip = RoundTrip(real_redis)
+    trip.set("rt:before", "1")
+    trip.script(script, ["k"], ["v"])
+    trip.delete("rt:before")
+    assert trip.execute() == [b"OK", [b"k", b"v"], 1]  # NOSCRIPT, then EVAL alone
+    again = RoundTrip(real_redis)
+    again.script(script, ["k2"], ["v2"])
+    assert again.execute() == [[b"k2", b"v2"]]  # known now: EVALSHA answered

@@ -39,15 +39,16 @@ _SETTLED_REPR = saferepr(SETTLED)
 
 
 def queue(pipe: Any, task_id: str) -> None:
-    """Queue the removal of the task's unacked record (kombu's keys; tag = task id). Last on
-    the pipeline: ``settled`` reads the final reply."""
+    """Queue the removal of the task's unacked record (kombu's keys; tag = task id);
+    ``settled`` reads the replies of these two commands."""
     pipe.zrem(keys.KOMBU_UNACKED_INDEX, task_id)
     pipe.hdel(keys.KOMBU_UNACKED, task_id)
 
 
 def settled(replies: list[Any]) -> bool:
-    """Whether the pipeline of ``queue`` removed the record (else kombu acks as before)."""
-    return bool(replies) and replies[-1] == 1
+    """Whether the commands of ``queue`` (their replies) removed the record (else kombu acks
+    as before)."""
+    return len(replies) == 2 and replies[1] == 1
 
 
 class Request(CeleryRequest):  # type: ignore[misc]

@@ -11,19 +11,46 @@ command.
 
 Replies are what the connection's protocol parses (RESP3, redis-py 8's default), without
 redis-py's response callbacks: ``SET`` answers ``b"OK"`` or None, not True.
+
+Several modules queue commands on one round trip; each names its part (``section``) and reads
+its own replies by that name (``replies``), never by position. Lua scripts live in files of
+their own (``LuaScript``), read once, and go by their SHA1 (``EVALSHA``); a server that does
+not know one yet (restarted, flushed) gets that one command again with the source.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import hiredis
 import redis
 from redis.commands.core import CoreCommands
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A Lua script kept in a file of its own, read once, sent by its SHA1."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def read(cls, package: str, name: str) -> LuaScript:
+        source = resources.files(package).joinpath(name).read_text()
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+    def register(self, client: Any) -> Any:
+        """For a plain redis-py client: its ``Script`` (EVALSHA, then EVAL when unknown)."""
+        return client.register_script(self.source)
 
 
 class RoundTrip(CoreCommands):
@@ -40,6 +67,28 @@ class RoundTrip(CoreCommands):
         """Use this thread's own connection (``_own_connection``): for the few threads that
         make a round trip per task; others check one out of the pool."""
         self.commands: list[tuple[Any, ...]] = []
+        self._sections: dict[str, tuple[int, int]] = {}
+        self._scripts: dict[int, LuaScript] = {}
+        self._replies: list[Any] = []
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[RoundTrip]:
+        """The commands queued inside are ``name``'s: ``replies(name)`` after ``execute``."""
+        start = len(self.commands)
+        yield self
+        self._sections[name] = (start, len(self.commands))
+
+    def replies(self, name: str) -> list[Any]:
+        """The replies of section ``name``, in the order its commands were queued."""
+        start, end = self._sections[name]
+        return self._replies[start:end]
+
+    def script(self, script: LuaScript, keys: Sequence[Any], args: Sequence[Any]) -> RoundTrip:
+        """Queue a run of ``script`` (by its SHA1)."""
+        if self.transaction:
+            raise ValueError("a script in a transaction could not be sent again alone")
+        self._scripts[len(self.commands)] = script
+        return self.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def execute_command(self, *args: Any, **options: Any) -> RoundTrip:
         """Queue one command (``options`` are redis-py's parsing hints, unused raw); returns
@@ -56,6 +105,22 @@ class RoundTrip(CoreCommands):
         commands = self.commands
         if self.transaction:
             commands = [("MULTI",), *commands, ("EXEC",)]
+        replies = self._send(commands)
+        if self.transaction:
+            replies = _transaction_replies(replies)
+        for index, script in self._scripts.items():
+            reply = replies[index]
+            if isinstance(reply, NoScriptError):
+                # not run: alone again, with its source (the others' replies stand)
+                args = self.commands[index][2:]
+                replies[index] = self._send([("EVAL", script.source, *args)])[0]
+        self._replies = replies
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         packed = b"".join(hiredis.pack_command(args) for args in commands)
         conn: Any = (_own_connection(self.pool) if self.own_connection
                      else self.pool.get_connection())
@@ -66,11 +131,6 @@ class RoundTrip(CoreCommands):
         finally:
             if not self.own_connection:
                 self.pool.release(conn)
-        if self.transaction:
-            replies = _transaction_replies(replies)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
         return replies
 
     @staticmethod

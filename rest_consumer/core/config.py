@@ -1,4 +1,8 @@
-"""Settings: the only module that reads the environment."""
+"""Settings: what the service reads from the environment, once per process (``from_env``).
+
+The development tools (``devtools``: cache and log folders) and the Flower command's
+``FLOWER_BASIC_AUTH`` hand-off in ``cli`` read a few variables of their own; nothing of the
+service's behaviour does."""
 
 from __future__ import annotations
 

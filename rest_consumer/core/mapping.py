@@ -21,7 +21,7 @@ from rest_consumer.core.jobs import Job, setting
 from rest_consumer.core.redaction import REDACTED, redact_url, secret_path_segments
 from rest_consumer.core.signing import Signer
 from rest_consumer.core.tls import TlsIdentity
-from rest_consumer.core.urltemplate import UrlTemplate, as_text
+from rest_consumer.core.urltemplate import UrlTemplate, template_text
 
 SKIP = object()
 """Returned by :meth:`CompiledJob.governed` for a record the emit flag filters out."""
@@ -73,7 +73,7 @@ class _HeaderTemplate:
             if value is _ABSENT:
                 raise MappingError(f"header {name} placeholder {{{key}}} has no value in this "
                                    "record")
-            out.append(as_text(value))
+            out.append(template_text(value))
         text = "".join(out)
         if "\r" in text or "\n" in text:
             raise MappingError(f"header {name} value may not contain a line break")
@@ -191,7 +191,7 @@ class CompiledJob:
         """The request for one record's datamap values."""
         template_values = {**self.constant, **values}
         url = self.url.fill(template_values)
-        query = [(k, as_text(values[k])) for k in self.query_params if k in values]
+        query = [(k, template_text(values[k])) for k in self.query_params if k in values]
         if query:
             url += ("&" if "?" in url else "?") + urlencode(query)
         headers = {name: t.fill(template_values, name) for name, t in self.headers.items()}

@@ -15,6 +15,18 @@ from typing import Any
 from confluent_kafka import Message
 
 Headers = tuple[tuple[str, bytes | None], ...]
+TopicPartitionKey = tuple[str, int]
+"""(topic, partition): how the reader keys what it holds per partition."""
+
+
+def partition_of(msg: Message) -> TopicPartitionKey:
+    """A Kafka message's (topic, partition)."""
+    return str(msg.topic()), int(msg.partition() or 0)
+
+
+def offset_of(msg: Message) -> int:
+    """A Kafka message's offset."""
+    return int(msg.offset() or 0)
 
 
 @dataclass(frozen=True)
@@ -42,8 +54,8 @@ class TaskMessage:
         raw_headers: Any = msg.headers() or []
         headers = tuple((str(k), v if v is None or isinstance(v, bytes) else str(v).encode())
                         for k, v in raw_headers)
-        return cls(str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
-                   msg.key(), msg.value(), msg.timestamp()[1], headers)
+        return cls(*partition_of(msg), offset_of(msg), msg.key(), msg.value(),
+                   msg.timestamp()[1], headers)
 
     def to_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"t": self.topic, "p": self.partition, "o": self.offset,

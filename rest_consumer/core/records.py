@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rest_consumer.core.errors import DeliveryError
 from rest_consumer.core.mapping import RequestSpec
@@ -27,14 +27,17 @@ class Pending:
     """Its ``ordering_key`` value: records of one entity in a message go one after another."""
 
 
+OutcomeKind = Literal["delivered", "skipped", "dead", "retry"]
+"""``delivered``, ``skipped`` (emit flag), ``dead`` (a dead letter) or ``retry``."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one record in this attempt."""
 
     index: int | None
     """The record; None when the whole message failed (it could not be decoded)."""
-    kind: str
-    """``delivered``, ``skipped`` (emit flag), ``dead`` (a dead letter) or ``retry``."""
+    kind: OutcomeKind
     reason: str = ""
     error: DeliveryError | None = None
     request: RequestSpec | None = None

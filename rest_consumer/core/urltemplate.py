@@ -77,7 +77,7 @@ class UrlTemplate:
             value = values.get(piece.key, _ABSENT)
             if value is _ABSENT:
                 raise MappingError(f"url placeholder {{{piece.key}}} has no value in this record")
-            encoded = _encode(piece, as_text(value))
+            encoded = _encode(piece, template_text(value))
             recheck = recheck or (piece.part == "path" and not encoded.strip("."))
             out.append(encoded)
         url = "".join(out)
@@ -191,14 +191,14 @@ def _shown(text: str) -> str:
     return repr(text[:60] + ("…" if len(text) > 60 else ""))
 
 
-def as_text(value: Any) -> str:
+def template_text(value: Any) -> str:
     """A datamap value as template text."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ",".join(as_text(v) for v in value)
+        return ",".join(template_text(v) for v in value)
     if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return str(value)

@@ -88,7 +88,22 @@ def redis_binary() -> str:
     return binary
 
 
-class RedisServer:
+class _LocalProcess:
+    """A server this project started: stopped politely, or SIGKILLed for fault runs (an
+    unclean stop: the next start recovers its data)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class RedisServer(_LocalProcess):
     """A ``redis-server`` with AOF persistence in a private directory."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
@@ -129,14 +144,6 @@ class RedisServer:
                 time.sleep(0.05)
         raise ServiceError(f"redis-server not ready within {REDIS_START_TIMEOUT:.0f}s")
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def kill(self) -> None:
-        """SIGKILL, for fault tests."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def kafka_jars() -> Path:
@@ -181,7 +188,7 @@ logger.kafka.level = INFO
 """
 
 
-class KafkaBroker:
+class KafkaBroker(_LocalProcess):
     """A combined broker+controller in KRaft mode, on loopback: a single node by default, or
     one node of a cluster (``node_id``, ``voters``, a shared ``cluster_id``; ``kafka_cluster``).
     """
@@ -299,14 +306,6 @@ class KafkaBroker:
         raise ServiceError(f"Kafka not ready within {KAFKA_START_TIMEOUT:.0f}s:\n"
                            + _tail(self.workdir / "kafka.log"))
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def kill(self) -> None:
-        """SIGKILL (an unclean stop: the next start recovers the log), for fault runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def new_cluster_id() -> str:

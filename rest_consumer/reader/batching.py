@@ -17,9 +17,9 @@ from collections.abc import Callable
 import redis
 from confluent_kafka import Message
 
-log = logging.getLogger(__name__)
+from rest_consumer.core.messages import TopicPartitionKey, partition_of
 
-TP = tuple[str, int]
+log = logging.getLogger(__name__)
 
 MAX_HOLD_SECONDS = 0.02
 """The longest a message waits in the reader for a batch while workers are busy."""
@@ -57,9 +57,9 @@ class AdaptiveBatcher:
         taken, self.held = self.held, []
         return taken
 
-    def drop(self, partitions: set[TP] | None = None) -> None:
+    def drop(self, partitions: set[TopicPartitionKey] | None = None) -> None:
         """Forget held messages (all, or those of ``partitions``): they will be read again."""
         if partitions is None:
             self.held = []
         else:
-            self.held = [m for m in self.held if (m.topic(), m.partition()) not in partitions]
+            self.held = [m for m in self.held if partition_of(m) not in partitions]

@@ -1,35 +1,40 @@
-"""One thread per job: consume from Kafka, dispatch ``deliver`` tasks, commit watermarks."""
+"""One thread per job: consume from Kafka, dispatch ``deliver`` tasks, commit watermarks.
+
+The thread owns the consumer and its loop; what it does with messages lives in its parts:
+``outbox`` (sending them as tasks), ``committing`` (final offsets and commits) and ``seeking``
+(moving partitions). Each part takes the consumer as an argument, so each is testable with a
+fake one (``tests/test_reader.py``).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from rest_consumer.core.config import DEFAULT_QUEUE, Settings
 from rest_consumer.core.jobs import Job, setting
-from rest_consumer.core.messages import Dispatcher, TaskMessage
+from rest_consumer.core.messages import Dispatcher, TopicPartitionKey
 from rest_consumer.core.sources import Subscription
 from rest_consumer.reader.batching import AdaptiveBatcher
+from rest_consumer.reader.committing import Committer
 from rest_consumer.reader.ordering import gate_for
-from rest_consumer.reader.tracking import PartitionTracker
-from rest_consumer.state import health, heldbehind, keys, outstanding, seeks
+from rest_consumer.reader.outbox import DispatchFailed, Outbox
+from rest_consumer.reader.seeking import Positions, SeekDeferred
+from rest_consumer.reader.tracking import Partitions, PartitionTracker
+from rest_consumer.state import health, keys, outstanding
 from rest_consumer.state.heartbeat import Heartbeat, beat, fresh_heartbeats
-from rest_consumer.state.offsets import resolve
 from rest_consumer.state.store import JobStore
 
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 500
 TICK_SECONDS = 1.0
-RELEASE_CHECK_SECONDS = 0.005
-"""How often an ordered job's reader asks Redis whether its lane holders are final."""
-
-TP = tuple[str, int]
 
 
 class JobReader(threading.Thread):
@@ -43,7 +48,7 @@ class JobReader(threading.Thread):
         self.redis = client
         self.dispatch = dispatch
         self.instance = instance
-        self.trackers: dict[TP, PartitionTracker] = {}
+        self.partitions = Partitions()
         self.paused = False
         self.error: str | None = None
         self._stopping = threading.Event()
@@ -57,11 +62,13 @@ class JobReader(threading.Thread):
         self._consumer: Consumer | None = None
         self._last_tick = 0.0
         self.gate = gate_for(job, settings)
-        self._next_release_check = 0.0
+        self.outbox = Outbox(job, client, dispatch, self.partitions, self.gate, self.batch_size,
+                             self._note_error)
+        self.committer = Committer(self.job_id, client, self.partitions, self.gate)
+        self.positions = Positions(self.job_id, client, self.partitions, self.batcher,
+                                   self.gate)
         self._endpoint_state: str | None = None
         """The endpoint's breaker state as last seen (its changes are logged)."""
-        self._released: list[Message] = []
-        """Messages whose lane a tick's collection freed, to send on the next loop."""
 
     @property
     def job_id(self) -> str:
@@ -119,23 +126,51 @@ class JobReader(threading.Thread):
         try:
             subscription.refresh(consumer, self._subscribe)
             while not self._stopping.is_set():
-                if self._rewind.is_set():
-                    self._rewind.clear()
-                    self._rewind_partitions(list(self.trackers))
-                if self._seek_check.is_set():
-                    self._seek_check.clear()
-                    self._apply_seek_request()
+                self._answer_requests(consumer)
                 self.batcher.add(self._take(consumer))
                 if self.batcher.ready() or self._room() <= len(self.batcher.held):
-                    self._dispatch(self.batcher.take())
-                self._release_lanes()
+                    self._send(consumer, self.outbox.send_consumed, self.batcher.take())
+                self._send(consumer, self._send_released, self.outbox.lanes_freed())
                 if self._due_for_tick():
-                    self._tick_unless_redis_is_down()
+                    self._send(consumer, self._send_released,
+                               self._tick_unless_redis_is_down(consumer))
                     subscription.refresh(consumer, self._subscribe)
-            self._finish()
+            self._finish(consumer)
         finally:
             consumer.close()
             self._consumer = None
+
+    def _answer_requests(self, consumer: Consumer) -> None:
+        """A rewind (Redis lost what was out) or a ``set_offset`` request, when asked."""
+        if self._rewind.is_set():
+            self._rewind.clear()
+            self.positions.rewind(consumer, list(self.partitions))
+        if self._seek_check.is_set():
+            self._seek_check.clear()
+            try:
+                self.positions.apply_seek_request(consumer)
+            except SeekDeferred as e:  # not fetching yet: try again on the next loop
+                log.info("job %s: set_offset deferred (%s)", self.job_id, e)
+                self._seek_check.set()
+            except redis.RedisError as e:
+                self._seek_check.set()
+                self._note_error(f"Redis: {e}")
+
+    def _send(self, consumer: Consumer, send: Callable[[list[Message]], None],
+              messages: list[Message]) -> None:
+        """Send ``messages`` one way or the other; what the broker refused is read again."""
+        if not messages:
+            return
+        try:
+            send(messages)
+        except DispatchFailed as e:
+            self._note_error(str(e))
+            self.positions.undo(consumer, e.undelivered)
+            self._stopping.wait(1.0)
+
+    def _send_released(self, messages: list[Message]) -> None:
+        """Messages a freed lane let go: already tracked when they were consumed."""
+        self.outbox.send(messages, [])
 
     def _subscribe(self, topics: list[str]) -> None:
         """Read these topics (``sources``: never the project's own), or none for now."""
@@ -155,7 +190,7 @@ class JobReader(threading.Thread):
         left = outstanding.read_left_behind(self.redis.pipeline(transaction=False), self.job_id,
                                             [(tp.topic, tp.partition) for tp in partitions])
         for tp, (out, final) in zip(partitions, left, strict=True):
-            tracker = self.trackers[(tp.topic, tp.partition)]
+            tracker = self.partitions[(tp.topic, tp.partition)]
             tracker.adopted, tracker.known_final = out, final
             if tracker.adopted or tracker.known_final:
                 log.info("job %s: %s[%d] adopts %d message(s) still out and skips %d final",
@@ -164,7 +199,7 @@ class JobReader(threading.Thread):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self.trackers[(tp.topic, tp.partition)] = PartitionTracker()
+            self.partitions[(tp.topic, tp.partition)] = PartitionTracker()
         try:
             self._take_over(partitions)
         except redis.RedisError as e:  # then what is out is sent again: duplicates, no loss
@@ -177,25 +212,27 @@ class JobReader(threading.Thread):
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("job %s: revoked %s", self.job_id, _names(partitions))
         revoked = [(tp.topic, tp.partition) for tp in partitions]
-        self.batcher.drop(set(revoked))
-        if self.gate is not None:
-            self.gate.drop(set(revoked))
-        try:
-            self._collect_and_commit(revoked)
+        self._drop(set(revoked))
+        try:  # what the final offsets free here belongs to the next owner: not sent
+            self.committer.collect_and_commit(consumer, revoked)
         except (KafkaException, redis.RedisError) as e:
             log.warning("job %s: commit on revoke failed (%s); the next owner re-reads from "
                         "the last commit", self.job_id, e)
         for key in revoked:
-            self.trackers.pop(key, None)
+            self.partitions.pop(key, None)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.batcher.drop({(tp.topic, tp.partition) for tp in partitions})
-        if self.gate is not None:
-            self.gate.drop({(tp.topic, tp.partition) for tp in partitions})
-        for tp in partitions:
-            self.trackers.pop((tp.topic, tp.partition), None)
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._drop(lost)
+        for key in lost:
+            self.partitions.pop(key, None)
 
-    # --- dispatching ---------------------------------------------------------------------
+    def _drop(self, keys: set[TopicPartitionKey]) -> None:
+        self.batcher.drop(keys)
+        if self.gate is not None:
+            self.gate.drop(keys)
+
+    # --- consuming -----------------------------------------------------------------------
 
     def _take(self, consumer: Consumer) -> list[Message]:
         """What to dispatch now: the next message as soon as it comes, with every message
@@ -214,278 +251,72 @@ class JobReader(threading.Thread):
         return [first, *consumer.consume(num_messages=room - 1, timeout=0)] if room > 1 \
             else [first]
 
-    def _dispatch(self, messages: list[Message]) -> None:
-        usable = [m for m in messages if self._usable(m)]
-        if not usable:
-            return
-        if self.gate is None:
-            self._send(usable, usable)
-        else:  # what waits behind its lane is tracked (out, not final) but not sent yet
-            self._send(self.gate.admit(usable, self._known_final), usable)
-
-    def _send(self, ready: list[Message], track: list[Message]) -> None:
-        """Dispatch ``ready`` (less what must not be sent), then track ``track`` in offset
-        order: what was sent, what was not to be, what waits behind its lane."""
-        send = [m for m in ready if self._needs_sending(m)]
-        if send:
-            size = self.batch_size
-            payloads = [TaskMessage.from_kafka(m) for m in send]
-            groups = [payloads[i:i + size] for i in range(0, len(payloads), size)]
-            try:
-                self.dispatch(self.job, groups)
-            except Exception as e:  # noqa: BLE001 - the broker is down: re-read, lose nothing
-                self._undo_dispatch(track or send, e)
-                return
-        for m in track:
-            self.trackers.setdefault((str(m.topic()), int(m.partition() or 0)),
-                                     PartitionTracker()).dispatched(int(m.offset() or 0))
-        if send:
-            self._note_dispatched(send)
-
-    def _release_lanes(self) -> None:
-        """Ordered jobs: ask Redis which lane holders are final now, and send what waited
-        behind them (every ``RELEASE_CHECK_SECONDS`` while a lane is held)."""
-        if self.gate is None:
-            return
-        if self._released:  # lanes freed by a tick's collection
-            freed, self._released = self._released, []
-            self._send(freed, [])
-        if time.monotonic() < self._next_release_check:
-            return
-        self._next_release_check = time.monotonic() + RELEASE_CHECK_SECONDS
-        parts = sorted(self.gate.partitions())
-        if not parts:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        busy = [self.gate.busy(topic, partition) for topic, partition in parts]
-        for (topic, partition), offsets in zip(parts, busy, strict=True):
-            outstanding.queue_which_final(pipe, self.job_id, (topic, partition), offsets)
-            heldbehind.queue_which_lettered(pipe, self.job_id, (topic, partition), offsets)
-        replies = pipe.execute()
-        released: list[Message] = []
-        lettered: set[heldbehind.Where] = set()
-        for n, ((topic, partition), offsets) in enumerate(zip(parts, busy, strict=True)):
-            scores, marks = replies[2 * n], replies[2 * n + 1]
-            final = [o for o, score in zip(offsets, scores, strict=True) if score is not None]
-            lettered |= {(topic, partition, o)
-                         for o, mark in zip(offsets, marks, strict=True) if mark is not None}
-            released += self.gate.release(topic, partition, final)
-        heldbehind.keep(self.redis, self.job_id, self.gate.take_behind(), lettered)
-        if released:
-            self._send(released, [])
-
-    def _note_held_behind(self) -> None:
-        """Lanes the tick's collection freed: which of their holders were dead-lettered is
-        asked separately (rare: the 5 ms check above frees almost every lane first)."""
-        if self.gate is not None and (behind := self.gate.take_behind()):
-            heldbehind.note(self.redis, self.job_id, behind)
-
-    def _known_final(self, msg: Message) -> bool:
-        tracker = self.trackers.get((str(msg.topic()), int(msg.partition() or 0)))
-        return tracker is not None and int(msg.offset() or 0) in tracker.known_final
-
-    def _note_dispatched(self, sent: list[Message]) -> None:
-        """Count them, and add them to their partitions' ``out`` sets (for a next owner);
-        after the tasks are out, so a count or an entry never covers a task that is not."""
-        by_partition: dict[TP, list[int]] = {}
-        for m in sent:
-            by_partition.setdefault((str(m.topic()), int(m.partition() or 0)), []).append(
-                int(m.offset() or 0))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(keys.counters(self.job_id), "dispatched", len(sent))
-        outstanding.record_sent(pipe, self.job_id, by_partition)
-        try:
-            pipe.execute()
-        except redis.RedisError as e:  # the tasks are out; a next owner would send them again
-            self._note_error(f"Redis: {e}")
-
-    def _needs_sending(self, msg: Message) -> bool:
-        tracker = self.trackers.get((str(msg.topic()), int(msg.partition() or 0)))
-        return tracker is None or tracker.needs_sending(int(msg.offset() or 0))
-
-    def _usable(self, msg: Message) -> bool:
-        error = msg.error()
-        if error is None:
-            return True
-        if error.code() != KafkaError._PARTITION_EOF:
-            log.warning("job %s: consumer error: %s", self.job_id, error)
-        return False
-
-    def _undo_dispatch(self, undelivered: list[Message], error: Exception) -> None:
-        """Seek each partition back to its first message not dispatched (ordered jobs: back
-        to the watermark, since their lanes are rebuilt from there)."""
-        self._note_error(f"could not dispatch tasks: {error}")
-        if self.gate is not None:
-            self._rewind_partitions(sorted({(str(m.topic()), int(m.partition() or 0))
-                                            for m in undelivered} & set(self.trackers)))
-            self._stopping.wait(1.0)
-            return
-        firsts: dict[TP, int] = {}
-        for msg in undelivered:
-            firsts.setdefault((str(msg.topic()), int(msg.partition() or 0)),
-                              int(msg.offset() or 0))
-        for (topic, partition), offset in firsts.items():
-            self._seek(topic, partition, offset)
-        self._stopping.wait(1.0)
-
-    def _seek(self, topic: str, partition: int, offset: int) -> None:
-        if self._consumer is not None:
-            self._consumer.seek(TopicPartition(topic, partition, offset))
-
-    def _rewind_partitions(self, partitions: list[TP]) -> None:
-        outstanding.forget(self.redis, self.job_id, partitions)
-        self.batcher.drop(set(partitions))
-        if self.gate is not None:
-            self.gate.drop(set(partitions))
-        for key in partitions:
-            target = self.trackers[key].rewind()
-            if target is not None:
-                log.warning("job %s: re-dispatching %s[%d] from offset %d", self.job_id,
-                            key[0], key[1], target)
-                self._seek(key[0], key[1], target)
-
-    def _apply_seek_request(self) -> None:
-        """set_offset: move the assigned partitions the request still waits for, forget what
-        is out for them, commit at once, and mark them applied (``seeks``)."""
-        if self._consumer is None:
-            return
-        try:
-            request = seeks.current(self.redis, self.job_id)
-            waiting = set(seeks.pending(self.redis, self.job_id, request)) if request else set()
-        except redis.RedisError as e:
-            self._seek_check.set()
-            self._note_error(f"Redis: {e}")
-            return
-        mine = [tp for tp in self._consumer.assignment()
-                if seeks.partition_name(tp.topic, tp.partition) in waiting]
-        if request is None or not mine:
-            return
-        moved = []
-        for tp in mine:
-            target = resolve(self._consumer, tp, request.offset)
-            try:
-                self._seek(tp.topic, tp.partition, target)
-            except KafkaException as e:  # not fetching yet: try again on the next loop
-                log.info("job %s: set_offset deferred (%s)", self.job_id, e)
-                self._seek_check.set()
-                return
-            moved.append(TopicPartition(tp.topic, tp.partition, target))
-        outstanding.forget(self.redis, self.job_id, [(tp.topic, tp.partition) for tp in moved],
-                           final_too=True)
-        self.batcher.drop({(tp.topic, tp.partition) for tp in moved})
-        if self.gate is not None:
-            self.gate.drop({(tp.topic, tp.partition) for tp in moved})
-        for tp in moved:
-            tracker = self.trackers.setdefault((tp.topic, tp.partition), PartitionTracker())
-            tracker.rewind(keep_final=False)
-            tracker.high = tracker.committed = tp.offset
-        self._consumer.commit(offsets=moved, asynchronous=False)
-        seeks.mark_applied(self.redis, self.job_id, request.generation,
-                           [seeks.partition_name(tp.topic, tp.partition) for tp in moved])
-        log.info("job %s: set_offset %s (generation %d) -> %s", self.job_id, request.offset,
-                 request.generation,
-                 ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in moved))
-
-    # --- periodic work -------------------------------------------------------------------
-
-    def _tick_unless_redis_is_down(self) -> None:
-        """Redis down (restart, failover): keep the consumer and its state, try again soon.
-
-        Tearing the consumer down would re-read everything not yet committed, duplicating
-        every task that Redis (with AOF) still holds.
-        """
-        try:
-            self._tick()
-        except redis.RedisError as e:
-            self._last_tick = time.monotonic()
-            self._note_error(f"Redis: {e}")
-
-    def _tick(self) -> None:
-        self._last_tick = time.monotonic()
-        self._collect_and_commit(list(self.trackers))
-        stalled = [k for k, t in self.trackers.items()
-                   if t.stalled_for() > self.settings.redispatch_after]
-        if stalled:
-            self._rewind_partitions(stalled)
-        self._apply_backpressure()
-        self._heartbeat()
-        self._watch_endpoint()
-        self.error = None
-
-    def _collect_and_commit(self, partitions: list[TP]) -> None:
-        """Read the final offsets above each partition's oldest pending one, commit the new
-        watermarks, then trim what the commits cover."""
-        partitions = [p for p in partitions if p in self.trackers]
-        waiting = [p for p in partitions if self.trackers[p].pending]
-        if waiting:
-            pipe = self.redis.pipeline(transaction=False)
-            for topic, partition in waiting:
-                floor = self.trackers[(topic, partition)].pending[0]
-                outstanding.queue_finals_from(pipe, self.job_id, (topic, partition), floor)
-            for key, done in zip(waiting, pipe.execute(), strict=True):
-                final = [int(o) for o in done]
-                self.trackers[key].finished(final)
-                self.trackers[key].advance()
-                if self.gate is not None:  # before the commit trims them from Redis
-                    self._released += self.gate.release(key[0], key[1], final)
-            self._note_held_behind()  # before the commit trims the lettered marks too
-        offsets = []
-        for topic, partition in partitions:
-            mark = self.trackers[(topic, partition)].watermark
-            if mark is not None and mark != self.trackers[(topic, partition)].committed:
-                offsets.append(TopicPartition(topic, partition, mark))
-        if not offsets or self._consumer is None:
-            return
-        self._consumer.commit(offsets=offsets, asynchronous=False)
-        pipe = self.redis.pipeline(transaction=False)
-        for tp in offsets:
-            self.trackers[(tp.topic, tp.partition)].committed = tp.offset
-            outstanding.queue_trim(pipe, self.job_id, (tp.topic, tp.partition), tp.offset)
-        pipe.execute()
-
-    def _local_in_flight(self) -> int:
-        return sum(len(t.pending) for t in self.trackers.values())
+    def _room(self) -> int:
+        """How many messages to take now: up to a batch, within ``max_in_flight``."""
+        return max(1, min(CONSUME_BATCH, self.max_in_flight - self.partitions.in_flight()))
 
     def _tasks_waiting_or_running(self, queue: str) -> int:
-        """Tasks in the job's queue, plus those workers hold (kombu's ``unacked`` hash: with
-        prefetch 1 every held task is running)."""
+        """Tasks in the job's queue, plus those workers hold (kombu's ``unacked`` hash: a
+        held task is running or waits in a worker's prefetch buffer)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(queue)
         pipe.hlen(keys.KOMBU_UNACKED)
         waiting, running = pipe.execute()
         return int(waiting) + int(running)
 
-    def _room(self) -> int:
-        """How many messages to take now: up to a batch, within ``max_in_flight``."""
-        return max(1, min(CONSUME_BATCH, self.max_in_flight - self._local_in_flight()))
+    # --- periodic work -------------------------------------------------------------------
 
     def _due_for_tick(self) -> bool:
         """Every second, and at once when the job reaches its in-flight limit."""
         return (time.monotonic() - self._last_tick >= TICK_SECONDS
-                or self._local_in_flight() >= self.max_in_flight)
+                or self.partitions.in_flight() >= self.max_in_flight)
 
-    def _apply_backpressure(self) -> None:
+    def _tick_unless_redis_is_down(self, consumer: Consumer) -> list[Message]:
+        """Redis down (restart, failover): keep the consumer and its state, try again soon.
+
+        Tearing the consumer down would re-read everything not yet committed, duplicating
+        every task that Redis (with AOF) still holds. Returns the messages freed lanes let go.
+        """
+        try:
+            return self._tick(consumer)
+        except redis.RedisError as e:
+            self._last_tick = time.monotonic()
+            self._note_error(f"Redis: {e}")
+            return []
+
+    def _tick(self, consumer: Consumer) -> list[Message]:
+        self._last_tick = time.monotonic()
+        released = self.committer.collect_and_commit(consumer, list(self.partitions))
+        stalled = [k for k, t in self.partitions.items()
+                   if t.stalled_for() > self.settings.redispatch_after]
+        if stalled:
+            self.positions.rewind(consumer, stalled)
+        self._apply_backpressure(consumer)
+        self._heartbeat(consumer)
+        self._watch_endpoint()
+        self.error = None
+        return released
+
+    def _apply_backpressure(self, consumer: Consumer) -> None:
         limit = self.max_in_flight
         # This reader's own count, plus what the job's other readers last reported.
         others = fresh_heartbeats(self.redis, self.job_id, but=self.instance)
-        in_flight = self._local_in_flight() + sum(b.in_flight for b in others)
-        if self._consumer is None:
-            return
-        assigned = self._consumer.assignment()
+        in_flight = self.partitions.in_flight() + sum(b.in_flight for b in others)
+        assigned = consumer.assignment()
         if not self.paused and in_flight > limit:
             self.paused = True
             self.batcher.drop()  # resuming seeks back to the first message not dispatched
-            self._consumer.pause(assigned)
+            consumer.pause(assigned)
             log.warning("job %s: %d messages in flight (limit %d); pausing", self.job_id,
                         in_flight, limit)
         elif self.paused and in_flight < limit / 2:
             self.paused = False
             # pause() dropped what was prefetched: resume from the next undispatched offset.
             for tp in assigned:
-                tracker = self.trackers.get((tp.topic, tp.partition))
+                tracker = self.partitions.get((tp.topic, tp.partition))
                 if tracker is not None and tracker.high is not None:
-                    self._consumer.seek(TopicPartition(tp.topic, tp.partition, tracker.high))
-            self._consumer.resume(assigned)
+                    consumer.seek(TopicPartition(tp.topic, tp.partition, tracker.high))
+            consumer.resume(assigned)
             log.info("job %s: %d in flight; resuming", self.job_id, in_flight)
 
     def _watch_endpoint(self) -> None:
@@ -506,38 +337,20 @@ class JobReader(threading.Thread):
         JobStore.for_settings(self.redis, self.settings).set_enabled(self.job_id, False, reason)
         self.stop()
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, consumer: Consumer) -> None:
         pipe = self.redis.pipeline(transaction=False)
         held, oldest = 0, None
         if self.gate is not None:
             held, oldest = self.gate.held, self.gate.oldest_wait()
         beat(pipe, self.job_id, self.instance, Heartbeat(
-            self.job.get("hash"), self.paused, self.error, self._partition_report(),
-            self._local_in_flight(), held, None if oldest is None else round(oldest, 3)))
+            self.job.get("hash"), self.paused, self.error, self.committer.report(consumer),
+            self.partitions.in_flight(), held, None if oldest is None else round(oldest, 3)))
         pipe.execute()
 
-    def _partition_report(self) -> dict[str, dict[str, Any]]:
-        """Committed watermark, high watermark (as last fetched: no broker call) and lag."""
-        report = {}
-        for (topic, partition), tracker in self.trackers.items():
-            low = high = None
-            if self._consumer is not None:
-                low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), cached=True)
-            mark = tracker.committed
-            # Nothing committed yet: behind by all the partition holds (0 when it is empty),
-            # as the API's status counts it.
-            start = mark if mark is not None else low
-            lag = (high - start if high is not None and high >= 0
-                   and start is not None and start >= 0 else None)
-            report[f"{topic}[{partition}]"] = {"topic": topic, "partition": partition,
-                                               "committed": mark, "high": high, "lag": lag}
-        return report
-
-    def _finish(self) -> None:
+    def _finish(self, consumer: Consumer) -> None:
         """On stop: commit what is final, and withdraw the heartbeat."""
         try:
-            self._collect_and_commit(list(self.trackers))
+            self.committer.collect_and_commit(consumer, list(self.partitions))
             self.redis.hdel(keys.reader_heartbeat(self.job_id), self.instance)
         except (KafkaException, redis.RedisError) as e:
             log.warning("job %s: final commit failed: %s", self.job_id, e)

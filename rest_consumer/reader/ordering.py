@@ -24,6 +24,7 @@ from rest_consumer.core.decoding import decode
 from rest_consumer.core.errors import DecodeError
 from rest_consumer.core.jobs import Job, setting
 from rest_consumer.core.mapping import CompiledJob
+from rest_consumer.core.messages import offset_of, partition_of
 
 Lane = tuple[str, int, bytes | None]
 """Topic, partition and (``key`` mode) the message key, or one record's ``ordering_key``."""
@@ -83,7 +84,7 @@ class OrderGate:
 
     def lanes(self, msg: Message) -> tuple[Lane, ...]:
         """The message's lanes; none when it is not ordered (``key`` mode, no key)."""
-        topic, partition = str(msg.topic()), int(msg.partition() or 0)
+        topic, partition = partition_of(msg)
         if self.mode == "partition":
             return ((topic, partition, None),)
         if self.record_keys is not None:
@@ -127,7 +128,7 @@ class OrderGate:
                 continue
             for lane in lanes:
                 del self._holder[lane]
-            waited = {int(e.msg.offset() or 0) for lane in lanes
+            waited = {offset_of(e.msg) for lane in lanes
                       for e in self._waiting.get(lane, ())}
             if waited:
                 self.behind[(topic, partition, offset)] = sorted(waited)
@@ -174,7 +175,7 @@ class OrderGate:
         return entry.msg
 
     def _hold(self, lanes: tuple[Lane, ...], msg: Message) -> None:
-        offset = int(msg.offset() or 0)
+        offset = offset_of(msg)
         for lane in lanes:
             self._holder[lane] = offset
         self._lanes[(lanes[0][0], lanes[0][1], offset)] = lanes

@@ -7,6 +7,10 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from confluent_kafka import Message
+
+from rest_consumer.core.messages import TopicPartitionKey, offset_of, partition_of
+
 
 class PartitionTracker:
     """Offsets dispatched in increasing order; final ones collected from Redis."""
@@ -78,3 +82,28 @@ class PartitionTracker:
         self.high = target
         self.last_progress = time.monotonic()
         return target
+
+
+class Partitions(dict[TopicPartitionKey, PartitionTracker]):
+    """The partitions a reader holds, each with its tracker."""
+
+    def of(self, msg: Message) -> PartitionTracker | None:
+        return self.get(partition_of(msg))
+
+    def known_final(self, msg: Message) -> bool:
+        """Final before a rewind, or by the partition's previous owner: not sent again."""
+        tracker = self.of(msg)
+        return tracker is not None and offset_of(msg) in tracker.known_final
+
+    def needs_sending(self, msg: Message) -> bool:
+        tracker = self.of(msg)
+        return tracker is None or tracker.needs_sending(offset_of(msg))
+
+    def track(self, messages: Iterable[Message]) -> None:
+        """``messages`` (in offset order per partition) are out, or waiting behind a lane."""
+        for msg in messages:
+            self.setdefault(partition_of(msg), PartitionTracker()).dispatched(offset_of(msg))
+
+    def in_flight(self) -> int:
+        """Offsets out and not yet final, over every partition."""
+        return sum(len(t.pending) for t in self.values())

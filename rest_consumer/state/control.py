@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from rest_consumer.state import keys
+from rest_consumer.state.replies import as_text
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def publish(client: Any, command: Command) -> None:
 
 def parse(channel: str | bytes, data: str | bytes) -> Command | None:
     """The command in a pub/sub message, or None (logged) when it is malformed."""
-    channel = channel.decode() if isinstance(channel, bytes) else channel
+    channel = as_text(channel)
     try:
         body = json.loads(data)
         action = body["action"]

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from rest_consumer.core.errors import DeliveryError
 from rest_consumer.core.records import Outcome
 from rest_consumer.state import keys
+from rest_consumer.state.replies import any_as_text, as_text
 
 State = Literal["closed", "open", "half-open"]
 OVERLOAD_STATUSES = frozenset({429, 503})
@@ -124,7 +125,7 @@ class Verdict:
 
 def parse(reply: Any) -> Verdict:
     """The permits script's reply: ``[wait ms, healthy, excess, in use, moved, token...]``."""
-    text = [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
+    text = [any_as_text(r) for r in reply]
     return Verdict(text[5:], int(text[0]) / 1000, text[1] == "1", int(text[2]), int(text[3]),
                    text[4])
 
@@ -137,8 +138,7 @@ def settings_args(job: Any) -> list[Any]:
 
 def read(client: Any, job_id: str) -> dict[str, Any]:
     """``status``'s ``endpoint``: state, current limit, since when, the last error."""
-    raw = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
-                                                         else v)
+    raw = {as_text(k): as_text(v)
            for k, v in client.hgetall(keys.endpoint_health(job_id)).items()}
     now = time.time()
     state = raw.get("state", "closed")
@@ -158,7 +158,7 @@ def read(client: Any, job_id: str) -> dict[str, Any]:
 def state(client: Any, job_id: str) -> State:
     """The breaker's state as stored (``open`` past its window is still ``open`` here)."""
     raw = client.hget(keys.endpoint_health(job_id), "state")
-    text = raw.decode() if isinstance(raw, bytes) else raw
+    text = None if raw is None else as_text(raw)
     return text if text in ("open", "half-open") else "closed"  # type: ignore[return-value]
 
 

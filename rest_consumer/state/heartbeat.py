@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rest_consumer.state import keys
+from rest_consumer.state.replies import as_text
 
 KEY_TTL_SECONDS = 60
 """Redis drops a job's heartbeat hash when no reader refreshed it for this long."""
@@ -65,7 +66,7 @@ def fresh_of(raw: dict[Any, Any], now: float | None = None,
              but: str | None = None) -> list[Heartbeat]:
     """The fresh heartbeats in a reply of HGETALL on a job's heartbeat hash."""
     now = time.time() if now is None else now
-    beats = [Heartbeat.decode(v) for k, v in raw.items() if but is None or _text(k) != but]
+    beats = [Heartbeat.decode(v) for k, v in raw.items() if but is None or as_text(k) != but]
     return [b for b in beats if b.fresh(now)]
 
 
@@ -81,7 +82,3 @@ def held(client: Any, job_id: str) -> dict[str, Any]:
     beats = fresh_heartbeats(client, job_id)
     waits = [b.oldest_held_s for b in beats if b.oldest_held_s is not None]
     return {"held": sum(b.held for b in beats), "oldest_wait_s": max(waits, default=None)}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

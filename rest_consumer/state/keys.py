@@ -17,7 +17,8 @@ HASH_KEY = "rest_consumer:hash_key"
 CONTROL_PATTERN = "msg/job:*"
 
 KOMBU_UNACKED = "unacked"
-"""kombu's Redis transport keeps the tasks workers hold (with prefetch 1: run) in this hash."""
+"""kombu's Redis transport keeps the tasks workers hold (running, or in a worker's prefetch
+buffer) in this hash."""
 KOMBU_UNACKED_INDEX = "unacked_index"
 """kombu's sorted set of the same tasks, scored by when they were reserved."""
 

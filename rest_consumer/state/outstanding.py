@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from rest_consumer.core.messages import TopicPartitionKey
 from rest_consumer.state import keys
 
-TP = tuple[str, int]
 
-
-def read_left_behind(pipe: Any, job_id: str, partitions: list[TP]) -> list[tuple[set[int],
-                                                                              set[int]]]:
+def read_left_behind(pipe: Any, job_id: str,
+                     partitions: list[TopicPartitionKey]) -> list[tuple[set[int], set[int]]]:
     """For each partition: (offsets out and not final, offsets final), as its previous
     owner left them. ``pipe`` is executed here."""
     for topic, partition in partitions:
@@ -32,18 +31,18 @@ def read_left_behind(pipe: Any, job_id: str, partitions: list[TP]) -> list[tuple
     return left
 
 
-def record_sent(pipe: Any, job_id: str, sent: dict[TP, list[int]]) -> None:
+def record_sent(pipe: Any, job_id: str, sent: dict[TopicPartitionKey, list[int]]) -> None:
     """Queue: these offsets are out now."""
     for (topic, partition), offsets in sent.items():
         pipe.zadd(keys.out(job_id, topic, partition), {str(o): o for o in offsets})
 
 
-def queue_finals_from(pipe: Any, job_id: str, tp: TP, floor: int) -> None:
+def queue_finals_from(pipe: Any, job_id: str, tp: TopicPartitionKey, floor: int) -> None:
     """Queue a read of the partition's final offsets from ``floor`` up."""
     pipe.zrangebyscore(keys.done(job_id, *tp), floor, "+inf")
 
 
-def queue_which_final(pipe: Any, job_id: str, tp: TP, offsets: list[int]) -> None:
+def queue_which_final(pipe: Any, job_id: str, tp: TopicPartitionKey, offsets: list[int]) -> None:
     """Queue a check of which of ``offsets`` are final (one score, or None, each)."""
     pipe.zmscore(keys.done(job_id, *tp), [str(o) for o in offsets])
 
@@ -66,20 +65,21 @@ def final_among(messages: list[tuple[str, int, int]],
     return final
 
 
-def _by_partition(messages: list[tuple[str, int, int]]) -> dict[TP, list[int]]:
-    by_partition: dict[TP, list[int]] = {}
+def _by_partition(messages: list[tuple[str, int, int]]) -> dict[TopicPartitionKey, list[int]]:
+    by_partition: dict[TopicPartitionKey, list[int]] = {}
     for topic, partition, offset in messages:
         by_partition.setdefault((topic, partition), []).append(offset)
     return by_partition
 
 
-def queue_trim(pipe: Any, job_id: str, tp: TP, committed: int) -> None:
+def queue_trim(pipe: Any, job_id: str, tp: TopicPartitionKey, committed: int) -> None:
     """Queue: a commit covers everything below ``committed``."""
     for name in (keys.done(job_id, *tp), keys.out(job_id, *tp), keys.lettered(job_id, *tp)):
         pipe.zremrangebyscore(name, "-inf", f"({committed}")
 
 
-def forget(client: Any, job_id: str, partitions: Iterable[TP], final_too: bool = False) -> None:
+def forget(client: Any, job_id: str, partitions: Iterable[TopicPartitionKey],
+           final_too: bool = False) -> None:
     """What is out will be dispatched again by this reader: no next owner may adopt it (a
     stale entry would make it wait for a task that no longer exists). With ``final_too``
     (set_offset), what was final is to be sent again as well."""

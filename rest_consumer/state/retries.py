@@ -23,7 +23,7 @@ import redis
 
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.state import keys
-from rest_consumer.state.store import as_text
+from rest_consumer.state.replies import as_text
 
 log = logging.getLogger(__name__)
 

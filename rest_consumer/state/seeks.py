@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rest_consumer.state import keys
-from rest_consumer.state.store import as_text
+from rest_consumer.state.replies import as_text
 
 
 def partition_name(topic: str, partition: int) -> str:

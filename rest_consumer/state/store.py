@@ -21,6 +21,7 @@ from rest_consumer.core.jobs import Job
 from rest_consumer.state import keys
 from rest_consumer.state.control import Command, publish
 from rest_consumer.state.joblog import JobLog
+from rest_consumer.state.replies import as_text
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -227,9 +228,4 @@ class JobStore:
         if stored is not None and stored["owner"] != job["owner"]:
             pipe.srem(keys.owner_jobs(stored["owner"]), job["id"])
         pipe.sadd(keys.owner_jobs(job["owner"]), job["id"])
-
-
-def as_text(value: bytes | str) -> str:
-    """A Redis reply as text, whether or not the client decodes responses."""
-    return value.decode() if isinstance(value, bytes) else value
 

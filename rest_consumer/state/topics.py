@@ -24,6 +24,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from rest_consumer.core.messages import offset_of
+
 Record = tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]
 """Key, value and headers of a record to write."""
 
@@ -81,7 +83,7 @@ class DurableWriter:
 
         def delivered(position: int) -> Callable[[KafkaError | None, Message], None]:
             def report(err: KafkaError | None, msg: Message) -> None:
-                results[position] = (int(msg.offset() or 0) if err is None
+                results[position] = (offset_of(msg) if err is None
                                      else Refusal(str(err), bool(err.retriable())))
             return report
 
@@ -162,5 +164,5 @@ def read_range(consumer: Consumer, topic: str, start: int | None, end: int) -> I
                 return
             raise KafkaException(error)
         yield msg
-        if int(msg.offset() or 0) >= end - 1:
+        if offset_of(msg) >= end - 1:
             return

@@ -14,7 +14,7 @@ import redis
 from confluent_kafka import KafkaException
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
-from rest_consumer.state.deadletters import DeadLetterQueue
+from rest_consumer.state.deadletterqueue import DeadLetterQueue
 from rest_consumer.state.store import JobStore
 from rest_consumer.state.topics import TopicError
 from rest_consumer.web import csrf

@@ -15,9 +15,10 @@ from prometheus_client.core import (
 
 from rest_consumer.core import tls
 from rest_consumer.state import health, keys
-from rest_consumer.state.store import JobStore, as_text
+from rest_consumer.state.replies import as_text
+from rest_consumer.state.store import JobStore
 from rest_consumer.state.throughput import LATENCY_BUCKETS
-from rest_consumer.web.overview import snapshots
+from rest_consumer.web.overview import JobSnapshot, snapshots
 from rest_consumer.web.status import state_of
 
 
@@ -28,51 +29,63 @@ class RedisCollector:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        outcomes = CounterMetricFamily("rest_consumer_messages", "Records by final outcome",
-                                       labels=["job", "outcome"])
-        dispatched = CounterMetricFamily("rest_consumer_dispatched",
-                                         "Kafka messages handed to workers", labels=["job"])
-        retries = CounterMetricFamily("rest_consumer_retries", "Retried records", labels=["job"])
-        in_flight = GaugeMetricFamily("rest_consumer_in_flight",
-                                      "Messages dispatched and not yet final", labels=["job"])
-        dead = GaugeMetricFamily(
-            "rest_consumer_dead_letters",
-            "Dead letters not replayed or purged (the Redis index of the job's dead-letter "
-            "topic; absent while the index waits to be rebuilt)",
-            labels=["job"])
-        running = GaugeMetricFamily("rest_consumer_job_running", "1 when a reader runs the job",
-                                    labels=["job", "state"])
-        lag = GaugeMetricFamily("rest_consumer_consumer_lag",
-                                "Messages behind the high watermark, per partition",
-                                labels=["job", "topic", "partition"])
-        latency = HistogramMetricFamily("rest_consumer_request_duration_seconds",
-                                        "HTTP request duration", labels=["job"])
         client = self.store.redis
         jobs = self.store.list()
         pipe = client.pipeline(transaction=False)
         for job in jobs:
             pipe.hgetall(keys.latency(job["id"]))
         histograms = pipe.execute()
+        families = _job_families()
         for snapshot, histogram in zip(snapshots(client, jobs), histograms, strict=True):
-            job_id, counts = snapshot.job["id"], snapshot.counters
-            for outcome in ("delivered", "dead_lettered", "dead_letters_lost", "skipped"):
-                outcomes.add_metric([job_id, outcome], counts.get(outcome, 0))
-            dispatched.add_metric([job_id], counts.get("dispatched", 0))
-            retries.add_metric([job_id], counts.get("retried", 0))
-            in_flight.add_metric([job_id], sum(b.in_flight for b in snapshot.beats))
-            if snapshot.dead_letters is not None:
-                dead.add_metric([job_id], snapshot.dead_letters)
-            state = state_of(snapshot.job, snapshot.beats)["state"]
-            running.add_metric([job_id, state], 1 if state == "running" else 0)
-            for beat in snapshot.beats:
-                for partition in beat.partitions.values():
-                    if isinstance(partition, dict) and partition.get("lag") is not None:
-                        lag.add_metric([job_id, partition["topic"], str(partition["partition"])],
-                                       partition["lag"])
-            buckets, total = _histogram(histogram)
-            latency.add_metric([job_id], buckets, total)
-        yield from (outcomes, dispatched, retries, in_flight, dead, running, lag, latency,
-                    _certificate_expiry(jobs), *_endpoint_health(client, jobs))
+            _add_job(families, snapshot, histogram)
+        yield from (*families.values(), _certificate_expiry(jobs),
+                    *_endpoint_health(client, jobs))
+
+
+def _job_families() -> dict[str, Any]:
+    return {
+        "outcomes": CounterMetricFamily("rest_consumer_messages", "Records by final outcome",
+                                        labels=["job", "outcome"]),
+        "dispatched": CounterMetricFamily("rest_consumer_dispatched",
+                                          "Kafka messages handed to workers", labels=["job"]),
+        "retries": CounterMetricFamily("rest_consumer_retries", "Retried records",
+                                       labels=["job"]),
+        "in_flight": GaugeMetricFamily("rest_consumer_in_flight",
+                                       "Messages dispatched and not yet final", labels=["job"]),
+        "dead": GaugeMetricFamily(
+            "rest_consumer_dead_letters",
+            "Dead letters not replayed or purged (the Redis index of the job's dead-letter "
+            "topic; absent while the index waits to be rebuilt)",
+            labels=["job"]),
+        "running": GaugeMetricFamily("rest_consumer_job_running",
+                                     "1 when a reader runs the job", labels=["job", "state"]),
+        "lag": GaugeMetricFamily("rest_consumer_consumer_lag",
+                                 "Messages behind the high watermark, per partition",
+                                 labels=["job", "topic", "partition"]),
+        "latency": HistogramMetricFamily("rest_consumer_request_duration_seconds",
+                                         "HTTP request duration", labels=["job"]),
+    }
+
+
+def _add_job(families: dict[str, Any], snapshot: JobSnapshot,
+             histogram: dict[Any, Any]) -> None:
+    job_id, counts = snapshot.job["id"], snapshot.counters
+    for outcome in ("delivered", "dead_lettered", "dead_letters_lost", "skipped"):
+        families["outcomes"].add_metric([job_id, outcome], counts.get(outcome, 0))
+    families["dispatched"].add_metric([job_id], counts.get("dispatched", 0))
+    families["retries"].add_metric([job_id], counts.get("retried", 0))
+    families["in_flight"].add_metric([job_id], sum(b.in_flight for b in snapshot.beats))
+    if snapshot.dead_letters is not None:
+        families["dead"].add_metric([job_id], snapshot.dead_letters)
+    state = state_of(snapshot.job, snapshot.beats)["state"]
+    families["running"].add_metric([job_id, state], 1 if state == "running" else 0)
+    for beat in snapshot.beats:
+        for partition in beat.partitions.values():
+            if isinstance(partition, dict) and partition.get("lag") is not None:
+                families["lag"].add_metric(
+                    [job_id, partition["topic"], str(partition["partition"])], partition["lag"])
+    buckets, total = _histogram(histogram)
+    families["latency"].add_metric([job_id], buckets, total)
 
 
 def _endpoint_health(client: Any, jobs: list[dict[str, Any]]) -> list[Metric]:

@@ -58,19 +58,21 @@ def _job_paths() -> dict[str, Any]:
     }
 
 
+_OFFSET = {"name": "offset", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": "^([0-9]+|earliest|latest)$"}}
+_REPLAY_BODY = {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"ids": {
+        "type": "array", "items": {"type": "integer", "minimum": 0}}}}}}}
+_PREVIEW_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "description": "a sample record, or {\"avro_base64\": …}"}}}}
+_PAGE_PARAMS = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                "maximum": 500}},
+    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}}]
+
+
 def _operation_paths() -> dict[str, Any]:
     anything = {"type": "object"}
-    offset = {"name": "offset", "in": "path", "required": True,
-              "schema": {"type": "string", "pattern": "^([0-9]+|earliest|latest)$"}}
-    replay_body = {"required": False, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"ids": {
-            "type": "array", "items": {"type": "integer", "minimum": 0}}}}}}}
-    preview_body = {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "description": "a sample record, or {\"avro_base64\": …}"}}}}
-    page_params = [
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                    "maximum": 500}},
-        {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}}]
     return {
         "/job/{job_id}/status": {"parameters": [_JOB_ID], "get": _op(
             "State, partitions with committed offset and lag, counters, last error",
@@ -79,7 +81,7 @@ def _operation_paths() -> dict[str, Any]:
             "parameters": [_JOB_ID],
             "get": _op("Dead letters (from the job's dead-letter topic), newest first, paged",
                        {"200": _json(anything, "a page"), **_errors(400, 401, 404)},
-                       parameters=page_params),
+                       parameters=_PAGE_PARAMS),
             "delete": _op("Purge the dead letters (remembered in the topic; Kafka's retention "
                           "removes the records)",
                           {"200": _json(anything, "purged"), **_errors(401, 403, 404)}),
@@ -87,12 +89,12 @@ def _operation_paths() -> dict[str, Any]:
         "/job/{job_id}/dead_letters/replay": {"parameters": [_JOB_ID], "post": _op(
             "Send dead letters again (all, or the ids given)",
             {"200": _json(anything, "replayed"), **_errors(400, 401, 403, 404, 415)},
-            requestBody=replay_body)},
+            requestBody=_REPLAY_BODY)},
         "/job/{job_id}/preview": {"parameters": [_JOB_ID], "post": _op(
             "The request(s) the job would send for a sample message; nothing is sent",
             {"200": _json(anything, "requests"), **_errors(400, 401, 403, 404, 415)},
-            requestBody=preview_body)},
-        "/job/{job_id}/set_offset/{offset}": {"parameters": [_JOB_ID, offset], "post": _op(
+            requestBody=_PREVIEW_BODY)},
+        "/job/{job_id}/set_offset/{offset}": {"parameters": [_JOB_ID, _OFFSET], "post": _op(
             "Move every partition of the job to an offset, earliest or latest",
             {"200": _json(anything, "moved the group's offsets"),
              "202": _json(anything, "stored with a generation for the running readers; "

@@ -19,7 +19,7 @@ from rest_consumer.core.mapping import CompiledJob
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.state import health, heartbeat, keys, offsets, seeks, throughput
 from rest_consumer.state.control import Command, publish
-from rest_consumer.state.deadletters import DeadLetterQueue
+from rest_consumer.state.deadletterqueue import DeadLetterQueue
 from rest_consumer.state.store import JobStore
 from rest_consumer.web.status import job_state, reader_reports
 

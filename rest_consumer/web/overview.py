@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rest_consumer.broker.roundtrip import LuaScript
 from rest_consumer.core.jobs import Job
 from rest_consumer.state import keys, throughput
 from rest_consumer.state.heartbeat import Heartbeat, fresh_of
@@ -47,26 +48,7 @@ class JobSnapshot:
                 "dead_letters": self.dead_letters, "last_error": self.last_error}
 
 
-_READ = """
--- KEYS, 7 per job: heartbeats, counters, last error, dead-letter index, index-rebuilt mark,
--- the throughput window before the current one, the current one. ARGV: the number of
--- sparkline buckets, how many of them lie in the window before, then their field names,
--- oldest first.
-local n, split = tonumber(ARGV[1]), tonumber(ARGV[2])
-local found = {}
-for j = 0, #KEYS / 7 - 1 do
-  local k = j * 7
-  local spark = {}
-  for b = 1, n do
-    local window = KEYS[k + (b <= split and 6 or 7)]
-    spark[b] = redis.call('HGET', window, ARGV[2 + b]) or false
-  end
-  found[j + 1] = {redis.call('HGETALL', KEYS[k + 1]), redis.call('HGETALL', KEYS[k + 2]),
-                  redis.call('GET', KEYS[k + 3]), redis.call('ZCARD', KEYS[k + 4]),
-                  redis.call('EXISTS', KEYS[k + 5]), spark}
-end
-return found
-"""
+_READ = LuaScript.read("rest_consumer.web", "overview_read.lua")
 
 
 def snapshots(client: Any, jobs: list[Job], now: float | None = None) -> list[JobSnapshot]:
@@ -84,7 +66,7 @@ def snapshots(client: Any, jobs: list[Job], now: float | None = None) -> list[Jo
                         keys.last_error(job_id), keys.dead_letter_index(job_id),
                         keys.dead_letter_scanned(job_id), keys.throughput(job_id, old_window),
                         keys.throughput(job_id, new_window)]
-    replies = client.register_script(_READ)(
+    replies = _READ.register(client)(
         keys=script_keys, args=[SPARK_BUCKETS, len(old_fields), *old_fields, *new_fields])
     return [_snapshot(job, reply, now) for job, reply in zip(jobs, replies, strict=True)]
 

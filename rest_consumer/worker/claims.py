@@ -14,13 +14,14 @@ visibility timeout of tens of seconds), and the redelivered copy runs.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from typing import Any
 
 import redis
 
+from rest_consumer.broker.roundtrip import LuaScript
 from rest_consumer.state import keys
+from rest_consumer.worker.leases import LeaseRenewer
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,7 @@ LEASE_SECONDS = 10.0
 RENEW_EVERY_SECONDS = 3.0
 DONE = "done"
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
+_RENEW = LuaScript.read("rest_consumer.worker", "claims_renew.lua")
 
 
 class TaskClaims:
@@ -43,58 +39,44 @@ class TaskClaims:
         self.redis = client
         self.done_seconds = done_seconds
         """How long a ``done`` mark outlives the run: longer than a reserved copy can wait."""
-        self._held: dict[str, str] = {}  # task id -> this run's lease value
-        self._lock = threading.Lock()
-        self._renew = client.register_script(_RENEW)
-        self._renewer: threading.Thread | None = None
+        self._renew = _RENEW.register(client)
+        self.leases = LeaseRenewer("claim-renewer", RENEW_EVERY_SECONDS, self._renew_all)
+        """Task id -> this run's lease value, renewed while the run lasts."""
 
-    def claim(self, task_id: str, pipe: Any) -> tuple[bool, list[Any]]:
-        """Whether this run may go ahead (False: another run has or had the task), and the
-        replies of the commands already queued on ``pipe``, run in the same round trip."""
+    @staticmethod
+    def queue_claim(pipe: Any, task_id: str) -> str:
+        """Queue the claim of ``task_id`` on the task's first round trip; returns the lease
+        that ``claimed`` reads the reply with."""
         lease = f"running:{uuid.uuid4().hex}"
         pipe.set(keys.task_claim(task_id), lease, nx=True, px=int(LEASE_SECONDS * 1000))
-        *replies, claimed = pipe.execute()
-        if not claimed:
-            return False, replies
-        with self._lock:
-            self._held[task_id] = lease
-            if self._renewer is None:
-                self._renewer = threading.Thread(target=self._renew_forever,
-                                                 name="claim-renewer", daemon=True)
-                self._renewer.start()
-        return True, replies
+        return lease
+
+    def claimed(self, task_id: str, lease: str, reply: Any) -> bool:
+        """Whether this run may go ahead (False: another run has or had the task); if so,
+        its lease is renewed while the run lasts."""
+        if not reply:
+            return False
+        self.leases.hold({task_id: lease})
+        return True
 
     def finish(self, task_id: str, pipe: Any) -> None:
         """The run recorded everything it learned (the mark is queued on ``pipe``, the
         task's outcome pipeline, so both land together): later copies have nothing to do."""
-        self._forget(task_id)
+        self.leases.release([task_id])
         pipe.set(keys.task_claim(task_id), DONE, ex=int(self.done_seconds))
 
     def abandon(self, task_id: str) -> None:
         """The run failed before recording its outcomes: a redelivered copy may run."""
-        self._forget(task_id)
+        self.leases.release([task_id])
         try:
             self.redis.delete(keys.task_claim(task_id))
         except redis.RedisError as e:  # the lease lapses within LEASE_SECONDS anyway
             log.warning("task %s: cannot release its claim (%s)", task_id, e)
 
-    def _forget(self, task_id: str) -> None:
-        with self._lock:
-            self._held.pop(task_id, None)
-
-    def _renew_forever(self) -> None:
-        while True:
-            threading.Event().wait(RENEW_EVERY_SECONDS)
-            with self._lock:
-                held = list(self._held.items())
-            if not held:
-                continue
-            try:  # only a lease still ours: never over a done mark or another run's lease
-                pipe = self.redis.pipeline(transaction=False)
-                for task_id, lease in held:
-                    self._renew(keys=[keys.task_claim(task_id)],
-                                args=[lease, int(LEASE_SECONDS * 1000)], client=pipe)
-                pipe.execute()
-            except redis.RedisError as e:
-                log.warning("cannot renew task claims (%s); will try again", e)
-
+    def _renew_all(self, held: dict[str, str]) -> None:
+        """Only a lease still ours: never over a done mark or another run's lease."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id, lease in held.items():
+            self._renew(keys=[keys.task_claim(task_id)],
+                        args=[lease, int(LEASE_SECONDS * 1000)], client=pipe)
+        pipe.execute()

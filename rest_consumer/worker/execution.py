@@ -1,4 +1,4 @@
-"""What a Celery worker does with one ``deliver`` task, independent of Celery itself.
+"""What a Celery worker does with one ``deliver`` task, once ``task`` has it.
 
 A task's records are decoded and mapped in the task's own thread (where the soft time limit
 can interrupt a runaway JSONPath), then sent concurrently on lanes (see ``lanes``), within
@@ -33,7 +33,7 @@ from rest_consumer.state.store import JobStore
 from rest_consumer.state.topics import Refusal, TopicError
 from rest_consumer.worker.claims import TaskClaims
 from rest_consumer.worker.delivery import Sender, backoff
-from rest_consumer.worker.lanes import Lanes
+from rest_consumer.worker.lanes import Lanes, Sent
 from rest_consumer.worker.oauth2 import TokenSource
 from rest_consumer.worker.outcomes import TaskOutcomes
 from rest_consumer.worker.permits import Permits
@@ -128,16 +128,24 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
     retries += [(messages[position], 0.0) for position in sorted(deferred)]
     retries += _write_dead_letters(ctx, job.id, out)
-    pipe = RoundTrip(ctx.redis, own_connection=True)
-    out.write(pipe)
+    return _close(ctx, job, run, out, retries, permits, sent)
+
+
+def _close(ctx: WorkerContext, job: CompiledJob, run: Run, out: TaskOutcomes,
+           retries: list[tuple[TaskMessage, float]], permits: list[str], sent: Sent) -> bool:
+    """The task's last round trip: its outcomes, retries, permits, the claim's done mark and
+    its own ack (``acks``). Returns whether the ack removed the task's unacked record."""
+    trip = RoundTrip(ctx.redis, own_connection=True)
+    out.write(trip)
     for message, delay in retries:
-        schedule(pipe, Retry(job.id, job.hash, job.queue, message), delay)
-    ctx.lanes.give_back(pipe, job, permits, sent)
-    ctx.claims.finish(run.claim, pipe)
+        schedule(trip, Retry(job.id, job.hash, job.queue, message), delay)
+    ctx.lanes.give_back(trip, job, permits, sent)
+    ctx.claims.finish(run.claim, trip)
     if ctx.acks_own_messages:
-        acks.queue(pipe, run.claim)
-    replies = pipe.execute()
-    return ctx.acks_own_messages and acks.settled(replies)
+        with trip.section("ack"):
+            acks.queue(trip, run.claim)
+    trip.execute()
+    return ctx.acks_own_messages and acks.settled(trip.replies("ack"))
 
 
 def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,
@@ -150,17 +158,21 @@ def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,
     dropped. Replays are final by definition and always go.
     """
     checked = [(m.topic, m.partition, m.offset) for m in messages if not m.replay]
-    pipe = RoundTrip(ctx.redis, own_connection=True)
-    outstanding.queue_final_check(pipe, job.id, checked)
-    ctx.lanes.queue_first_permits(pipe, job, len(messages))
-    claimed, replies = ctx.claims.claim(task_id, pipe)
-    permits = ctx.lanes.took(job, replies[-1])
-    if not claimed:
+    trip = RoundTrip(ctx.redis, own_connection=True)
+    with trip.section("final"):
+        outstanding.queue_final_check(trip, job.id, checked)
+    with trip.section("permits"):
+        ctx.lanes.queue_first_permits(trip, job, len(messages))
+    with trip.section("claim"):
+        lease = ctx.claims.queue_claim(trip, task_id)
+    trip.execute()
+    permits = ctx.lanes.took(job, trip.replies("permits")[0])
+    if not ctx.claims.claimed(task_id, lease, trip.replies("claim")[0]):
         release = RoundTrip(ctx.redis, own_connection=True)
         ctx.lanes.give_back(release, job, permits)
         release.execute()
         return None
-    skip = outstanding.final_among(checked, replies[:-1])
+    skip = outstanding.final_among(checked, trip.replies("final"))
     if skip:
         log.info("job %s: %d message(s) already final elsewhere; not sent again", job.id,
                  len(skip))

@@ -30,6 +30,7 @@ from rest_consumer.core.mapping import CompiledJob
 from rest_consumer.core.records import Outcome, Pending
 from rest_consumer.state import health
 from rest_consumer.state.health import Report, Verdict
+from rest_consumer.worker.leases import LeaseRenewer
 from rest_consumer.worker.permits import LEASE_SECONDS, RENEW_EVERY_SECONDS, Permits
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,9 @@ class Lanes:
     def __init__(self, permits: Permits, pool: ThreadPoolExecutor) -> None:
         self.permits = permits
         self.pool = pool
-        self._held: dict[str, str] = {}  # token -> job id, renewed while held
-        self._held_lock = threading.Lock()
-        self._renewer: threading.Thread | None = None
+        self.leases = LeaseRenewer("permit-renewer", RENEW_EVERY_SECONDS, self._renew_all)
+        """Permit token -> its job id, renewed while held (a request may take longer than a
+        lease; a dead process stops renewing, and its permits come back)."""
         self._healthy: dict[str, bool] = {}
         """Per job, the last verdict's: at full health, all-good answers go unreported."""
 
@@ -219,17 +220,10 @@ class Lanes:
                     extra={"job": job.id})
 
     def _hold(self, job: CompiledJob, tokens: list[str]) -> None:
-        with self._held_lock:
-            self._held.update((token, job.id) for token in tokens)
-            if tokens and self._renewer is None:
-                self._renewer = threading.Thread(target=self._renew_forever,
-                                                 name="permit-renewer", daemon=True)
-                self._renewer.start()
+        self.leases.hold(dict.fromkeys(tokens, job.id))
 
     def _forget(self, tokens: list[str]) -> None:
-        with self._held_lock:
-            for token in tokens:
-                self._held.pop(token, None)
+        self.leases.release(tokens)
 
     def _drain(self, job: CompiledJob, lanes: dict[Future[None], str],
                stop: threading.Event, sent: Sent) -> None:
@@ -244,20 +238,15 @@ class Lanes:
             except SoftTimeLimitExceeded:  # permits not given back expire with their lease
                 stop.set()
 
-    def _renew_forever(self) -> None:
-        """Keep the leases of the permits this process holds alive (a request may take longer
-        than a lease; a dead process stops renewing, and its permits come back)."""
-        while True:
-            time.sleep(RENEW_EVERY_SECONDS)
-            with self._held_lock:
-                by_job: dict[str, list[str]] = {}
-                for token, job_id in self._held.items():
-                    by_job.setdefault(job_id, []).append(token)
-            for job_id, tokens in by_job.items():
-                try:
-                    self.permits.renew(job_id, tokens, LEASE_SECONDS)
-                except redis.RedisError as e:
-                    log.warning("job %s: cannot renew request permits (%s)", job_id, e)
+    def _renew_all(self, held: dict[str, str]) -> None:
+        by_job: dict[str, list[str]] = {}
+        for token, job_id in held.items():
+            by_job.setdefault(job_id, []).append(token)
+        for job_id, tokens in by_job.items():
+            try:
+                self.permits.renew(job_id, tokens, LEASE_SECONDS)
+            except redis.RedisError as e:
+                log.warning("job %s: cannot renew request permits (%s)", job_id, e)
 
     @staticmethod
     def _lane(queue: deque[list[Pending]], sent: Sent, send: Callable[[Pending], Outcome],

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rest_consumer.broker.roundtrip import LuaScript
 from rest_consumer.state import keys
 
 # Reserve the next free slot at least `interval` after the previous one, on Redis's clock so
 # every worker shares it. A wait longer than ARGV[2] is not reserved: the caller reschedules.
-_RESERVE = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local wait = tat - now
-if wait > tonumber(ARGV[2]) then return {tostring(wait), 0} end
-local next_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.6f', next_tat), 'PX',
-           math.ceil((next_tat - now) * 1000) + 1000)
-return {tostring(wait), 1}
-"""
+_RESERVE = LuaScript.read("rest_consumer.worker", "ratelimit_reserve.lua")
 
 MAX_SLEEP_SECONDS = 5.0
 """Longer waits become a retry (waiting in Redis) instead of holding a worker slot."""
@@ -30,7 +19,7 @@ class RateLimiter:
     """Reserves send slots for jobs that set ``ratelimit``."""
 
     def __init__(self, client: Any) -> None:
-        self._script = client.register_script(_RESERVE)
+        self._script = _RESERVE.register(client)
 
     def reserve(self, job_id: str, interval: float,
                 max_wait: float = MAX_SLEEP_SECONDS) -> tuple[float, bool]:

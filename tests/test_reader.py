@@ -1,0 +1,177 @@
+"""The reader's parts with a fake consumer and fakeredis: what it sends, commits and seeks.
+
+The thread around them (``JobReader``) is exercised end to end in ``test_pipeline.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+from confluent_kafka import TopicPartition
+
+from rest_consumer.core.messages import TaskMessage
+from rest_consumer.reader.batching import AdaptiveBatcher
+from rest_consumer.reader.committing import Committer
+from rest_consumer.reader.outbox import DispatchFailed, Outbox
+from rest_consumer.reader.seeking import Positions
+from rest_consumer.reader.tracking import Partitions, PartitionTracker
+from rest_consumer.state import keys, seeks
+
+JOB = {"id": "people", "hash": "h1", "topic": ["t"]}
+
+
+class FakeMessage:
+    """What the reader reads of a confluent-kafka ``Message``."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+    def error(self) -> None:
+        return None
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"{}"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1000)
+
+    def headers(self) -> list[Any]:
+        return []
+
+
+class FakeConsumer:
+    """Records seeks and commits; partitions hold offsets 0..99."""
+
+    def __init__(self, assigned: list[tuple[str, int]] = ()) -> None:  # type: ignore[assignment]
+        self.seeks: list[tuple[str, int, int]] = []
+        self.commits: list[tuple[str, int, int]] = []
+        self.assigned = [TopicPartition(t, p) for t, p in assigned]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        assert not asynchronous
+        self.commits += [(tp.topic, tp.partition, tp.offset) for tp in offsets]
+
+    def assignment(self) -> list[TopicPartition]:
+        return self.assigned
+
+    def get_watermark_offsets(self, tp: TopicPartition, **_: Any) -> tuple[int, int]:
+        return 0, 100
+
+
+def messages(topic: str, partition: int, offsets: range) -> list[Any]:
+    return [FakeMessage(topic, partition, o) for o in offsets]
+
+
+def mark_final(client: Any, topic: str, partition: int, offsets: list[int]) -> None:
+    client.zadd(keys.done("people", topic, partition), {str(o): o for o in offsets})
+
+
+@pytest.fixture
+def client() -> Any:
+    return fakeredis.FakeRedis()
+
+
+def test_the_outbox_sends_tasks_of_batch_size_and_tracks_them_as_out(client: Any) -> None:
+    sent: list[list[list[TaskMessage]]] = []
+    partitions = Partitions()
+    outbox = Outbox(JOB, client, lambda job, groups: sent.append(groups), partitions, None, 2,
+                    lambda error: None)
+    outbox.send_consumed(messages("t", 0, range(5)))
+    assert [[m.offset for m in task] for task in sent[0]] == [[0, 1], [2, 3], [4]]
+    assert list(partitions[("t", 0)].pending) == [0, 1, 2, 3, 4]
+    assert int(client.hget(keys.counters("people"), "dispatched")) == 5
+    assert client.zcard(keys.out("people", "t", 0)) == 5
+
+
+def test_the_outbox_does_not_send_again_what_is_known_final(client: Any) -> None:
+    sent: list[int] = []
+    partitions = Partitions()
+    partitions[("t", 0)] = PartitionTracker()
+    partitions[("t", 0)].known_final = {1}
+    outbox = Outbox(JOB, client, lambda job, groups: sent.extend(
+        m.offset for task in groups for m in task), partitions, None, 100, lambda e: None)
+    outbox.send_consumed(messages("t", 0, range(3)))
+    assert sent == [0, 2]
+    assert partitions[("t", 0)].watermark == 0  # 1 is final, 0 and 2 are out
+
+
+def test_a_refused_dispatch_names_what_must_be_read_again(client: Any) -> None:
+    def refuse(job: Any, groups: Any) -> None:
+        raise ConnectionError("broker down")
+
+    partitions = Partitions()
+    outbox = Outbox(JOB, client, refuse, partitions, None, 100, lambda e: None)
+    with pytest.raises(DispatchFailed) as failed:
+        outbox.send_consumed(messages("t", 0, range(3)))
+    assert [m.offset() for m in failed.value.undelivered] == [0, 1, 2]
+    assert ("t", 0) not in partitions  # nothing tracked: nothing will be committed past it
+
+
+def test_undo_seeks_each_partition_back_to_its_first_undelivered_message(client: Any) -> None:
+    consumer = FakeConsumer()
+    positions = Positions("people", client, Partitions(), AdaptiveBatcher(lambda: 0, 100), None)
+    positions.undo(consumer, messages("t", 0, range(3, 6)) + messages("t", 1, range(7, 9)))
+    assert consumer.seeks == [("t", 0, 3), ("t", 1, 7)]
+
+
+def test_the_committer_commits_the_watermark_below_the_first_offset_not_final(
+        client: Any) -> None:
+    partitions = Partitions()
+    partitions.track(messages("t", 0, range(5)))
+    consumer = FakeConsumer()
+    committer = Committer("people", client, partitions, None)
+    mark_final(client, "t", 0, [0, 1, 3])
+    assert committer.collect_and_commit(consumer, [("t", 0)]) == []
+    assert consumer.commits == [("t", 0, 2)]
+    mark_final(client, "t", 0, [2, 4])
+    committer.collect_and_commit(consumer, [("t", 0)])
+    assert consumer.commits[-1] == ("t", 0, 5)
+    # What the commit covers is forgotten in Redis
+    assert client.zcard(keys.done("people", "t", 0)) == 0
+    assert committer.report(consumer)["t[0]"] == {
+        "topic": "t", "partition": 0, "committed": 5, "high": 100, "lag": 95}
+
+
+def test_a_rewind_reads_again_from_the_watermark_and_keeps_what_was_final(
+        client: Any) -> None:
+    partitions = Partitions()
+    partitions.track(messages("t", 0, range(10, 14)))
+    partitions[("t", 0)].finished([11])
+    consumer = FakeConsumer()
+    Positions("people", client, partitions, AdaptiveBatcher(lambda: 0, 100), None).rewind(
+        consumer, [("t", 0)])
+    assert consumer.seeks == [("t", 0, 10)]
+    assert not partitions.needs_sending(FakeMessage("t", 0, 11))
+    assert partitions.needs_sending(FakeMessage("t", 0, 12))
+
+
+def test_set_offset_moves_the_partitions_it_waits_for_and_commits_at_once(
+        client: Any) -> None:
+    seeks.submit(client, "people", 42, ["t[0]"])
+    partitions = Partitions()
+    partitions.track(messages("t", 0, range(60, 63)))
+    consumer = FakeConsumer(assigned=[("t", 0), ("t", 1)])
+    Positions("people", client, partitions, AdaptiveBatcher(lambda: 0, 100), None) \
+        .apply_seek_request(consumer)
+    assert consumer.seeks == [("t", 0, 42)]
+    assert consumer.commits == [("t", 0, 42)]
+    assert partitions[("t", 0)].committed == 42 and not partitions[("t", 0)].pending
+    request = seeks.current(client, "people")
+    assert request is not None and seeks.pending(client, "people", request) == []
