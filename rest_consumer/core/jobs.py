@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 
-from rest_consumer.core import destinations, signing, sources, tls
+from rest_consumer.core import bodies, destinations, signing, sources, tls
 from rest_consumer.core.config import DEFAULT_CONSUMER_GROUP_PREFIX
 from rest_consumer.core.destinations import Allowlist
 from rest_consumer.core.errors import JobValidationError
@@ -157,7 +157,10 @@ def _semantic_problems(job: Job) -> Iterator[Problem]:
 
 
 def _identity_problems(job: Job) -> Iterator[Problem]:
-    """Signing keys that are no keys; TLS PEMs that do not parse, match or hold now."""
+    """Signing keys that are no keys; TLS PEMs that do not parse, match or hold now; bodies,
+    media types, forwarded headers and answer checks that cannot work (``bodies``)."""
+    for field, message in bodies.problems(job, RESERVED_HEADERS | CREDENTIAL_HEADERS):
+        yield {"field": field, "message": message}
     for field, message in signing.problems(_typed(job, "signing", dict)):
         yield {"field": field, "message": message}
     for field, message in tls.problems(_typed(job, "tls", dict)):

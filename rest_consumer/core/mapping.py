@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from rest_consumer.core import jobs
+from rest_consumer.core.bodies import Body, Forwarding, SuccessWhen
 from rest_consumer.core.config import Settings
 from rest_consumer.core.errors import MappingError
 from rest_consumer.core.governance import Masker
@@ -105,6 +106,11 @@ class CompiledJob:
                                for name, t in job.get("secret_headers", {}).items()}
         self.query_params: list[str] = job.get("query_params", [])
         self.json_body: list[str] | None = job.get("json_body")
+        self.content_type = str(setting(job, "content_type"))
+        self.body = (Body(job["body"], setting(job, "body_nulls") == "keep", self.content_type)
+                     if job.get("body") else None)
+        self.forwarding = Forwarding(setting(job, "forward_headers"))
+        self.success_when = SuccessWhen(job["success_when"]) if job.get("success_when") else None
         self.timeout = float(setting(job, "timeout"))
         self.retry_statuses = jobs.retry_statuses(setting(job, "retry_on"))
         self.max_retries = int(setting(job, "max_retries"))
@@ -187,17 +193,24 @@ class CompiledJob:
                 values[key] = found
         return values
 
-    def build(self, values: dict[str, Any], idempotency_key: str) -> RequestSpec:
-        """The request for one record's datamap values."""
+    def build(self, values: dict[str, Any], idempotency_key: str,
+              document: dict[str, Any] | None = None) -> RequestSpec:
+        """The request for one record's datamap values (``document``: the record's, for a
+        JMESPath ``body`` and the forwarded headers)."""
         template_values = {**self.constant, **values}
         url = self.url.fill(template_values)
         query = [(k, template_text(values[k])) for k in self.query_params if k in values]
         if query:
             url += ("&" if "?" in url else "?") + urlencode(query)
-        headers = {name: t.fill(template_values, name) for name, t in self.headers.items()}
+        document = document or {}
+        headers = self.forwarding.headers((document.get("meta") or {}).get("headers") or {})
+        headers.update((name, t.fill(template_values, name)) for name, t in self.headers.items())
         headers["Idempotency-Key"] = idempotency_key
         body = None
-        if self.json_body is not None:
+        if self.body is not None:
+            body = self.body.render({**document, "data": values})
+            headers["Content-Type"] = self.content_type
+        elif self.json_body is not None:
             payload = {k: values[k] for k in self.json_body if k in values}
             body = _BODY_ENCODER.encode(payload).encode()
             headers["Content-Type"] = "application/json"
@@ -216,7 +229,8 @@ class CompiledJob:
         if governed is SKIP:
             return Prepared(None, {})
         values = self.evaluate(schema, governed, meta)
-        return Prepared(self.build(values, idempotency_key), values)
+        document = self._document(schema, governed, meta)
+        return Prepared(self.build(values, idempotency_key, document), values)
 
 
 @dataclass(frozen=True)

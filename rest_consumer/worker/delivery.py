@@ -10,6 +10,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from rest_consumer.core.bodies import SuccessWhen
 from rest_consumer.core.destinations import DestinationGuard
 from rest_consumer.core.errors import PermanentDeliveryError, RetryableDeliveryError
 from rest_consumer.core.mapping import RequestSpec
@@ -78,16 +79,22 @@ class Sender:
         return Connection(sock, name)
 
     def send(self, request: RequestSpec, timeout: float, retry_statuses: frozenset[int],
-             tls: TlsIdentity | None = None, signature: dict[str, str] | None = None) -> int:
+             tls: TlsIdentity | None = None, signature: dict[str, str] | None = None,
+             success_when: SuccessWhen | None = None) -> int:
         """Send (with this attempt's ``signature`` headers, when signed); return the 2xx
-        status, or raise Retryable/PermanentDeliveryError."""
+        status (one ``success_when`` holds of, when the job has it), or raise
+        Retryable/PermanentDeliveryError."""
         headers = {**request.headers, **request.secret_headers, **(signature or {})}
         response = self.exchange(request.method, request.url, request.body, headers, timeout,
                                  tls)
         status = response.status
-        if 200 <= status < 300:
+        if 200 <= status < 300 and (success_when is None or success_when.holds(
+                status, response.headers(), response.body)):
             return status
         excerpt = response.body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
+        if 200 <= status < 300 and success_when is not None:
+            raise PermanentDeliveryError(f"success_when: {success_when.source!r} does not "
+                                         "hold of the answer", status, excerpt)
         if status in retry_statuses:
             raise RetryableDeliveryError(f"HTTP {status}", status, excerpt,
                                          retry_after(response.retry_after))

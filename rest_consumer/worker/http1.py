@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_HEAD_BYTES = 64 * 1024
 """The most a response's status line and headers may take."""
@@ -48,6 +48,11 @@ class Response:
     status: int
     body: bytes
     retry_after: str | None
+    fields: dict[bytes, bytes] = field(default_factory=dict)
+    """Every header as parsed (lower-case names), for ``success_when``."""
+
+    def headers(self) -> dict[str, str]:
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.fields.items()}
 
 
 class Connection:
@@ -104,7 +109,7 @@ class Connection:
             self.close()
         retry_after = fields.get(b"retry-after")
         return Response(status, body, None if retry_after is None else
-                        retry_after.decode("latin-1"))
+                        retry_after.decode("latin-1"), fields)
 
     def _read_head(self) -> tuple[int, dict[bytes, bytes], bool]:
         if not self._buffer and not self._fill():

@@ -68,19 +68,20 @@ def _authorized_send(sender: Sender, tokens: TokenSource, job: CompiledJob,
     """Send, with the job's OAuth2 token when it has one (renewed once on a 401), signed
     afresh for every attempt when the job signs."""
     if job.oauth2 is None:
-        sender.send(request, timeout, job.retry_statuses, job.tls, _signature(job, request))
+        sender.send(request, timeout, job.retry_statuses, job.tls, _signature(job, request),
+                    job.success_when)
         return
     authorization = tokens.authorization(job.id, job.hash, job.oauth2, tls=job.tls)
     try:
         sender.send(_with_auth(request, authorization), timeout, job.retry_statuses, job.tls,
-                    _signature(job, request))
+                    _signature(job, request), job.success_when)
     except PermanentDeliveryError as e:
         if e.status != 401:
             raise
         authorization = tokens.authorization(job.id, job.hash, job.oauth2,
                                              refused=authorization, tls=job.tls)
         sender.send(_with_auth(request, authorization), timeout, job.retry_statuses, job.tls,
-                    _signature(job, request))
+                    _signature(job, request), job.success_when)
 
 
 def _signature(job: CompiledJob, request: RequestSpec) -> dict[str, str] | None:
