@@ -121,9 +121,18 @@ def test_success_when_reads_status_and_headers() -> None:
     assert not check.holds(201, {}, b"not json")
 
 
-def test_the_shipped_fhir_example_is_valid_and_sends_valid_patients() -> None:
-    example = json.loads((REPO / "config" / "examples" / "fhir-patient.json").read_text())
-    assert validate(example, Allowlist.parse(("fhir.example.org",))) == []
+EXAMPLES = REPO / "config" / "examples"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.json")))
+def test_every_shipped_example_is_a_valid_job(name: str) -> None:
+    example = json.loads((EXAMPLES / name).read_text())
+    hosts = Allowlist.parse(("fhir.example.org", "dhis2.example.org"))
+    assert validate(example, hosts) == []
+
+
+def test_the_shipped_fhir_example_sends_valid_patients() -> None:
+    example = json.loads((EXAMPLES / "fhir-patient.json").read_text())
     request = prepare(CompiledJob(example), {"id": "p-2", "family": "Musa", "given": ["Ali"],
                                              "phones": [], "gender": "male"})
     patient = Patient.model_validate(json.loads(request.body))

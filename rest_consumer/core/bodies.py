@@ -20,6 +20,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -46,6 +47,7 @@ def problems(job: dict[str, Any], reserved: frozenset[str]) -> Iterator[tuple[st
             yield field, message
     if "body" in job and "json_body" in job:
         yield "body", "use body or json_body, not both"
+    yield from _batch_problems(job)
     content_type = job.get("content_type")
     if isinstance(content_type, str) and not _acceptable(content_type):
         yield "content_type", (f"must be a JSON media type (…/json or …+json) or {FORM}")
@@ -58,6 +60,29 @@ def problems(job: dict[str, Any], reserved: frozenset[str]) -> Iterator[tuple[st
         if name.rstrip("*") in reserved or name.startswith("proxy-") or name in job_headers \
                 or name in ("idempotency-key", "content-type"):
             yield f"forward_headers.{i}", "is set by the job or the HTTP client: not forwarded"
+
+
+def _batch_problems(job: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    batch = job.get("request_batch")
+    results = job.get("item_results")
+    if isinstance(batch, dict) and "body" not in job and "json_body" not in job:
+        yield "request_batch", "needs a body (body or json_body) for each record"
+    if isinstance(batch, dict) and isinstance(batch.get("wrap"), str):
+        if message := expression_problem(batch["wrap"]):
+            yield "request_batch.wrap", message
+    if not isinstance(results, dict):
+        return
+    if not isinstance(batch, dict):
+        yield "item_results", "needs request_batch"
+    modes = [{"items", "ok"} <= set(results), {"errors", "key"} <= set(results)]
+    if modes.count(True) != 1 or len(results) != 2:
+        yield "item_results", 'give either "items" and "ok", or "errors" and "key"'
+    for name in ("items", "ok", "errors"):
+        if isinstance(results.get(name), str) and (message := expression_problem(results[name])):
+            yield f"item_results.{name}", message
+    key = results.get("key")
+    if isinstance(key, str) and key not in (job.get("datamap") or {}):
+        yield "item_results.key", f"{key!r} is not a datamap key"
 
 
 def expression_problem(expression: str) -> str | None:
@@ -134,11 +159,74 @@ class SuccessWhen:
     def holds(self, status: int, headers: dict[str, str], body: bytes) -> bool:
         document = {"status": status, "headers": headers, "body": answer_body(body)}
         try:
-            found = self.expression.search(document)
+            return _true(self.expression.search(document))
         except JMESPathError:
             return False
-        return not any(found is v or (type(found) is type(v) and found == v)
-                       for v in _NO_VALUE)
+
+
+class ItemResults:
+    """A batch's answer read per record (``item_results``)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.items = jmespath.compile(spec["items"]) if "items" in spec else None
+        self.ok = jmespath.compile(spec["ok"]) if "ok" in spec else None
+        self.errors = jmespath.compile(spec["errors"]) if "errors" in spec else None
+        self.key: str | None = spec.get("key")
+
+    def failures(self, status: int, headers: dict[str, str], body: bytes,
+                 keys: list[Any]) -> list[ItemFailure | None]:
+        """Per record of the batch (``keys``: each record's ``key`` value): None when it
+        succeeded, else why, with its item's answer and status."""
+        document = {"status": status, "headers": headers, "body": answer_body(body)}
+        try:
+            if self.errors is not None:
+                return self._by_key(document, keys)
+            return self._by_item(document, len(keys))
+        except JMESPathError as e:
+            return [ItemFailure(f"item_results failed: {_first_line(e)}")] * len(keys)
+
+    def _by_key(self, document: dict[str, Any], keys: list[Any]) -> list[ItemFailure | None]:
+        assert self.errors is not None
+        failed = self.errors.search(document) or []
+        failed = {json.dumps(k) for k in (failed if isinstance(failed, list) else [failed])}
+        return [ItemFailure(f"item_results: the answer names {self.key} {json.dumps(k)} as "
+                            "failed") if json.dumps(k) in failed else None for k in keys]
+
+    def _by_item(self, document: dict[str, Any], count: int) -> list[ItemFailure | None]:
+        assert self.items is not None and self.ok is not None
+        items = self.items.search(document)
+        if not isinstance(items, list) or len(items) != count:
+            found = len(items) if isinstance(items, list) else "no list"
+            return [ItemFailure(f"item_results: the answer has {found} items for {count} "
+                                "records")] * count
+        return [None if _true(self.ok.search(item)) else ItemFailure(
+                    "item_results: not ok: " + _ENCODER.encode(item)[:500], _item_status(item))
+                for item in items]
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """Why one record of a batch failed, and the status its item gave, when it gave one."""
+
+    reason: str
+    status: int | None = None
+
+
+def _item_status(item: Any) -> int | None:
+    """An item's own status: ``status``, or ``response.status`` (a FHIR batch-response entry:
+    ``"503 Service Unavailable"``), as a number."""
+    if not isinstance(item, dict):
+        return None
+    found = item.get("status")
+    if found is None and isinstance(item.get("response"), dict):
+        found = item["response"].get("status")
+    text = str(found) if isinstance(found, int | str) else ""
+    return int(text[:3]) if text[:3].isdigit() else None
+
+
+def _true(value: Any) -> bool:
+    """JMESPath's truth: not false, null or empty."""
+    return not any(value is v or (type(value) is type(v) and value == v) for v in _NO_VALUE)
 
 
 def answer_body(body: bytes) -> Any:

@@ -25,6 +25,8 @@ class Pending:
     record_id: Any
     entity: bytes | None = None
     """Its ``ordering_key`` value: records of one entity in a message go one after another."""
+    values: dict[str, Any] | None = None
+    """Its datamap values (``item_results`` finds a record by one of them)."""
 
 
 OutcomeKind = Literal["delivered", "skipped", "dead", "retry"]
@@ -46,6 +48,8 @@ class Outcome:
     failed: bool = False
     """For a retry: whether it counts as a failed attempt (a rate-limit wait does not)."""
     latency: float | None = None
+    answer: tuple[int, dict[str, str], bytes] | None = None
+    """A batch's answer (status, headers, body), for ``item_results`` to read per record."""
 
     @classmethod
     def dead(cls, index: int | None, reason: str, **details: Any) -> Outcome:

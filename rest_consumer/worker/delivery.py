@@ -81,8 +81,15 @@ class Sender:
     def send(self, request: RequestSpec, timeout: float, retry_statuses: frozenset[int],
              tls: TlsIdentity | None = None, signature: dict[str, str] | None = None,
              success_when: SuccessWhen | None = None) -> int:
+        """``answer``'s status."""
+        return self.answer(request, timeout, retry_statuses, tls, signature,
+                           success_when).status
+
+    def answer(self, request: RequestSpec, timeout: float, retry_statuses: frozenset[int],
+               tls: TlsIdentity | None = None, signature: dict[str, str] | None = None,
+               success_when: SuccessWhen | None = None) -> Response:
         """Send (with this attempt's ``signature`` headers, when signed); return the 2xx
-        status (one ``success_when`` holds of, when the job has it), or raise
+        answer (one ``success_when`` holds of, when the job has it), or raise
         Retryable/PermanentDeliveryError."""
         headers = {**request.headers, **request.secret_headers, **(signature or {})}
         response = self.exchange(request.method, request.url, request.body, headers, timeout,
@@ -90,7 +97,7 @@ class Sender:
         status = response.status
         if 200 <= status < 300 and (success_when is None or success_when.holds(
                 status, response.headers(), response.body)):
-            return status
+            return response
         excerpt = response.body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
         if 200 <= status < 300 and success_when is not None:
             raise PermanentDeliveryError(f"success_when: {success_when.source!r} does not "

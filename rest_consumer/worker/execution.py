@@ -31,6 +31,7 @@ from rest_consumer.state.deadletters import DeadLetterWriter
 from rest_consumer.state.retries import Retry, schedule
 from rest_consumer.state.store import JobStore
 from rest_consumer.state.topics import Refusal, TopicError
+from rest_consumer.worker.batches import Batch, Batcher
 from rest_consumer.worker.claims import TaskClaims
 from rest_consumer.worker.delivery import Sender, backoff
 from rest_consumer.worker.lanes import Lanes, Sent
@@ -69,6 +70,7 @@ class WorkerContext:
         """Whether a task acknowledges its own message (``acks``): the fast path is on and
         the broker is this Redis."""
         self._jobs: dict[str, CompiledJob] = {}
+        self._batchers: dict[str, tuple[str, Batcher]] = {}
         self._lock = threading.Lock()
 
     def job(self, job_id: str, job_hash: str) -> CompiledJob | None:
@@ -86,6 +88,18 @@ class WorkerContext:
             if cached is None or cached.hash != stored["hash"]:
                 cached = self._jobs[job_id] = CompiledJob(stored, self.settings)
         return cached
+
+    def batcher(self, job: CompiledJob) -> Batcher | None:
+        """The job's ``request_batch``, compiled once per version; None without one."""
+        spec = job.job.get("request_batch")
+        if spec is None:
+            return None
+        cached = self._batchers.get(job.id)
+        if cached is None or cached[0] != job.hash:
+            cached = self._batchers[job.id] = (job.hash, Batcher(
+                spec, job.id, job.constant, job.ordered, job.job.get("item_results"),
+                job.retry_statuses, job.max_retries))
+        return cached[1]
 
 
 @dataclass(frozen=True)
@@ -120,9 +134,15 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
     def send_one(item: Pending) -> Outcome:
         return send(ctx.sender, ctx.limiter, ctx.tokens, job, item, stop_at, end_by)
 
-    sent, permits = ctx.lanes.send_all(job, pending, send_one, stop_at, run.permits)
+    batcher = ctx.batcher(job)
+    items = batcher.batches(pending) if batcher is not None else pending
+    sent, permits = ctx.lanes.send_all(job, items, send_one, stop_at, run.permits)
     for item, outcome in sent:
-        outcomes[item.position].append(outcome)
+        if isinstance(item, Batch) and batcher is not None:
+            for member, member_outcome in batcher.outcomes(item, outcome):
+                outcomes[member.position].append(member_outcome)
+        else:
+            outcomes[item.position].append(outcome)
     out = TaskOutcomes(job.id, ordered=job.ordered)
     retries = [retry for position, message in enumerate(messages) if position not in deferred
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
@@ -245,7 +265,8 @@ def _prepare(ctx: WorkerContext, job: CompiledJob, position: int, message: TaskM
         else:
             pending.append(Pending(position, message, index, prepared.request,
                                    prepared.record_id,
-                                   job.record_key(decoded.schema, decoded.records[index])))
+                                   job.record_key(decoded.schema, decoded.records[index]),
+                                   prepared.values))
 
 
 def _conclude(job: CompiledJob, message: TaskMessage, outcomes: list[Outcome],

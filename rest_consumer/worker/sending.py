@@ -13,7 +13,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from rest_consumer.core.errors import PermanentDeliveryError, RetryableDeliveryError, Throttled
 from rest_consumer.core.mapping import CompiledJob, RequestSpec
 from rest_consumer.core.records import Outcome, Pending, log_failure
+from rest_consumer.worker.batches import Batch
 from rest_consumer.worker.delivery import Sender
+from rest_consumer.worker.http1 import Response
 from rest_consumer.worker.oauth2 import TokenSource
 from rest_consumer.worker.ratelimit import RateLimiter
 
@@ -32,8 +34,11 @@ def send(sender: Sender, limiter: RateLimiter, tokens: TokenSource, job: Compile
         if timeout < 1:
             return Outcome.deferred(item.index)
         started = time.perf_counter()
-        _authorized_send(sender, tokens, job, item.request, timeout)
-        return Outcome(item.index, "delivered", latency=time.perf_counter() - started)
+        response = _authorized_send(sender, tokens, job, item.request, timeout)
+        answer = ((response.status, response.headers(), response.body)
+                  if isinstance(item, Batch) else None)
+        return Outcome(item.index, "delivered", latency=time.perf_counter() - started,
+                       answer=answer)
     except Throttled as e:
         return Outcome(item.index, "retry", retry_after=e.wait)
     except RetryableDeliveryError as e:
@@ -64,24 +69,23 @@ def _wait_for_rate_limit(limiter: RateLimiter, job: CompiledJob, wait_until: flo
 
 
 def _authorized_send(sender: Sender, tokens: TokenSource, job: CompiledJob,
-                     request: RequestSpec, timeout: float) -> None:
+                     request: RequestSpec, timeout: float) -> Response:
     """Send, with the job's OAuth2 token when it has one (renewed once on a 401), signed
     afresh for every attempt when the job signs."""
     if job.oauth2 is None:
-        sender.send(request, timeout, job.retry_statuses, job.tls, _signature(job, request),
-                    job.success_when)
-        return
+        return sender.answer(request, timeout, job.retry_statuses, job.tls,
+                             _signature(job, request), job.success_when)
     authorization = tokens.authorization(job.id, job.hash, job.oauth2, tls=job.tls)
     try:
-        sender.send(_with_auth(request, authorization), timeout, job.retry_statuses, job.tls,
-                    _signature(job, request), job.success_when)
+        return sender.answer(_with_auth(request, authorization), timeout, job.retry_statuses,
+                             job.tls, _signature(job, request), job.success_when)
     except PermanentDeliveryError as e:
         if e.status != 401:
             raise
         authorization = tokens.authorization(job.id, job.hash, job.oauth2,
                                              refused=authorization, tls=job.tls)
-        sender.send(_with_auth(request, authorization), timeout, job.retry_statuses, job.tls,
-                    _signature(job, request), job.success_when)
+        return sender.answer(_with_auth(request, authorization), timeout, job.retry_statuses,
+                             job.tls, _signature(job, request), job.success_when)
 
 
 def _signature(job: CompiledJob, request: RequestSpec) -> dict[str, str] | None:

@@ -1,0 +1,135 @@
+"""Many records in one request (``request_batch``), and each record's outcome read back.
+
+A task's records that share method, URL and headers go in requests of up to ``max_records``
+records and ``max_bytes`` of bodies. A batch travels the lanes as one item (one permit, one
+request, the job's rate limit, OAuth2, signing and destination guard as for any request);
+its outcome then becomes each record's: all delivered, all retried, all dead letters, or,
+with ``item_results``, per record as the answer says. A retried record goes back with its
+message, so a retry sends only the records still pending, and a record the server accepted
+is never sent again. Its ``Idempotency-Key`` is derived from its records' own keys: the same
+records retried carry the same key.
+
+For ordered jobs every batch of a task goes on one chain, one after another, so ``ordering:
+key`` keeps each key's order across batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jmespath
+
+from rest_consumer.core.bodies import ItemFailure, ItemResults, answer_body
+from rest_consumer.core.errors import PermanentDeliveryError
+from rest_consumer.core.mapping import RequestSpec
+from rest_consumer.core.records import Outcome, Pending
+
+NDJSON = "application/x-ndjson"
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+_ORDERED = b"\x00batches"
+"""The one chain every batch of an ordered job's task goes on."""
+
+
+@dataclass(frozen=True)
+class Batch(Pending):
+    """One request carrying several records (``members``)."""
+
+    members: tuple[Pending, ...] = ()
+
+
+class Batcher:
+    """A job's ``request_batch``, compiled once."""
+
+    def __init__(self, spec: dict[str, Any], job_id: str, constant: dict[str, Any],
+                 ordered: bool, item_results: dict[str, Any] | None = None,
+                 retry_statuses: frozenset[int] = frozenset(), max_retries: int = 0) -> None:
+        self.max_records = int(spec.get("max_records", 100))
+        self.max_bytes = int(spec.get("max_bytes", 1024 * 1024))
+        self.ndjson = spec.get("format", "json") == "ndjson"
+        self.wrap = jmespath.compile(spec.get("wrap", "records"))
+        self.job_id = job_id
+        self.constant = constant
+        self.ordered = ordered
+        self.results = ItemResults(item_results) if item_results else None
+        self.retry_statuses = retry_statuses
+        self.max_retries = max_retries
+
+    def batches(self, items: list[Pending]) -> list[Pending]:
+        """``items`` as batches (in order), each of records that share a request's shape."""
+        groups: dict[tuple[Any, ...], list[list[Pending]]] = {}
+        order: list[list[Pending]] = []
+        for item in items:
+            chunks = groups.setdefault(_shape(item.request), [])
+            if not chunks or not self._fits(chunks[-1], item):
+                chunks.append([])
+                order.append(chunks[-1])
+            chunks[-1].append(item)
+        return [self._batch(members) for members in order]
+
+    def _fits(self, chunk: list[Pending], item: Pending) -> bool:
+        size = sum(len(m.request.body or b"") + 1 for m in chunk)
+        return (len(chunk) < self.max_records
+                and size + len(item.request.body or b"") + 1 <= self.max_bytes)
+
+    def _batch(self, members: list[Pending]) -> Batch:
+        first = members[0]
+        bodies = [m.request.body or b"null" for m in members]
+        headers = dict(first.request.headers)
+        keys = sorted(m.request.headers.get("Idempotency-Key", "") for m in members)
+        headers["Idempotency-Key"] = (f"{self.job_id}:batch:"
+                                      + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32])
+        if self.ndjson:
+            body = b"\n".join(bodies) + b"\n"
+            headers["Content-Type"] = NDJSON
+        else:
+            wrapped = self.wrap.search({"records": [json.loads(b) for b in bodies],
+                                        "constant": self.constant})
+            body = _ENCODER.encode(wrapped).encode()
+        request = dataclasses.replace(first.request, headers=headers, body=body)
+        if self.ordered:  # one chain for them all (``lanes``: chains are per position, entity)
+            return Batch(0, first.message, -1, request, None, _ORDERED, members=tuple(members))
+        return Batch(first.position, first.message, -1, request, None, members=tuple(members))
+
+    def outcomes(self, batch: Batch, outcome: Outcome) -> list[tuple[Pending, Outcome]]:
+        """Each record's outcome from its batch's."""
+        if outcome.kind != "delivered" or self.results is None or outcome.answer is None:
+            return [(m, _as_member(outcome, m)) for m in batch.members]
+        status, headers, body = outcome.answer
+        keys = [(m.values or {}).get(self.results.key or "") for m in batch.members]
+        failures = self.results.failures(status, headers, body, keys)
+        return [(m, _as_member(outcome, m) if failure is None
+                 else self._failed(m, failure, status, body))
+                for m, failure in zip(batch.members, failures, strict=True)]
+
+    def _failed(self, member: Pending, failure: ItemFailure, status: int,
+                body: bytes) -> Outcome:
+        """A record its item says failed: retried alone when the item's status is one the
+        job retries (and attempts are left), else a dead letter with the item's answer."""
+        if failure.status in self.retry_statuses and member.message.attempt < self.max_retries:
+            return Outcome(member.index, "retry", failure.reason, failed=True)
+        return Outcome.dead(member.index, failure.reason, request=member.request,
+                            record_id=member.record_id,
+                            error=PermanentDeliveryError(failure.reason, failure.status or status,
+                                                         _excerpt(body)))
+
+
+def _as_member(outcome: Outcome, member: Pending) -> Outcome:
+    return dataclasses.replace(outcome, index=member.index, record_id=member.record_id,
+                               request=member.request if outcome.request else None,
+                               answer=None)
+
+
+def _shape(request: RequestSpec) -> tuple[Any, ...]:
+    headers = tuple(sorted((k, v) for k, v in request.headers.items()
+                           if k != "Idempotency-Key"))
+    secret = tuple(sorted(request.secret_headers.items()))
+    return request.method, request.url, headers, secret
+
+
+def _excerpt(body: bytes) -> str:
+    shown = answer_body(body)
+    return (shown if isinstance(shown, str) else _ENCODER.encode(shown))[:500]
