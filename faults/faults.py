@@ -36,7 +36,7 @@ from pipeline import Pipeline  # noqa: E402
 from conftest import LOOPBACK  # noqa: E402
 from rest_consumer.core.config import Settings  # noqa: E402
 from rest_consumer.devtools.services import KafkaBroker, RedisServer  # noqa: E402
-from rest_consumer.state.deadletters import DeadLetterQueue  # noqa: E402
+from rest_consumer.state.deadletterqueue import DeadLetterQueue  # noqa: E402
 from rest_consumer.state.offsets import partition_status  # noqa: E402
 from rest_consumer.state.store import JobStore  # noqa: E402
 
