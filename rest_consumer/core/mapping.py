@@ -106,11 +106,7 @@ class CompiledJob:
                                for name, t in job.get("secret_headers", {}).items()}
         self.query_params: list[str] = job.get("query_params", [])
         self.json_body: list[str] | None = job.get("json_body")
-        self.content_type = str(setting(job, "content_type"))
-        self.body = (Body(job["body"], setting(job, "body_nulls") == "keep", self.content_type)
-                     if job.get("body") else None)
-        self.forwarding = Forwarding(setting(job, "forward_headers"))
-        self.success_when = SuccessWhen(job["success_when"]) if job.get("success_when") else None
+        self._compile_body_and_answer(job)
         self.timeout = float(setting(job, "timeout"))
         self.retry_statuses = jobs.retry_statuses(setting(job, "retry_on"))
         self.max_retries = int(setting(job, "max_retries"))
@@ -133,6 +129,14 @@ class CompiledJob:
         ordering_key = job.get("ordering_key")
         self.ordering_key = compile_path(ordering_key) if ordering_key else None
         self._maskers: dict[str, Masker] = {}
+
+    def _compile_body_and_answer(self, job: Job) -> None:
+        """``body``, ``content_type``, ``forward_headers`` and ``success_when`` (``bodies``)."""
+        self.content_type = str(setting(job, "content_type"))
+        self.body = (Body(job["body"], setting(job, "body_nulls") == "keep", self.content_type)
+                     if job.get("body") else None)
+        self.forwarding = Forwarding(setting(job, "forward_headers"))
+        self.success_when = SuccessWhen(job["success_when"]) if job.get("success_when") else None
 
     def record_key(self, schema: Any, record: Any) -> bytes | None:
         """The record's own ordering key (job field ``ordering_key``) as bytes; None when the
