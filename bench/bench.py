@@ -181,6 +181,37 @@ class Bench:
             stop_all(procs)
             self.redis.flushall()
 
+    def ours_counted(self, name: str, n: int, *, events: bool, **job: Any) -> Result:
+        """Like ``ours``, counted in records at the job's ``delivered`` counter: for requests
+        that carry many records (the sink counts requests). No latency figures."""
+        topic, procs = self._start_ours(self.nginx, events, job)
+        counter = f"counters:bench-{self.runs}"
+
+        def delivered() -> int:
+            return int(self.redis.hget(counter, "delivered") or 0)
+
+        try:
+            bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
+            produce(bootstrap, topic, 200)
+            wait_until(lambda: delivered() >= 200, 120, "the warm-up records")
+            watch = ProcessWatch(self._pids(procs))
+            watch.start()
+            began = produce(bootstrap, topic, n, start=200)
+            wait_until(lambda: delivered() >= n + 200, 600, f"{n} records delivered")
+            seconds = time.time() - began
+            cpu = watch.stop()
+            result = Result(name, "ours", n, round(seconds, 3), round(n / seconds, 1),
+                            cpu_ms_per_msg=round(cpu * 1000 / n, 3),
+                            cpu_ms_per_msg_by={k: round(v * 1000 / n, 3)
+                                               for k, v in watch.used.items()})
+            self.results.append(result)
+            print(f"  {name}: {result.throughput:.0f} records/s, {result.cpu_ms_per_msg} ms CPU "
+                  f"per record {result.cpu_ms_per_msg_by}", flush=True)
+            return result
+        finally:
+            stop_all(procs)
+            self.redis.flushall()
+
     def _start_ours(self, sink: Any, events: bool,
                     job: dict[str, Any]) -> tuple[str, list[subprocess.Popen[bytes]]]:
         self.runs += 1
@@ -380,6 +411,8 @@ def main() -> None:
     parser.add_argument("--capacity", action="store_true",
                         help="only unknown_capacity: the default job and a job told "
                              "concurrency 8 against an endpoint serving 8 at once")
+    parser.add_argument("--batched", type=int, metavar="N",
+                        help="only batched_request_vs_single, over N records each")
     parser.add_argument("--signing", type=int, metavar="N",
                         help="only the default job against the same job signing every request "
                              "(standard-webhooks): N alternating pairs, CPU per message of each")
@@ -399,6 +432,9 @@ def main() -> None:
         return
     if args.signing:
         _alone("rc-signing-", lambda bench: signing_pairs(bench, args.signing))
+        return
+    if args.batched:
+        _alone("rc-batched-", lambda bench: batched_vs_single(bench, args.batched))
         return
     if args.profile:
         _alone("rc-profile-", lambda bench: hotspots.run(bench, args.profile,
@@ -443,6 +479,21 @@ def per_message_pairs(bench: Bench, pairs: int, tasks: int = 4000) -> list[float
         print(f"  pair {pair}: per_message_vs_ceiling={ratios[-1]}", flush=True)
     print(f"PAIRS per_message_vs_ceiling median={statistics.median(ratios)} all={ratios}")
     return ratios
+
+
+def batched_vs_single(bench: Bench, n: int) -> dict[str, float]:
+    """The default job on the fast sink with one record per request, then with 100 records
+    per request (``request_batch``), the same job otherwise (one URL, no per-record header)."""
+    same = {"url": bench.nginx.url + "/ingest/batch", "headers": {}}
+    single = bench.ours_counted("one record per request, fast sink, events", n, events=True,
+                                **same)
+    batched = bench.ours_counted("100 records per request (request_batch), fast sink, events",
+                                 n, events=True, request_batch={"max_records": 100}, **same)
+    figures = {"batched_request_vs_single": round(batched.throughput / single.throughput, 2),
+               "cpu_ms_per_record_single": single.cpu_ms_per_msg,
+               "cpu_ms_per_record_batched": batched.cpu_ms_per_msg}
+    print("BATCHED " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+    return figures
 
 
 SIGNING = {"scheme": "standard-webhooks",
@@ -504,6 +555,7 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
                              1500 * scale, events=True, sink=bench.slow, keys=1000,
                              ordering="key")
     capacity = unknown_capacity(bench, 3000)
+    batched = batched_vs_single(bench, 10000 * scale)
     queued = bench.queued_bytes(2000 * scale)
     bench.redis.flushall()  # the console's 500 jobs, on their own
     console_figures = console.run(bench.env, bench.workdir)
@@ -517,6 +569,7 @@ def run_scenarios(bench: Bench, scale: int) -> dict[str, Any]:
         "slow_ordering_key_msgs": round(slow_by_key.throughput),
         "cpu_ms_per_msg": fast.cpu_ms_per_msg,
         **capacity,
+        **batched,
         "cpu_ms_per_msg_signed": signed.cpu_ms_per_msg,
         "signed_vs_default": round(signed.throughput / fast.throughput, 2),
         "worker_rss_mb": fast.peak_rss_mb.get("worker"),

@@ -59,55 +59,55 @@ def permits(real_redis: redis.Redis) -> Permits:
 
 def test_refusals_bring_the_limit_down_to_what_the_endpoint_held(permits: Permits) -> None:
     default = job()
-    held = permits.exchange(default, [], 32, 10).tokens
+    held = permits.trade(default, [], 32, 10).tokens
     assert len(held) == 32
     # 24 of 32 requests in flight were refused: the endpoint holds 8
-    verdict = permits.exchange(default, held[:24], 0, 10, refused(24))
+    verdict = permits.trade(default, held[:24], 0, 10, refused(24))
     assert health.read(permits.redis, "people")["limit"] == 8
     assert verdict.excess == 0 and verdict.in_use == 8
-    assert permits.exchange(default, [], 5, 10).tokens == []  # 8 in use: none more
+    assert permits.trade(default, [], 5, 10).tokens == []  # 8 in use: none more
 
 
 def test_the_limit_grows_slowly_while_answers_are_good(permits: Permits) -> None:
     default = job()
-    permits.exchange(default, permits.exchange(default, [], 10, 10).tokens, 0, 10, refused(2))
+    permits.trade(default, permits.trade(default, [], 10, 10).tokens, 0, 10, refused(2))
     assert health.read(permits.redis, "people")["limit"] == 8
     for _ in range(8):  # eight round trips of 8 requests, the limit used each time
-        tokens = permits.exchange(default, [], 8, 10).tokens
-        permits.exchange(default, tokens, 0, 10, good(8))
+        tokens = permits.trade(default, [], 8, 10).tokens
+        permits.trade(default, tokens, 0, 10, good(8))
     limit = health.read(permits.redis, "people")["limit"]
     assert 9 <= limit <= 11  # about one a round trip's worth of answers x 4
-    permits.exchange(default, [], 0, 10, good(100))  # answers while the limit is not used
+    permits.trade(default, [], 0, 10, good(100))  # answers while the limit is not used
     assert health.read(permits.redis, "people")["limit"] == limit
 
 
 def test_a_job_that_opts_out_keeps_its_concurrency(permits: Permits) -> None:
     fixed = job(adaptive=False, concurrency=16)
-    permits.exchange(fixed, permits.exchange(fixed, [], 16, 10).tokens, 0, 10, refused(12))
+    permits.trade(fixed, permits.trade(fixed, [], 16, 10).tokens, 0, 10, refused(12))
     assert health.read(permits.redis, "people")["limit"] == 16
 
 
 def test_retry_after_stops_every_new_request_until_then(permits: Permits) -> None:
     default = job()
-    verdict = permits.exchange(default, [], 4, 10, refused(1, 429, retry_after=2))
+    verdict = permits.trade(default, [], 4, 10, refused(1, 429, retry_after=2))
     assert verdict.tokens == [] and 1.5 < verdict.wait <= 2
-    assert permits.exchange(job(), [], 4, 10).wait > 1  # every worker sees it
+    assert permits.trade(job(), [], 4, 10).wait > 1  # every worker sees it
 
 
 def test_the_breaker_opens_waits_probes_once_and_closes(permits: Permits,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(health, "MIN_WINDOW_SECONDS", 0.3)  # shortened from 2 s for the test
     breaker = job(breaker_failures=5)
-    assert permits.exchange(breaker, [], 0, 10, refused(5, 502)).wait == 0  # a burst is load
+    assert permits.trade(breaker, [], 0, 10, refused(5, 502)).wait == 0  # a burst is load
     time.sleep(0.55)  # failures in a row for half a second: down
-    verdict = permits.exchange(breaker, [], 4, 10, refused(1, 502))
+    verdict = permits.trade(breaker, [], 4, 10, refused(1, 502))
     assert verdict.tokens == [] and verdict.wait > 0
     assert health.read(permits.redis, "people")["state"] == "open"
     time.sleep(0.35)
-    probe = permits.exchange(breaker, [], 4, 10)
+    probe = permits.trade(breaker, [], 4, 10)
     assert len(probe.tokens) == 1  # half-open: one probe
-    assert permits.exchange(breaker, [], 4, 10).tokens == []  # no second probe meanwhile
-    after = permits.exchange(breaker, probe.tokens, 4, 10, good(1))
+    assert permits.trade(breaker, [], 4, 10).tokens == []  # no second probe meanwhile
+    after = permits.trade(breaker, probe.tokens, 4, 10, good(1))
     assert health.read(permits.redis, "people")["state"] == "closed" and after.tokens
 
 

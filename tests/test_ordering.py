@@ -1,5 +1,6 @@
-"""Ordered delivery: the lanes (unit), and per key / per partition order end to end with real
-Kafka, Redis, workers and an endpoint that fails some versions first."""
+"""Ordered delivery: the lines of keys and partitions (unit), and per key / per partition
+order end to end with real Kafka, Redis, workers and an endpoint that fails some versions
+first."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def test_partition_mode_sends_one_message_at_a_time_per_partition() -> None:
     assert [m.offset() for m in gate.release("t", 0, [0])] == [1]
 
 
-def test_dropping_a_partition_forgets_its_lanes_and_waiting_messages() -> None:
+def test_dropping_a_partition_forgets_its_lines_and_waiting_messages() -> None:
     gate = OrderGate("key")
     gate.admit([msg(0, b"a"), msg(1, b"a"), msg(0, b"a", partition=1)], never_final)
     gate.drop({("t", 0)})
@@ -62,7 +63,7 @@ def test_dropping_a_partition_forgets_its_lanes_and_waiting_messages() -> None:
     assert [m.offset() for m in gate.admit([msg(0, b"a")], never_final)] == [0]
 
 
-def test_a_message_known_final_takes_no_lane() -> None:
+def test_a_message_known_final_takes_no_line() -> None:
     gate = OrderGate("key")
     ready = gate.admit([msg(0, b"a"), msg(1, b"a")], lambda m: m.offset() == 0)
     assert [m.offset() for m in ready] == [0, 1]

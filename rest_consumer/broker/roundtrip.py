@@ -126,7 +126,7 @@ class RoundTrip(CoreCommands):
                      else self.pool.get_connection())
         try:
             replies: list[Any] = conn.retry.call_with_retry(
-                lambda: self._exchange(conn, packed, len(commands)),
+                lambda: self._write_and_read(conn, packed, len(commands)),
                 lambda _: conn.disconnect())
         finally:
             if not self.own_connection:
@@ -134,7 +134,7 @@ class RoundTrip(CoreCommands):
         return replies
 
     @staticmethod
-    def _exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
+    def _write_and_read(conn: Any, packed: bytes, count: int) -> list[Any]:
         try:
             # As the pool's checkout does: a Sentinel-managed connection finds the primary
             # in connect(); writing on a closed one would connect without asking.

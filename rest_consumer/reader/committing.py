@@ -28,7 +28,7 @@ class Committer:
                            keys: list[TopicPartitionKey]) -> list[Message]:
         """Read the final offsets above each partition's oldest pending one, commit the new
         watermarks, then trim what the commits cover. Returns the messages (ordered jobs)
-        whose lane the final offsets freed, to send now."""
+        whose line the final offsets freed, to send now."""
         keys = [k for k in keys if k in self.partitions]
         released = self._collect([k for k in keys if self.partitions[k].pending])
         offsets = [TopicPartition(topic, partition, mark) for topic, partition in keys
@@ -56,8 +56,8 @@ class Committer:
             self.partitions[key].advance()
             if self.gate is not None:  # before the commit trims them from Redis
                 released += self.gate.release(key[0], key[1], final)
-        # Lanes freed here: which holders were dead-lettered is asked before the commit trims
-        # the lettered marks (rare: the reader's 5 ms check frees almost every lane first).
+        # Lines freed here: which holders were dead-lettered is asked before the commit trims
+        # the lettered marks (rare: the reader's 5 ms check frees almost every line first).
         if self.gate is not None and (behind := self.gate.take_behind()):
             heldbehind.note(self.redis, self.job_id, behind)
         return released

@@ -130,7 +130,7 @@ class JobReader(threading.Thread):
                 self.batcher.add(self._take(consumer))
                 if self.batcher.ready() or self._room() <= len(self.batcher.held):
                     self._send(consumer, self.outbox.send_consumed, self.batcher.take())
-                self._send(consumer, self._send_released, self.outbox.lanes_freed())
+                self._send(consumer, self._send_released, self.outbox.lines_freed())
                 if self._due_for_tick():
                     self._send(consumer, self._send_released,
                                self._tick_unless_redis_is_down(consumer))
@@ -169,7 +169,7 @@ class JobReader(threading.Thread):
             self._stopping.wait(1.0)
 
     def _send_released(self, messages: list[Message]) -> None:
-        """Messages a freed lane let go: already tracked when they were consumed."""
+        """Messages a freed line let go: already tracked when they were consumed."""
         self.outbox.send(messages, [])
 
     def _subscribe(self, topics: list[str]) -> None:
@@ -275,7 +275,7 @@ class JobReader(threading.Thread):
         """Redis down (restart, failover): keep the consumer and its state, try again soon.
 
         Tearing the consumer down would re-read everything not yet committed, duplicating
-        every task that Redis (with AOF) still holds. Returns the messages freed lanes let go.
+        every task that Redis (with AOF) still holds. Returns the messages freed lines let go.
         """
         try:
             return self._tick(consumer)

@@ -3,7 +3,7 @@
 ``partition``: one message at a time per partition. ``key``: one at a time per Kafka key
 (within its partition), other keys in parallel; messages without a key are not held; with
 ``ordering_key``, one at a time per entity its records carry (within its partition). A
-message holds its *lane* (partition, or partition and key) from dispatch until its final
+message holds its *line* (partition, or partition and key) from dispatch until its final
 outcome (delivered or dead-lettered), retries and ``Retry-After`` included, so a later
 message never overtakes an earlier one. Held messages wait here, in the reader, in offset
 order; the reader counts them toward ``max_in_flight``, so a held key never grows memory
@@ -26,7 +26,7 @@ from rest_consumer.core.jobs import Job, setting
 from rest_consumer.core.mapping import CompiledJob
 from rest_consumer.core.messages import offset_of, partition_of
 
-Lane = tuple[str, int, bytes | None]
+Line = tuple[str, int, bytes | None]
 """Topic, partition and (``key`` mode) the message key, or one record's ``ordering_key``."""
 RecordKeys = Callable[[Message], list[bytes]]
 """The ``ordering_key`` values of a message's records (``key`` mode with ``ordering_key``)."""
@@ -43,7 +43,7 @@ def gate_for(job: Job, settings: Settings) -> OrderGate | None:
 
     def record_keys(msg: Message) -> list[bytes]:
         """Decoded here only to learn the entities; a message that does not decode takes no
-        lane (the worker dead-letters it)."""
+        line (the worker dead-letters it)."""
         try:
             decoded = decode(msg.value() or b"", settings.decode_limits)
         except DecodeError:
@@ -57,14 +57,14 @@ def gate_for(job: Job, settings: Settings) -> OrderGate | None:
 @dataclass(eq=False)
 class _Waiting:
     msg: Message
-    lanes: tuple[Lane, ...]
+    lines: tuple[Line, ...]
     since: float
 
 
 class OrderGate:
-    """The lanes of one reader's partitions: which offset holds each, what waits behind it.
+    """The lines of one reader's partitions: which offset holds each, what waits behind it.
 
-    With ``ordering_key`` a message may hold several lanes (one per entity its records carry):
+    With ``ordering_key`` a message may hold several lines (one per entity its records carry):
     it goes when it is first in line on every one of them, and holds them all until final.
     Lines are kept in offset order, so the earliest waiting message can always go once the
     holders ahead of it are final: no message waits on a later one, no deadlock.
@@ -73,17 +73,17 @@ class OrderGate:
     def __init__(self, mode: str, record_keys: RecordKeys | None = None) -> None:
         self.mode = mode
         self.record_keys = record_keys
-        self._holder: dict[Lane, int] = {}
-        self._lanes: dict[tuple[str, int, int], tuple[Lane, ...]] = {}
-        """(topic, partition, offset) of each holder -> its lanes."""
-        self._waiting: dict[Lane, deque[_Waiting]] = {}
+        self._holder: dict[Line, int] = {}
+        self._lines: dict[tuple[str, int, int], tuple[Line, ...]] = {}
+        """(topic, partition, offset) of each holder -> its lines."""
+        self._waiting: dict[Line, deque[_Waiting]] = {}
         self.held = 0
         self.behind: dict[tuple[str, int, int], list[int]] = {}
-        """Freed holders -> the offsets that waited on their lanes then (``heldbehind``);
+        """Freed holders -> the offsets that waited on their lines then (``heldbehind``);
         the reader takes them."""
 
-    def lanes(self, msg: Message) -> tuple[Lane, ...]:
-        """The message's lanes; none when it is not ordered (``key`` mode, no key)."""
+    def lines(self, msg: Message) -> tuple[Line, ...]:
+        """The message's lines; none when it is not ordered (``key`` mode, no key)."""
         topic, partition = partition_of(msg)
         if self.mode == "partition":
             return ((topic, partition, None),)
@@ -95,59 +95,59 @@ class OrderGate:
     def admit(self, messages: list[Message],
               already_final: Callable[[Message], bool]) -> list[Message]:
         """Of ``messages`` (in offset order), those that may be dispatched now; the others
-        wait behind their lanes' holders. A message known final takes no lane."""
+        wait behind their lines' holders. A message known final takes no line."""
         ready = []
         for msg in messages:
-            lanes = self.lanes(msg)
-            if not lanes or already_final(msg):
+            lines = self.lines(msg)
+            if not lines or already_final(msg):
                 ready.append(msg)
-            elif any(lane in self._holder or lane in self._waiting for lane in lanes):
-                entry = _Waiting(msg, lanes, time.monotonic())
-                for lane in lanes:
-                    self._waiting.setdefault(lane, deque()).append(entry)
+            elif any(line in self._holder or line in self._waiting for line in lines):
+                entry = _Waiting(msg, lines, time.monotonic())
+                for line in lines:
+                    self._waiting.setdefault(line, deque()).append(entry)
                 self.held += 1
             else:
-                self._hold(lanes, msg)
+                self._hold(lines, msg)
                 ready.append(msg)
         return ready
 
     def busy(self, topic: str, partition: int) -> list[int]:
-        """The offsets holding lanes of a partition (to ask Redis which are final now)."""
-        return [o for (t, p, o) in self._lanes if t == topic and p == partition]
+        """The offsets holding lines of a partition (to ask Redis which are final now)."""
+        return [o for (t, p, o) in self._lines if t == topic and p == partition]
 
     def partitions(self) -> set[tuple[str, int]]:
-        return {(t, p) for (t, p, _) in self._lanes}
+        return {(t, p) for (t, p, _) in self._lines}
 
     def release(self, topic: str, partition: int, offsets: Iterable[int]) -> list[Message]:
-        """These offsets are final: free their lanes; returns the messages that now hold
-        lanes and may be dispatched."""
+        """These offsets are final: free their lines; returns the messages that now hold
+        lines and may be dispatched."""
         ready = []
         for offset in offsets:
-            lanes = self._lanes.pop((topic, partition, offset), None)
-            if lanes is None:
+            lines = self._lines.pop((topic, partition, offset), None)
+            if lines is None:
                 continue
-            for lane in lanes:
-                del self._holder[lane]
-            waited = {offset_of(e.msg) for lane in lanes
-                      for e in self._waiting.get(lane, ())}
+            for line in lines:
+                del self._holder[line]
+            waited = {offset_of(e.msg) for line in lines
+                      for e in self._waiting.get(line, ())}
             if waited:
                 self.behind[(topic, partition, offset)] = sorted(waited)
-            for lane in lanes:
-                queue = self._waiting.get(lane)
+            for line in lines:
+                queue = self._waiting.get(line)
                 if queue and self._first_everywhere(queue[0]):
                     ready.append(self._start(queue[0]))
         return ready
 
     def drop(self, partitions: set[tuple[str, int]] | None = None) -> None:
-        """Forget lanes and waiting messages (of these partitions, or all): they are read
+        """Forget lines and waiting messages (of these partitions, or all): they are read
         again from the watermark (rewind, set_offset, revoke)."""
-        def gone(lane: Lane) -> bool:
-            return partitions is None or (lane[0], lane[1]) in partitions
-        self._lanes = {k: v for k, v in self._lanes.items() if not gone(v[0])}
+        def gone(line: Line) -> bool:
+            return partitions is None or (line[0], line[1]) in partitions
+        self._lines = {k: v for k, v in self._lines.items() if not gone(v[0])}
         self._holder = {k: v for k, v in self._holder.items() if not gone(k)}
         dropped: set[int] = set()
-        for lane in [lane for lane in self._waiting if gone(lane)]:
-            dropped.update(id(entry) for entry in self._waiting.pop(lane))
+        for line in [line for line in self._waiting if gone(line)]:
+            dropped.update(id(entry) for entry in self._waiting.pop(line))
         self.held -= len(dropped)
 
     def take_behind(self) -> dict[tuple[str, int, int], list[int]]:
@@ -160,22 +160,22 @@ class OrderGate:
         return time.monotonic() - min(starts) if starts else None
 
     def _first_everywhere(self, entry: _Waiting) -> bool:
-        return all(lane not in self._holder and self._waiting[lane][0] is entry
-                   for lane in entry.lanes)
+        return all(line not in self._holder and self._waiting[line][0] is entry
+                   for line in entry.lines)
 
     def _start(self, entry: _Waiting) -> Message:
-        """A waiting message leaves every line it was in and holds its lanes."""
-        for lane in entry.lanes:
-            queue = self._waiting[lane]
+        """A waiting message leaves every line it was in and holds its lines."""
+        for line in entry.lines:
+            queue = self._waiting[line]
             queue.popleft()
             if not queue:
-                del self._waiting[lane]
+                del self._waiting[line]
         self.held -= 1
-        self._hold(entry.lanes, entry.msg)
+        self._hold(entry.lines, entry.msg)
         return entry.msg
 
-    def _hold(self, lanes: tuple[Lane, ...], msg: Message) -> None:
+    def _hold(self, lines: tuple[Line, ...], msg: Message) -> None:
         offset = offset_of(msg)
-        for lane in lanes:
-            self._holder[lane] = offset
-        self._lanes[(lanes[0][0], lanes[0][1], offset)] = lanes
+        for line in lines:
+            self._holder[line] = offset
+        self._lines[(lines[0][0], lines[0][1], offset)] = lines

@@ -25,7 +25,7 @@ from rest_consumer.state import heldbehind, keys, outstanding
 log = logging.getLogger(__name__)
 
 RELEASE_CHECK_SECONDS = 0.005
-"""How often an ordered job's reader asks Redis whether its lane holders are final."""
+"""How often an ordered job's reader asks Redis whether its line holders are final."""
 
 
 class DispatchFailed(Exception):
@@ -54,7 +54,7 @@ class Outbox:
         self._next_release_check = 0.0
 
     def send_consumed(self, messages: list[Message]) -> None:
-        """Send what was consumed (less errors), or hold it behind its lane (ordered jobs):
+        """Send what was consumed (less errors), or hold it behind its line (ordered jobs):
         either way it is tracked as out. Raises ``DispatchFailed``."""
         usable = [m for m in messages if self._usable(m)]
         if usable:
@@ -64,7 +64,7 @@ class Outbox:
 
     def send(self, ready: list[Message], track: list[Message]) -> None:
         """Dispatch ``ready`` (less what must not be sent), then track ``track`` in offset
-        order: what was sent, what was not to be, what waits behind its lane."""
+        order: what was sent, what was not to be, what waits behind its line."""
         send = [m for m in ready if self.partitions.needs_sending(m)]
         if send:
             payloads = [TaskMessage.from_kafka(m) for m in send]
@@ -78,9 +78,9 @@ class Outbox:
         if send:
             self._note_dispatched(send)
 
-    def lanes_freed(self) -> list[Message]:
-        """Ordered jobs: which lane holders are final now (asked every
-        ``RELEASE_CHECK_SECONDS`` while a lane is held); returns what waited behind them."""
+    def lines_freed(self) -> list[Message]:
+        """Ordered jobs: which line holders are final now (asked every
+        ``RELEASE_CHECK_SECONDS`` while a line is held); returns what waited behind them."""
         if self.gate is None or time.monotonic() < self._next_release_check:
             return []
         self._next_release_check = time.monotonic() + RELEASE_CHECK_SECONDS

@@ -47,7 +47,7 @@ class Positions:
 
     def undo(self, consumer: Consumer, undelivered: list[Message]) -> None:
         """Seek each partition back to its first message not dispatched (ordered jobs: back
-        to the watermark, since their lanes are rebuilt from there)."""
+        to the watermark, since their lines are rebuilt from there)."""
         if self.gate is not None:
             self.rewind(consumer, sorted({partition_of(m) for m in undelivered}
                                          & set(self.partitions)))

@@ -100,7 +100,7 @@ class Partitions(dict[TopicPartitionKey, PartitionTracker]):
         return tracker is None or tracker.needs_sending(offset_of(msg))
 
     def track(self, messages: Iterable[Message]) -> None:
-        """``messages`` (in offset order per partition) are out, or waiting behind a lane."""
+        """``messages`` (in offset order per partition) are out, or waiting behind a line."""
         for msg in messages:
             self.setdefault(partition_of(msg), PartitionTracker()).dispatched(offset_of(msg))
 

@@ -3,7 +3,7 @@ with its dead letter (``held_behind``), so whoever reads the letter knows which 
 versions of the entity went out after it.
 
 The worker marks the offsets it dead-letters (``lettered``, trimmed at each commit like
-``done``); the order gate notes, when it frees a lane, which offsets waited on it; the reader
+``done``); the order gate notes, when it frees a line, which offsets waited on it; the reader
 keeps those notes for the lettered offsets only (a dead letter is rare: the hash stays small).
 """
 
@@ -40,7 +40,7 @@ def queue_which_lettered(pipe: Any, job_id: str, tp: tuple[str, int],
 
 def keep(client: Any, job_id: str, behind: dict[Where, list[int]],
          lettered: set[Where]) -> None:
-    """Reader: of these freed lane holders (with the offsets that waited behind each), keep
+    """Reader: of these freed line holders (with the offsets that waited behind each), keep
     what waited behind those that were dead-lettered."""
     kept = {_field(*where): json.dumps(waited) for where, waited in behind.items()
             if where in lettered}

@@ -92,7 +92,7 @@ class Sender:
         answer (one ``success_when`` holds of, when the job has it), or raise
         Retryable/PermanentDeliveryError."""
         headers = {**request.headers, **request.secret_headers, **(signature or {})}
-        response = self.exchange(request.method, request.url, request.body, headers, timeout,
+        response = self.request(request.method, request.url, request.body, headers, timeout,
                                  tls)
         status = response.status
         if 200 <= status < 300 and (success_when is None or success_when.holds(
@@ -107,7 +107,7 @@ class Sender:
                                          retry_after(response.retry_after))
         raise PermanentDeliveryError(f"HTTP {status}", status, excerpt)
 
-    def exchange(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+    def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
                  timeout: float, tls: TlsIdentity | None = None) -> Response:
         """One request and its response, whatever the status, all within ``timeout`` seconds
         (connect, send, response head and body together); connection errors and a passed
@@ -129,9 +129,9 @@ class Sender:
             encoded = {k: v.encode("latin-1") for k, v in headers.items()}
         except UnicodeEncodeError as e:
             raise PermanentDeliveryError("a header value is not Latin-1 text") from e
-        return self._exchange(key, method, target, body, encoded, deadline, tls)
+        return self._over_connection(key, method, target, body, encoded, deadline, tls)
 
-    def _exchange(self, key: _Key, method: str, target: str, body: bytes | None,
+    def _over_connection(self, key: _Key, method: str, target: str, body: bytes | None,
                   headers: dict[str, bytes], deadline: float,
                   tls: TlsIdentity | None) -> Response:
         conns = self._connections()

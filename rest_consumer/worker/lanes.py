@@ -105,7 +105,7 @@ class Lanes:
         """Queue, on the pipeline that claims a task, its first permits: one per message, up
         to the job's width (``took`` reads the reply). A task of one message then needs no
         round trip of its own for its permit."""
-        self.permits.queue_exchange(pipe, job, [], min(messages, _width(job)), LEASE_SECONDS)
+        self.permits.queue_trade(pipe, job, [], min(messages, _width(job)), LEASE_SECONDS)
 
     def took(self, job: CompiledJob, reply: Any) -> list[str]:
         """The permits of ``queue_first_permits``'s reply, now held (and renewed)."""
@@ -123,7 +123,7 @@ class Lanes:
         if report is None:
             self.permits.queue_release(pipe, job.id, tokens)
         else:
-            self.permits.queue_exchange(pipe, job, tokens, 0, LEASE_SECONDS, report)
+            self.permits.queue_trade(pipe, job, tokens, 0, LEASE_SECONDS, report)
 
     def _report(self, job: CompiledJob, sent: Sent | None) -> Report | None:
         """The report to send, or None: nothing new, or all good for a job at full health
@@ -180,7 +180,7 @@ class Lanes:
             done, spare = _finished(lanes) + spare, []
             wanted = min(len(queue), _width(job)) - len(lanes)
             if done or wanted > 0 or time.monotonic() - asked >= HEALTH_CHECK_SECONDS:
-                verdict, asked = self._exchange(job, done, wanted, sent), time.monotonic()
+                verdict, asked = self._trade_permits(job, done, wanted, sent), time.monotonic()
                 for token in verdict.tokens:
                     lanes[self.pool.submit(self._lane, queue, sent, send, control)] = token
                 control.shed(verdict.shed(len(lanes)))
@@ -195,13 +195,13 @@ class Lanes:
                 pause = min(pause * 2, PERMIT_POLL_SECONDS[1])
         return spare
 
-    def _exchange(self, job: CompiledJob, release: list[str], wanted: int,
+    def _trade_permits(self, job: CompiledJob, release: list[str], wanted: int,
                   sent: Sent | None = None) -> Verdict:
         """Give back the permits of finished lanes, tell what requests met, and take more,
         in one round trip."""
         self._forget(release)
         try:
-            verdict = self.permits.exchange(job, release, wanted, LEASE_SECONDS,
+            verdict = self.permits.trade(job, release, wanted, LEASE_SECONDS,
                                             self._report(job, sent))
         except redis.RedisError as e:  # what was given back expires by itself
             log.warning("job %s: cannot take request permits (%s); waiting", job.id, e)
@@ -234,7 +234,7 @@ class Lanes:
             try:
                 wait(lanes, timeout=DRAIN_RELEASE_SECONDS)
                 if done := _finished(lanes):
-                    self._exchange(job, done, 0, sent)
+                    self._trade_permits(job, done, 0, sent)
             except SoftTimeLimitExceeded:  # permits not given back expire with their lease
                 stop.set()
 

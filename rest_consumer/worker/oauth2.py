@@ -72,7 +72,7 @@ class TokenSource:
         headers = {"Content-Type": "application/x-www-form-urlencoded",
                    "Authorization": "Basic " + basic.decode(), "Accept": "application/json"}
         try:
-            response = self.sender.exchange("POST", oauth2["token_url"],
+            response = self.sender.request("POST", oauth2["token_url"],
                                             urlencode(form).encode(), headers, FETCH_TIMEOUT,
                                             tls)
         except RetryableDeliveryError as e:

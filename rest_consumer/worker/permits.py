@@ -26,7 +26,7 @@ LEASE_SECONDS = 10.0
 """How long a permit outlives the last renewal: how long a dead worker's permits block."""
 RENEW_EVERY_SECONDS = 3.0
 
-_EXCHANGE = LuaScript.read("rest_consumer.worker", "permits_exchange.lua")
+_TRADE = LuaScript.read("rest_consumer.worker", "permits_trade.lua")
 
 _RENEW = LuaScript.read("rest_consumer.worker", "permits_renew.lua")
 
@@ -36,24 +36,24 @@ class Permits:
 
     def __init__(self, client: Any) -> None:
         self.redis = client
-        self._exchange = _EXCHANGE.register(client)
+        self._trade = _TRADE.register(client)
         self._renew = _RENEW.register(client)
 
-    def exchange(self, job: Any, release: list[str], wanted: int, lease: float,
+    def trade(self, job: Any, release: list[str], wanted: int, lease: float,
                  report: Report | None = None) -> Verdict:
         """Give back ``release`` and report what requests met, then take up to ``wanted``
         permits (none when the job is at its limit, paused or its breaker open), each valid
         for ``lease`` seconds unless renewed; one round trip."""
-        return health.parse(self._exchange(keys=_keys(job.id),
-                                           args=_exchange_args(job, release, wanted, lease,
+        return health.parse(self._trade(keys=_keys(job.id),
+                                           args=_trade_args(job, release, wanted, lease,
                                                                report)))
 
     @staticmethod
-    def queue_exchange(pipe: Any, job: Any, release: list[str], wanted: int, lease: float,
+    def queue_trade(pipe: Any, job: Any, release: list[str], wanted: int, lease: float,
                        report: Report | None = None) -> None:
-        """``exchange`` queued on a round trip (``health.parse`` reads its reply), by the
+        """``trade`` queued on a round trip (``health.parse`` reads its reply), by the
         script's SHA1."""
-        pipe.script(_EXCHANGE, _keys(job.id), _exchange_args(job, release, wanted, lease, report))
+        pipe.script(_TRADE, _keys(job.id), _trade_args(job, release, wanted, lease, report))
 
     @staticmethod
     def queue_release(pipe: Any, job_id: str, tokens: list[str]) -> None:
@@ -70,7 +70,7 @@ def _keys(job_id: str) -> list[str]:
     return [keys.permits(job_id), keys.endpoint_health(job_id), keys.endpoint_history(job_id)]
 
 
-def _exchange_args(job: Any, release: list[str], wanted: int, lease: float,
+def _trade_args(job: Any, release: list[str], wanted: int, lease: float,
                    report: Report | None) -> list[Any]:
     return [job.concurrency, wanted, int(lease * 1000), uuid.uuid4().hex,
             *health.settings_args(job), *(report or Report()).args(), *release]
