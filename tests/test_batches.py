@@ -8,11 +8,11 @@ from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 
+from rest_consumer.core.batches import Batch, Batcher
 from rest_consumer.core.jobs import validate
 from rest_consumer.core.mapping import CompiledJob
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.core.records import Outcome, Pending
-from rest_consumer.worker.batches import Batch, Batcher
 
 BUNDLE_WRAP = ("{resourceType: 'Bundle', type: 'batch', entry: records[].{resource: @, "
                "request: {method: 'PUT', url: join('', ['Patient/', id])}}}")
@@ -151,3 +151,12 @@ def test_batch_fields_are_checked_at_save() -> None:
                                        item_results={"errors": "a"})
     assert "item_results.key" in fields_of(json_body=["id"], request_batch={},
                                            item_results={"errors": "a", "key": "nope"})
+
+
+def test_a_wrap_that_fails_makes_each_record_a_dead_letter_not_a_crash() -> None:
+    compiled = CompiledJob(job(json_body=["id"], request_batch={"wrap": "abs(records)"}))
+    b = batcher(compiled)
+    batch = b.batches(pending(compiled, [{"id": "a"}, {"id": "b"}]))[0]
+    assert batch.failure is not None and "request_batch.wrap failed" in batch.failure
+    assert [(o.kind, o.reason) for _, o in b.unsendable(batch)] == [
+        ("dead", batch.failure), ("dead", batch.failure)]

@@ -57,6 +57,20 @@ def test_preview_of_an_avro_container_and_of_mapping_errors(client: FlaskClient)
     assert bad.status_code == 400
 
 
+def test_preview_of_a_batch_job_shows_the_batches_sample_records_make(
+        client: FlaskClient, fake_redis: Any) -> None:
+    JobStore(fake_redis).upsert("batched", valid_job(
+        id="batched", url="http://api.example.org/people", query_params=[],
+        request_batch={"max_records": 2, "wrap": "{people: records}"}))
+    answer = client.post("/job/batched/preview", headers=AUTH, json={"sample_records": [
+        {"id": "a", "name": "A"}, {"name": "no id"}, {"id": "b", "name": "B"},
+        {"id": "c", "name": "C"}]}).json
+    assert len(answer["requests"]) == 4
+    assert [b["records"] for b in answer["batches"]] == [[0, 1], [2, 3]]
+    assert json.loads(answer["batches"][0]["request"]["body"]) == {"people": [
+        {"id": "a", "name": "A"}, {"name": "no id"}]}
+
+
 def test_set_offset_refuses_what_is_not_an_offset(client: FlaskClient) -> None:
     for offset in ("-1", "first", "1.5"):
         response = client.post(f"/job/people/set_offset/{offset}", headers=AUTH)

@@ -34,6 +34,8 @@ FORM = "application/x-www-form-urlencoded"
 DEFAULT_FORWARDED = ("traceparent",)
 _JSON_TYPE = re.compile(r"^[a-z0-9!#$&^_.-]+/([a-z0-9!#$&^_.-]+\+)?json$", re.IGNORECASE)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+EXPRESSION_ERRORS = (JMESPathError, RecursionError, ValueError, TypeError, ArithmeticError)
+"""What compiling or evaluating a JMESPath may raise on odd input (never a crash here)."""
 _NO_VALUE: tuple[Any, ...] = (None, False, "", [], {})
 """What JMESPath counts as false."""
 
@@ -52,14 +54,20 @@ def problems(job: dict[str, Any], reserved: frozenset[str]) -> Iterator[tuple[st
     if isinstance(content_type, str) and not _acceptable(content_type):
         yield "content_type", (f"must be a JSON media type (…/json or …+json) or {FORM}")
     job_headers = {name.lower() for field in ("headers", "secret_headers")
-                   for name in (job.get(field) or {})}
-    for i, pattern in enumerate(job.get("forward_headers") or []):
+                   for name in _typed(job, field, dict) if isinstance(name, str)}
+    for i, pattern in enumerate(_typed(job, "forward_headers", list)):
         if not isinstance(pattern, str):
             continue
         name = pattern.lower()
         if name.rstrip("*") in reserved or name.startswith("proxy-") or name in job_headers \
                 or name in ("idempotency-key", "content-type"):
             yield f"forward_headers.{i}", "is set by the job or the HTTP client: not forwarded"
+
+
+def _typed(job: dict[str, Any], field: str, kind: type) -> Any:
+    """``job[field]`` when it has the expected type (the schema reports it otherwise)."""
+    value = job.get(field)
+    return value if isinstance(value, kind) else kind()
 
 
 def _batch_problems(job: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -81,7 +89,7 @@ def _batch_problems(job: dict[str, Any]) -> Iterator[tuple[str, str]]:
         if isinstance(results.get(name), str) and (message := expression_problem(results[name])):
             yield f"item_results.{name}", message
     key = results.get("key")
-    if isinstance(key, str) and key not in (job.get("datamap") or {}):
+    if isinstance(key, str) and key not in _typed(job, "datamap", dict):
         yield "item_results.key", f"{key!r} is not a datamap key"
 
 
@@ -91,8 +99,8 @@ def expression_problem(expression: str) -> str | None:
         jmespath.compile(expression)
     except ParseError as e:
         return f"invalid JMESPath at position {e.lex_position}: {_first_line(e)}"
-    except JMESPathError as e:
-        return f"invalid JMESPath: {_first_line(e)}"
+    except EXPRESSION_ERRORS as e:
+        return f"invalid JMESPath: {type(e).__name__}: {_first_line(e)[:200]}"
     return None
 
 
@@ -110,8 +118,8 @@ class Body:
         """The body for one record's document; MappingError when it cannot be made."""
         try:
             value = self.expression.search(document)
-        except JMESPathError as e:
-            raise MappingError(f"body failed: {_first_line(e)}") from e
+        except EXPRESSION_ERRORS as e:
+            raise MappingError(f"body failed: {type(e).__name__}: {_first_line(e)[:200]}") from e
         if not self.keep_nulls:
             value = without_nulls(value)
         return _form(value) if self.form else _ENCODER.encode(value).encode()
@@ -160,7 +168,7 @@ class SuccessWhen:
         document = {"status": status, "headers": headers, "body": answer_body(body)}
         try:
             return _true(self.expression.search(document))
-        except JMESPathError:
+        except EXPRESSION_ERRORS:
             return False
 
 
@@ -182,8 +190,8 @@ class ItemResults:
             if self.errors is not None:
                 return self._by_key(document, keys)
             return self._by_item(document, len(keys))
-        except JMESPathError as e:
-            return [ItemFailure(f"item_results failed: {_first_line(e)}")] * len(keys)
+        except EXPRESSION_ERRORS as e:
+            return [ItemFailure(f"item_results failed: {_first_line(e)[:200]}")] * len(keys)
 
     def _by_key(self, document: dict[str, Any], keys: list[Any]) -> list[ItemFailure | None]:
         assert self.errors is not None

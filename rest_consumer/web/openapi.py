@@ -64,7 +64,8 @@ _REPLAY_BODY = {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "properties": {"ids": {
         "type": "array", "items": {"type": "integer", "minimum": 0}}}}}}}
 _PREVIEW_BODY = {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "description": "a sample record, or {\"avro_base64\": …}"}}}}
+    "type": "object", "description": "a sample record, {\"sample_records\": [records]} (a batch "
+    "job's answer adds the batches they make), or {\"avro_base64\": …}"}}}}
 _PAGE_PARAMS = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                 "maximum": 500}},

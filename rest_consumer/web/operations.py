@@ -12,11 +12,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
 from rest_consumer.core import tls
+from rest_consumer.core.batches import Batcher
 from rest_consumer.core.decoding import MAX_JSON_DEPTH, Decoded, decode, nesting_depth
 from rest_consumer.core.errors import DecodeError, MappingError
 from rest_consumer.core.jobs import setting
 from rest_consumer.core.mapping import CompiledJob
 from rest_consumer.core.messages import TaskMessage
+from rest_consumer.core.records import Pending
 from rest_consumer.state import health, heartbeat, keys, offsets, seeks, throughput
 from rest_consumer.state.control import Command, publish
 from rest_consumer.state.deadletterqueue import DeadLetterQueue
@@ -134,25 +136,39 @@ def preview(job_id: str) -> Response:
     job = CompiledJob(_store().get(job_id), _ext("settings"))
     decoded = _sample(_json_object())
     message = TaskMessage(job.job["topic"][0], 0, 0)
-    return jsonify(requests=[_preview_record(job, message, decoded, index)
-                             for index in range(len(decoded.records))])
+    shown = [_preview_record(job, message, decoded, index)
+             for index in range(len(decoded.records))]
+    if job.job.get("request_batch") is None:
+        return jsonify(requests=[view for view, _ in shown])
+    items = [item for _, item in shown if item is not None]
+    batcher = Batcher(job.job["request_batch"], job.id, job.constant, job.ordered)
+    return jsonify(requests=[view for view, _ in shown], batches=[
+        {"records": [m.index for m in batch.members], "request": batch.request.public(),
+         **({"error": batch.failure} if batch.failure else {})}
+        for batch in batcher.batches(items)])
 
 
 def _preview_record(job: CompiledJob, message: TaskMessage, decoded: Decoded,
-                    index: int) -> dict[str, Any]:
+                    index: int) -> tuple[dict[str, Any], Pending | None]:
+    """What one record would send, and the record as a batch would take it."""
     try:
         prepared = job.prepare(decoded.schema, decoded.records[index], message.meta(index),
                                message.idempotency_key(job.id, index))
     except MappingError as e:
-        return {"index": index, "error": str(e)}
+        return {"index": index, "error": str(e)}, None
     except Exception as e:  # noqa: BLE001 - as in the worker: the record's own fault
-        return {"index": index, "error": f"{type(e).__name__}: {e}"}
+        return {"index": index, "error": f"{type(e).__name__}: {e}"}, None
     if prepared.request is None:
-        return {"index": index, "skipped": "the emit flag filters it out"}
-    return {"index": index, "request": prepared.request.public()}
+        return {"index": index, "skipped": "the emit flag filters it out"}, None
+    return ({"index": index, "request": prepared.request.public()},
+            Pending(0, message, index, prepared.request, prepared.record_id))
 
 
 def _sample(body: dict[str, Any]) -> Decoded:
+    """A sample record; many with ``{"sample_records": [...]}``; or an Avro container."""
+    samples = body.get("sample_records")
+    if isinstance(samples, list) and len(body) == 1:
+        return Decoded(None, samples)
     if "avro_base64" not in body:
         return Decoded(None, [body])
     try:

@@ -19,6 +19,7 @@ from confluent_kafka import KafkaException
 
 from rest_consumer.broker import acks
 from rest_consumer.broker.roundtrip import RoundTrip
+from rest_consumer.core.batches import Batch, Batcher
 from rest_consumer.core.config import Settings
 from rest_consumer.core.decoding import decode
 from rest_consumer.core.destinations import DestinationGuard
@@ -31,7 +32,6 @@ from rest_consumer.state.deadletters import DeadLetterWriter
 from rest_consumer.state.retries import Retry, schedule
 from rest_consumer.state.store import JobStore
 from rest_consumer.state.topics import Refusal, TopicError
-from rest_consumer.worker.batches import Batch, Batcher
 from rest_consumer.worker.claims import TaskClaims
 from rest_consumer.worker.delivery import Sender, backoff
 from rest_consumer.worker.lanes import Lanes, Sent
@@ -135,20 +135,37 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
         return send(ctx.sender, ctx.limiter, ctx.tokens, job, item, stop_at, end_by)
 
     batcher = ctx.batcher(job)
-    items = batcher.batches(pending) if batcher is not None else pending
+    items, unsendable = _batched(batcher, pending)
     sent, permits = ctx.lanes.send_all(job, items, send_one, stop_at, run.permits)
-    for item, outcome in sent:
-        if isinstance(item, Batch) and batcher is not None:
-            for member, member_outcome in batcher.outcomes(item, outcome):
-                outcomes[member.position].append(member_outcome)
-        else:
-            outcomes[item.position].append(outcome)
+    for item, outcome in [*unsendable, *_each_record(batcher, sent)]:
+        outcomes[item.position].append(outcome)
     out = TaskOutcomes(job.id, ordered=job.ordered)
     retries = [retry for position, message in enumerate(messages) if position not in deferred
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
     retries += [(messages[position], 0.0) for position in sorted(deferred)]
     retries += _write_dead_letters(ctx, job.id, out)
     return _close(ctx, job, run, out, retries, permits, sent)
+
+
+def _batched(batcher: Batcher | None,
+             pending: list[Pending]) -> tuple[list[Pending], list[tuple[Pending, Outcome]]]:
+    """What the lanes send (batches, with ``request_batch``), and the records of batches whose
+    body could not be made, with their outcomes."""
+    if batcher is None:
+        return pending, []
+    batches = batcher.batches(pending)
+    unsendable = [pair for b in batches if b.failure for pair in batcher.unsendable(b)]
+    return [b for b in batches if not b.failure], unsendable
+
+
+def _each_record(batcher: Batcher | None,
+                 sent: list[tuple[Pending, Outcome]]) -> list[tuple[Pending, Outcome]]:
+    """The lanes' outcomes, a batch's spread over its records."""
+    if batcher is None:
+        return sent
+    return [pair for item, outcome in sent
+            for pair in (batcher.outcomes(item, outcome) if isinstance(item, Batch)
+                         else [(item, outcome)])]
 
 
 def _close(ctx: WorkerContext, job: CompiledJob, run: Run, out: TaskOutcomes,

@@ -10,10 +10,10 @@ import time
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from rest_consumer.core.batches import Batch
 from rest_consumer.core.errors import PermanentDeliveryError, RetryableDeliveryError, Throttled
 from rest_consumer.core.mapping import CompiledJob, RequestSpec
 from rest_consumer.core.records import Outcome, Pending, log_failure
-from rest_consumer.worker.batches import Batch
 from rest_consumer.worker.delivery import Sender
 from rest_consumer.worker.http1 import Response
 from rest_consumer.worker.oauth2 import TokenSource

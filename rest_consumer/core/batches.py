@@ -23,7 +23,7 @@ from typing import Any
 
 import jmespath
 
-from rest_consumer.core.bodies import ItemFailure, ItemResults, answer_body
+from rest_consumer.core.bodies import EXPRESSION_ERRORS, ItemFailure, ItemResults, answer_body
 from rest_consumer.core.errors import PermanentDeliveryError
 from rest_consumer.core.mapping import RequestSpec
 from rest_consumer.core.records import Outcome, Pending
@@ -39,6 +39,9 @@ class Batch(Pending):
     """One request carrying several records (``members``)."""
 
     members: tuple[Pending, ...] = ()
+    failure: str | None = None
+    """Why the batch's body could not be made (its ``wrap`` failed): not sent, each record a
+    dead letter."""
 
 
 class Batcher:
@@ -58,7 +61,7 @@ class Batcher:
         self.retry_statuses = retry_statuses
         self.max_retries = max_retries
 
-    def batches(self, items: list[Pending]) -> list[Pending]:
+    def batches(self, items: list[Pending]) -> list[Batch]:
         """``items`` as batches (in order), each of records that share a request's shape."""
         groups: dict[tuple[Any, ...], list[list[Pending]]] = {}
         order: list[list[Pending]] = []
@@ -82,17 +85,28 @@ class Batcher:
         keys = sorted(m.request.headers.get("Idempotency-Key", "") for m in members)
         headers["Idempotency-Key"] = (f"{self.job_id}:batch:"
                                       + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32])
+        failure = None
         if self.ndjson:
             body = b"\n".join(bodies) + b"\n"
             headers["Content-Type"] = NDJSON
         else:
-            wrapped = self.wrap.search({"records": [json.loads(b) for b in bodies],
-                                        "constant": self.constant})
-            body = _ENCODER.encode(wrapped).encode()
+            try:
+                wrapped = self.wrap.search({"records": [json.loads(b) for b in bodies],
+                                            "constant": self.constant})
+                body = _ENCODER.encode(wrapped).encode()
+            except EXPRESSION_ERRORS as e:
+                body, failure = b"", f"request_batch.wrap failed: {type(e).__name__}: {e}"[:300]
         request = dataclasses.replace(first.request, headers=headers, body=body)
         if self.ordered:  # one chain for them all (``lanes``: chains are per position, entity)
-            return Batch(0, first.message, -1, request, None, _ORDERED, members=tuple(members))
-        return Batch(first.position, first.message, -1, request, None, members=tuple(members))
+            return Batch(0, first.message, -1, request, None, _ORDERED, members=tuple(members),
+                         failure=failure)
+        return Batch(first.position, first.message, -1, request, None, members=tuple(members),
+                     failure=failure)
+
+    def unsendable(self, batch: Batch) -> list[tuple[Pending, Outcome]]:
+        """A batch whose body could not be made: each record a dead letter saying why."""
+        return [(m, Outcome.dead(m.index, batch.failure or "", request=m.request,
+                                 record_id=m.record_id)) for m in batch.members]
 
     def outcomes(self, batch: Batch, outcome: Outcome) -> list[tuple[Pending, Outcome]]:
         """Each record's outcome from its batch's."""
