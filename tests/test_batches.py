@@ -31,7 +31,8 @@ def job(**fields: Any) -> dict[str, Any]:
 def pending(compiled: CompiledJob, records: list[dict[str, Any]]) -> list[Pending]:
     items = []
     for i, record in enumerate(records):
-        message = TaskMessage("people", 0, i, None, b"{}", 1000)
+        trace = f"00-{i:032x}-{i:016x}-01".encode()  # every message its own trace
+        message = TaskMessage("people", 0, i, None, b"{}", 1000, (("traceparent", trace),))
         prepared = compiled.prepare(None, record, message.meta(0),
                                     message.idempotency_key(compiled.id, 0))
         assert prepared.request is not None
@@ -43,7 +44,7 @@ def pending(compiled: CompiledJob, records: list[dict[str, Any]]) -> list[Pendin
 def batcher(compiled: CompiledJob) -> Batcher:
     return Batcher(compiled.job["request_batch"], compiled.id, compiled.constant,
                    compiled.ordered, compiled.job.get("item_results"),
-                   compiled.retry_statuses, compiled.max_retries)
+                   compiled.retry_statuses, compiled.max_retries, compiled.forwarding)
 
 
 def delivered(batch: Batch, status: int, body: Any) -> Outcome:
@@ -55,7 +56,8 @@ def test_twenty_patients_make_one_valid_fhir_batch_bundle() -> None:
                                request_batch={"wrap": BUNDLE_WRAP}))
     records = [{"id": f"p{i}", "family": f"F{i}"} for i in range(20)]
     batches = batcher(compiled).batches(pending(compiled, records))
-    assert len(batches) == 1
+    assert len(batches) == 1  # their traceparents differ: forwarded headers do not split
+    assert batches[0].request.headers["traceparent"] == f"00-{0:032x}-{0:016x}-01"
     bundle = Bundle.model_validate(json.loads(batches[0].request.body))
     assert [e.request.url for e in bundle.entry] == [f"Patient/p{i}" for i in range(20)]
     assert batches[0].request.headers["Content-Type"] == "application/fhir+json"
@@ -151,6 +153,8 @@ def test_batch_fields_are_checked_at_save() -> None:
                                        item_results={"errors": "a"})
     assert "item_results.key" in fields_of(json_body=["id"], request_batch={},
                                            item_results={"errors": "a", "key": "nope"})
+    assert "request_batch" in fields_of(body="{id: msg.id}", request_batch={},
+                                        content_type="application/x-www-form-urlencoded")
 
 
 def test_a_wrap_that_fails_makes_each_record_a_dead_letter_not_a_crash() -> None:

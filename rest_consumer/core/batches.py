@@ -23,7 +23,13 @@ from typing import Any
 
 import jmespath
 
-from rest_consumer.core.bodies import EXPRESSION_ERRORS, ItemFailure, ItemResults, answer_body
+from rest_consumer.core.bodies import (
+    EXPRESSION_ERRORS,
+    Forwarding,
+    ItemFailure,
+    ItemResults,
+    answer_body,
+)
 from rest_consumer.core.errors import PermanentDeliveryError
 from rest_consumer.core.mapping import RequestSpec
 from rest_consumer.core.records import Outcome, Pending
@@ -49,7 +55,8 @@ class Batcher:
 
     def __init__(self, spec: dict[str, Any], job_id: str, constant: dict[str, Any],
                  ordered: bool, item_results: dict[str, Any] | None = None,
-                 retry_statuses: frozenset[int] = frozenset(), max_retries: int = 0) -> None:
+                 retry_statuses: frozenset[int] = frozenset(), max_retries: int = 0,
+                 forwarding: Forwarding | None = None) -> None:
         self.max_records = int(spec.get("max_records", 100))
         self.max_bytes = int(spec.get("max_bytes", 1024 * 1024))
         self.ndjson = spec.get("format", "json") == "ndjson"
@@ -60,23 +67,31 @@ class Batcher:
         self.results = ItemResults(item_results) if item_results else None
         self.retry_statuses = retry_statuses
         self.max_retries = max_retries
+        self.forwarding = forwarding or Forwarding(())
+        """Forwarded Kafka headers (a ``traceparent`` differs per message) do not split
+        batches; a batch carries its first record's."""
 
     def batches(self, items: list[Pending]) -> list[Batch]:
-        """``items`` as batches (in order), each of records that share a request's shape."""
-        groups: dict[tuple[Any, ...], list[list[Pending]]] = {}
+        """``items`` as batches (in order), each of records that share a request's shape
+        (method, URL, headers but the forwarded ones and ``Idempotency-Key``)."""
+        open_chunks: dict[tuple[Any, ...], tuple[list[Pending], list[int]]] = {}
         order: list[list[Pending]] = []
         for item in items:
-            chunks = groups.setdefault(_shape(item.request), [])
-            if not chunks or not self._fits(chunks[-1], item):
-                chunks.append([])
-                order.append(chunks[-1])
-            chunks[-1].append(item)
+            shape = self._shape(item.request)
+            size = len(item.request.body or b"") + 1
+            chunk, used = open_chunks.get(shape, ([], [0]))
+            if not chunk or len(chunk) >= self.max_records or used[0] + size > self.max_bytes:
+                chunk, used = open_chunks[shape] = ([], [0])
+                order.append(chunk)
+            chunk.append(item)
+            used[0] += size
         return [self._batch(members) for members in order]
 
-    def _fits(self, chunk: list[Pending], item: Pending) -> bool:
-        size = sum(len(m.request.body or b"") + 1 for m in chunk)
-        return (len(chunk) < self.max_records
-                and size + len(item.request.body or b"") + 1 <= self.max_bytes)
+    def _shape(self, request: RequestSpec) -> tuple[Any, ...]:
+        headers = tuple(sorted((k, v) for k, v in request.headers.items()
+                               if k != "Idempotency-Key" and not self.forwarding.matches(k)))
+        return (request.method, request.url, headers,
+                tuple(sorted(request.secret_headers.items())))
 
     def _batch(self, members: list[Pending]) -> Batch:
         first = members[0]
@@ -135,13 +150,6 @@ def _as_member(outcome: Outcome, member: Pending) -> Outcome:
     return dataclasses.replace(outcome, index=member.index, record_id=member.record_id,
                                request=member.request if outcome.request else None,
                                answer=None)
-
-
-def _shape(request: RequestSpec) -> tuple[Any, ...]:
-    headers = tuple(sorted((k, v) for k, v in request.headers.items()
-                           if k != "Idempotency-Key"))
-    secret = tuple(sorted(request.secret_headers.items()))
-    return request.method, request.url, headers, secret
 
 
 def _excerpt(body: bytes) -> str:

@@ -72,16 +72,23 @@ def _typed(job: dict[str, Any], field: str, kind: type) -> Any:
 
 def _batch_problems(job: dict[str, Any]) -> Iterator[tuple[str, str]]:
     batch = job.get("request_batch")
-    results = job.get("item_results")
-    if isinstance(batch, dict) and "body" not in job and "json_body" not in job:
-        yield "request_batch", "needs a body (body or json_body) for each record"
-    if isinstance(batch, dict) and isinstance(batch.get("wrap"), str):
-        if message := expression_problem(batch["wrap"]):
+    if isinstance(batch, dict):
+        if "body" not in job and "json_body" not in job:
+            yield "request_batch", "needs a body (body or json_body) for each record"
+        if batch.get("format", "json") == "json" and str(
+                job.get("content_type", "")).lower() == FORM:
+            yield "request_batch", f"a json batch cannot wrap {FORM} bodies"
+        if isinstance(batch.get("wrap"), str) and (message := expression_problem(batch["wrap"])):
             yield "request_batch.wrap", message
-    if not isinstance(results, dict):
-        return
-    if not isinstance(batch, dict):
-        yield "item_results", "needs request_batch"
+    results = job.get("item_results")
+    if isinstance(results, dict):
+        if not isinstance(batch, dict):
+            yield "item_results", "needs request_batch"
+        yield from _item_results_problems(results, _typed(job, "datamap", dict))
+
+
+def _item_results_problems(results: dict[str, Any],
+                           datamap: dict[str, Any]) -> Iterator[tuple[str, str]]:
     modes = [{"items", "ok"} <= set(results), {"errors", "key"} <= set(results)]
     if modes.count(True) != 1 or len(results) != 2:
         yield "item_results", 'give either "items" and "ok", or "errors" and "key"'
@@ -89,7 +96,7 @@ def _batch_problems(job: dict[str, Any]) -> Iterator[tuple[str, str]]:
         if isinstance(results.get(name), str) and (message := expression_problem(results[name])):
             yield f"item_results.{name}", message
     key = results.get("key")
-    if isinstance(key, str) and key not in _typed(job, "datamap", dict):
+    if isinstance(key, str) and key not in datamap:
         yield "item_results.key", f"{key!r} is not a datamap key"
 
 
@@ -140,6 +147,9 @@ class Forwarding:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = [p.lower() for p in patterns]
 
+    def matches(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name.lower(), p) for p in self.patterns)
+
     def headers(self, kafka_headers: dict[str, Any]) -> dict[str, str]:
         """The matching headers whose values HTTP can carry (Latin-1, no line break)."""
         if not self.patterns:
@@ -148,7 +158,7 @@ class Forwarding:
         for name, value in kafka_headers.items():
             if not isinstance(value, str) or "\r" in value or "\n" in value:
                 continue
-            if any(fnmatch.fnmatchcase(name.lower(), p) for p in self.patterns):
+            if self.matches(name):
                 try:
                     value.encode("latin-1")
                 except UnicodeEncodeError:

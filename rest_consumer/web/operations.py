@@ -141,7 +141,8 @@ def preview(job_id: str) -> Response:
     if job.job.get("request_batch") is None:
         return jsonify(requests=[view for view, _ in shown])
     items = [item for _, item in shown if item is not None]
-    batcher = Batcher(job.job["request_batch"], job.id, job.constant, job.ordered)
+    batcher = Batcher(job.job["request_batch"], job.id, job.constant, job.ordered,
+                      forwarding=job.forwarding)
     return jsonify(requests=[view for view, _ in shown], batches=[
         {"records": [m.index for m in batch.members], "request": batch.request.public(),
          **({"error": batch.failure} if batch.failure else {})}

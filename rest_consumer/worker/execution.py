@@ -98,7 +98,7 @@ class WorkerContext:
         if cached is None or cached[0] != job.hash:
             cached = self._batchers[job.id] = (job.hash, Batcher(
                 spec, job.id, job.constant, job.ordered, job.job.get("item_results"),
-                job.retry_statuses, job.max_retries))
+                job.retry_statuses, job.max_retries, job.forwarding))
         return cached[1]
 
 
