@@ -16,6 +16,7 @@ from rest_consumer.core.errors import MappingError, PermanentDeliveryError
 from rest_consumer.core.jobs import validate
 from rest_consumer.core.mapping import CompiledJob
 from rest_consumer.core.messages import TaskMessage
+from rest_consumer.worker import execution
 
 PATIENT_BODY = """{
   resourceType: 'Patient',
@@ -137,3 +138,21 @@ def test_the_shipped_fhir_example_sends_valid_patients() -> None:
                                              "phones": [], "gender": "male"})
     patient = Patient.model_validate(json.loads(request.body))
     assert patient.id == "p-2" and patient.birthDate is None
+
+
+def test_a_tombstone_is_skipped_or_deleted_as_the_job_says_and_a_letter_without() -> None:
+    message = TaskMessage("people", 0, 9, b"p-9", None, 1000)
+    for on_tombstone, expected in (("skip", ("skipped", None)), ("delete", (None, "DELETE"))):
+        compiled = CompiledJob(job(datamap={"key": "$.meta.key"},
+                                   url="http://127.0.0.1:8080/Patient/{key}",
+                                   on_tombstone=on_tombstone))
+        outcomes: list[Any] = []
+        pending: list[Any] = []
+        execution._prepare_tombstone(compiled, 0, message, outcomes, pending)
+        kind = outcomes[0].kind if outcomes else None
+        method = pending[0].request.method if pending else None
+        assert (kind, method) == expected
+    deleted = pending[0].request
+    assert deleted.url.endswith("/Patient/p-9") and deleted.body is None
+    assert "Content-Type" not in deleted.headers
+    assert CompiledJob(job()).on_tombstone is None  # then a dead letter, as before

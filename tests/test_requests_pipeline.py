@@ -105,3 +105,23 @@ def test_a_fhir_batch_bundle_is_read_per_entry_and_no_accepted_entry_is_sent_twi
     assert [letter["record_id"] for letter in letters] == ["p3"]
     assert "422" in letters[0]["reason"]
     assert counters(real_redis)["delivered"] == 19
+
+
+def test_a_tombstone_becomes_a_delete_of_its_key(pipeline: Any, endpoint: Any,
+                                                 real_redis: redis.Redis) -> None:
+    # Given a job that deletes on tombstones, a person and then its tombstone (same key)
+    topic = "requests.tombstone"
+    pipeline.create_topic(topic)
+    JobStore(real_redis, LOOPBACK).upsert("people", import_job(
+        endpoint, topic, type="PUT", datamap={"id": "$.msg.id", "key": "$.meta.key"},
+        url=endpoint.url + "/people/{key}", json_body=["id"], on_tombstone="delete"))
+    pipeline.produce(topic, [json.dumps({"id": "p1"}).encode()], key=b"p1")
+    pipeline.produce(topic, [None], key=b"p1")
+    pipeline.start_worker()
+    pipeline.start_reader()
+    wait_for(lambda: len(endpoint.received) == 2, 60, what="the PUT and the DELETE")
+    wait_for(lambda: committed(real_redis), 30, what="everything final")
+    # Then the tombstone went as a DELETE of its key, without a body, and nothing is a letter
+    assert sorted((r.method, r.path, r.body) for r in endpoint.received) == [
+        ("DELETE", "/people/p1", b""), ("PUT", "/people/p1", b'{"id": "p1"}')]
+    assert dead_letters(pipeline, real_redis) == []

@@ -7,7 +7,7 @@ import json
 import re
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -131,7 +131,9 @@ class CompiledJob:
         self._maskers: dict[str, Masker] = {}
 
     def _compile_body_and_answer(self, job: Job) -> None:
-        """``body``, ``content_type``, ``forward_headers`` and ``success_when`` (``bodies``)."""
+        """``body``, ``content_type``, ``forward_headers``, ``success_when`` (``bodies``) and
+        ``on_tombstone``."""
+        self.on_tombstone: str | None = job.get("on_tombstone")
         self.content_type = str(setting(job, "content_type"))
         self.body = (Body(job["body"], setting(job, "body_nulls") == "keep", self.content_type)
                      if job.get("body") else None)
@@ -235,6 +237,16 @@ class CompiledJob:
         values = self.evaluate(schema, governed, meta)
         document = self._document(schema, governed, meta)
         return Prepared(self.build(values, idempotency_key, document), values)
+
+
+    def prepare_tombstone(self, meta: dict[str, Any], idempotency_key: str) -> Prepared:
+        """A tombstone's ``DELETE`` (``on_tombstone: delete``): the datamap over its meta
+        (``msg`` is null), the URL and headers as for any record, no body."""
+        document = self._document(None, None, meta)
+        values = self.evaluate(None, None, meta)
+        request = self.build(values, idempotency_key, document)
+        headers = {k: v for k, v in request.headers.items() if k != "Content-Type"}
+        return Prepared(replace(request, method="DELETE", headers=headers, body=None), values)
 
 
 @dataclass(frozen=True)

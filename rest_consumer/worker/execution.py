@@ -248,6 +248,9 @@ def _prepare_all(ctx: WorkerContext, job: CompiledJob, messages: list[TaskMessag
 
 def _prepare(ctx: WorkerContext, job: CompiledJob, position: int, message: TaskMessage,
              outcomes: list[Outcome], pending: list[Pending]) -> None:
+    if message.value is None and job.on_tombstone is not None:
+        _prepare_tombstone(job, position, message, outcomes, pending)
+        return
     try:
         decoded = decode(message.value, ctx.settings.decode_limits)
     except DecodeError as e:
@@ -284,6 +287,23 @@ def _prepare(ctx: WorkerContext, job: CompiledJob, position: int, message: TaskM
                                    prepared.record_id,
                                    job.record_key(decoded.schema, decoded.records[index]),
                                    prepared.values))
+
+
+def _prepare_tombstone(job: CompiledJob, position: int, message: TaskMessage,
+                       outcomes: list[Outcome], pending: list[Pending]) -> None:
+    """A tombstone (null value) of a job that says what to do with one: skipped, or a
+    ``DELETE``. A job without ``on_tombstone`` dead-letters it, as before."""
+    if job.on_tombstone == "skip":
+        outcomes.append(Outcome.skipped(0))
+        return
+    try:
+        prepared = job.prepare_tombstone(message.meta(0), message.idempotency_key(job.id, 0))
+    except MappingError as e:
+        outcomes.append(Outcome.dead(0, f"mapping: {e}"))
+        return
+    assert prepared.request is not None
+    pending.append(Pending(position, message, 0, prepared.request, prepared.record_id,
+                           values=prepared.values))
 
 
 def _conclude(job: CompiledJob, message: TaskMessage, outcomes: list[Outcome],
