@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +23,23 @@ from rest_consumer.worker import claims
 from rest_consumer.worker.claims import TaskClaims
 
 
+@pytest.fixture(autouse=True)
+def stopped_after_the_test() -> Iterator[None]:
+    """Every TaskClaims a test makes stops renewing when the test ends (its Redis may not
+    outlive the session, and a renewer that cannot reach it says so)."""
+    yield
+    while MADE:
+        MADE.pop().leases.stop()
+
+
+MADE: list[TaskClaims] = []
+
+
+def claims_of(client: redis.Redis) -> TaskClaims:
+    MADE.append(TaskClaims(client, 60))
+    return MADE[-1]
+
+
 def claim(claims_: TaskClaims, task_id: str) -> bool:
     trip = RoundTrip(claims_.redis)
     lease = claims_.queue_claim(trip, task_id)
@@ -29,7 +47,7 @@ def claim(claims_: TaskClaims, task_id: str) -> bool:
 
 
 def test_a_task_id_is_claimed_once_then_done(real_redis: redis.Redis) -> None:
-    first, second = TaskClaims(real_redis, 60), TaskClaims(real_redis, 60)
+    first, second = claims_of(real_redis), claims_of(real_redis)
     assert claim(first, "t1")
     assert not claim(second, "t1")  # running elsewhere
     pipe = real_redis.pipeline()
@@ -40,7 +58,7 @@ def test_a_task_id_is_claimed_once_then_done(real_redis: redis.Redis) -> None:
 
 
 def test_an_abandoned_run_lets_the_redelivered_copy_run(real_redis: redis.Redis) -> None:
-    first, second = TaskClaims(real_redis, 60), TaskClaims(real_redis, 60)
+    first, second = claims_of(real_redis), claims_of(real_redis)
     assert claim(first, "t2")
     first.abandon("t2")
     assert claim(second, "t2")
@@ -50,7 +68,7 @@ def test_a_live_run_keeps_its_claim_and_a_dead_ones_lapses(
         real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(claims, "LEASE_SECONDS", 0.6)
     monkeypatch.setattr(claims, "RENEW_EVERY_SECONDS", 0.1)
-    alive, other = TaskClaims(real_redis, 60), TaskClaims(real_redis, 60)
+    alive, other = claims_of(real_redis), claims_of(real_redis)
     assert claim(alive, "t3")
     time.sleep(1.5)  # beyond the lease: renewed by the living worker's thread
     assert not claim(other, "t3")
