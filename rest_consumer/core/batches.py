@@ -112,11 +112,10 @@ class Batcher:
             except EXPRESSION_ERRORS as e:
                 body, failure = b"", f"request_batch.wrap failed: {type(e).__name__}: {e}"[:300]
         request = dataclasses.replace(first.request, headers=headers, body=body)
-        if self.ordered:  # one chain for them all (``lanes``: chains are per position, entity)
-            return Batch(0, first.message, -1, request, None, _ORDERED, members=tuple(members),
-                         failure=failure)
-        return Batch(first.position, first.message, -1, request, None, members=tuple(members),
-                     failure=failure)
+        # Ordered: one chain for them all (``lanes`` chains items by position and entity).
+        position, entity = (0, _ORDERED) if self.ordered else (first.position, None)
+        return Batch(position, first.message, -1, request, None, entity,
+                     members=tuple(members), failure=failure)
 
     def unsendable(self, batch: Batch) -> list[tuple[Pending, Outcome]]:
         """A batch whose body could not be made: each record a dead letter saying why."""

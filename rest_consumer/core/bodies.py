@@ -29,6 +29,13 @@ from jmespath.exceptions import JMESPathError, ParseError
 
 from rest_consumer.core.errors import MappingError
 
+# Headers that always carry credentials: they belong in secret_headers, never shown.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+# Headers that frame the request or choose its virtual host: the client sets them, never a job.
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te",
+                              "upgrade", "expect", "trailer", "keep-alive"})
+_NOT_FORWARDED = RESERVED_HEADERS | CREDENTIAL_HEADERS | {"idempotency-key", "content-type"}
+"""Headers the job's own request sets: a Kafka header never replaces them."""
 DEFAULT_CONTENT_TYPE = "application/json"
 FORM = "application/x-www-form-urlencoded"
 DEFAULT_FORWARDED = ("traceparent",)
@@ -40,9 +47,8 @@ _NO_VALUE: tuple[Any, ...] = (None, False, "", [], {})
 """What JMESPath counts as false."""
 
 
-def problems(job: dict[str, Any], reserved: frozenset[str]) -> Iterator[tuple[str, str]]:
-    """(field, message) for each problem of the fields above; ``reserved``: header names a
-    job may not send (the HTTP client's, credentials)."""
+def problems(job: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field, message) for each problem of the fields above."""
     for field in ("body", "success_when"):
         expression = job.get(field)
         if isinstance(expression, str) and (message := expression_problem(expression)):
@@ -59,8 +65,8 @@ def problems(job: dict[str, Any], reserved: frozenset[str]) -> Iterator[tuple[st
         if not isinstance(pattern, str):
             continue
         name = pattern.lower()
-        if name.rstrip("*") in reserved or name.startswith("proxy-") or name in job_headers \
-                or name in ("idempotency-key", "content-type"):
+        if (name.rstrip("*") in _NOT_FORWARDED or name.startswith("proxy-")
+                or name in job_headers):
             yield f"forward_headers.{i}", "is set by the job or the HTTP client: not forwarded"
 
 

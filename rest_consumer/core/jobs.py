@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import re
 import string
@@ -17,6 +18,7 @@ from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 
 from rest_consumer.core import bodies, destinations, signing, sources, tls
+from rest_consumer.core.bodies import CREDENTIAL_HEADERS, RESERVED_HEADERS
 from rest_consumer.core.config import DEFAULT_CONSUMER_GROUP_PREFIX
 from rest_consumer.core.destinations import Allowlist
 from rest_consumer.core.errors import JobValidationError
@@ -47,11 +49,6 @@ GENERATED_FIELDS = ("modified", "hash")
 # What the API adds when it shows a job; ignored on input so a GET can be POSTed back as is.
 VIEW_FIELDS = ("state", "reason")
 _PLACEHOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Headers that always carry credentials: they belong in secret_headers, never shown.
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-# Headers that frame the request or choose its virtual host: the client sets them, never a job.
-RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te",
-                              "upgrade", "expect", "trailer", "keep-alive"})
 
 
 def prepare(doc: Any, job_id: str, stored: Job | None,
@@ -159,11 +156,10 @@ def _semantic_problems(job: Job) -> Iterator[Problem]:
 def _identity_problems(job: Job) -> Iterator[Problem]:
     """Signing keys that are no keys; TLS PEMs that do not parse, match or hold now; bodies,
     media types, forwarded headers and answer checks that cannot work (``bodies``)."""
-    for field, message in bodies.problems(job, RESERVED_HEADERS | CREDENTIAL_HEADERS):
-        yield {"field": field, "message": message}
-    for field, message in signing.problems(_typed(job, "signing", dict)):
-        yield {"field": field, "message": message}
-    for field, message in tls.problems(_typed(job, "tls", dict)):
+    for field, message in itertools.chain(
+            bodies.problems(job),
+            signing.problems(_typed(job, "signing", dict)),
+            tls.problems(_typed(job, "tls", dict))):
         yield {"field": field, "message": message}
 
 

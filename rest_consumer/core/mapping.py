@@ -186,7 +186,9 @@ class CompiledJob:
 
     def evaluate(self, schema: Any, record: Any, meta: dict[str, Any]) -> dict[str, Any]:
         """Datamap values: no match -> key absent, one -> its value, several -> a list."""
-        document = self._document(schema, record, meta)
+        return self._values(self._document(schema, record, meta))
+
+    def _values(self, document: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for key, path in self.datamap:
             try:
@@ -234,16 +236,15 @@ class CompiledJob:
         governed = self.governed(schema, record, meta)
         if governed is SKIP:
             return Prepared(None, {})
-        values = self.evaluate(schema, governed, meta)
         document = self._document(schema, governed, meta)
+        values = self._values(document)
         return Prepared(self.build(values, idempotency_key, document), values)
-
 
     def prepare_tombstone(self, meta: dict[str, Any], idempotency_key: str) -> Prepared:
         """A tombstone's ``DELETE`` (``on_tombstone: delete``): the datamap over its meta
         (``msg`` is null), the URL and headers as for any record, no body."""
         document = self._document(None, None, meta)
-        values = self.evaluate(None, None, meta)
+        values = self._values(document)
         request = self.build(values, idempotency_key, document)
         headers = {k: v for k, v in request.headers.items() if k != "Content-Type"}
         return Prepared(replace(request, method="DELETE", headers=headers, body=None), values)
