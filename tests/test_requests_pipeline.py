@@ -1,5 +1,6 @@
 """Requests real systems accept, end to end (real Kafka, Redis, reader, worker): a DHIS2
-tracker import and a FHIR batch Bundle, each against a stand-in that enforces its format."""
+tracker import and a FHIR batch Bundle, each against a stand-in that enforces its format, a
+tombstone as a DELETE, and the answers read back from the responses topic."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Any
 
 import redis
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.patient import Patient
 from test_batches import BUNDLE_WRAP, DHIS2, PATIENT
 from test_pipeline import committed, counters, dead_letters
 
 from conftest import LOOPBACK
 from helpers import wait_for
+from rest_consumer.state import topics
+from rest_consumer.state.responses import topic_name as responses_topic
 from rest_consumer.state.store import JobStore
 
 
@@ -125,3 +129,97 @@ def test_a_tombstone_becomes_a_delete_of_its_key(pipeline: Any, endpoint: Any,
     assert sorted((r.method, r.path, r.body) for r in endpoint.received) == [
         ("DELETE", "/people/p1", b""), ("PUT", "/people/p1", b'{"id": "p1"}')]
     assert dead_letters(pipeline, real_redis) == []
+
+
+def responses(pipeline: Any, job_id: str = "people") -> list[Any]:
+    """The job's responses topic, oldest first, read from Kafka."""
+    prefix = pipeline.env["CONSUMER_GROUP_PREFIX"]
+    consumer = topics.reader(pipeline.kafka_config)
+    try:
+        topic = responses_topic(prefix, job_id)
+        _, high = topics.watermarks(consumer, topic)
+        return list(topics.read_range(consumer, topic, None, high))
+    finally:
+        consumer.close()
+
+
+def test_a_fhir_servers_answers_are_read_back_from_the_responses_topic(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given a job writing every response, and a FHIR server stand-in that assigns each
+    # Patient an id and refuses one with an OperationOutcome
+    topic = "requests.responses"
+    pipeline.create_topic(topic)
+
+    def fhir(request: Any, seen: int) -> Any:
+        patient = Patient.model_validate(request.json())
+        if patient.id == "p2":
+            return 422, {"Content-Type": "application/fhir+json"}, json.dumps(
+                {"resourceType": "OperationOutcome",
+                 "issue": [{"severity": "error", "code": "invalid"}]}).encode()
+        return 201, {"Content-Type": "application/fhir+json"}, json.dumps(
+            {"resourceType": "Patient", "id": f"srv-{patient.id}"}).encode()
+
+    endpoint.respond = fhir
+    JobStore(real_redis, LOOPBACK).upsert("people", import_job(
+        endpoint, topic, datamap={"id": "$.msg.id"}, body=PATIENT, responses="all",
+        url=endpoint.url + "/fhir/Patient?secret=s3cr3t-in-url",
+        content_type="application/fhir+json"))
+    pipeline.produce(topic, [json.dumps({"id": f"p{i}", "family": f"F{i}"}).encode()
+                             for i in range(4)], key=b"k")
+    # When the pipeline runs
+    pipeline.start_worker()
+    pipeline.start_reader()
+    wait_for(lambda: committed(real_redis), 60, what="everything final")
+    # Then each record's answer is in the responses topic, keyed as its source, with what
+    # it answers in the headers: the ids the server assigned, and the refusal
+    found = {}
+    for record in responses(pipeline):
+        headers = {k: (v or b"").decode() for k, v in record.headers() or []}
+        found[json.loads(headers["__rest_consumer.record_id"])] = (record.key(), headers,
+                                                                   json.loads(record.value()))
+    assert sorted(found) == ["p0", "p1", "p2", "p3"]
+    key, headers, answer = found["p1"]
+    assert key == b"k" and answer == {"resourceType": "Patient", "id": "srv-p1"}
+    assert headers["__rest_consumer.status"] == "201"
+    assert headers["__rest_consumer.outcome"] == "delivered"
+    assert headers["__rest_consumer.topic"] == topic
+    assert headers["__rest_consumer.attempts"] == "1"
+    assert float(headers["__rest_consumer.latency_ms"]) > 0
+    assert "s3cr3t" not in headers["__rest_consumer.url"]
+    _, headers, answer = found["p2"]
+    assert headers["__rest_consumer.outcome"] == "dead_letter"
+    assert headers["__rest_consumer.status"] == "422"
+    assert answer["resourceType"] == "OperationOutcome"
+    assert counters(real_redis)["responses"] == 4
+
+
+def test_a_batchs_responses_carry_each_records_own_item(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given a FHIR batch Bundle job that writes only its errors, and a server refusing one entry
+    topic = "requests.bundle_responses"
+    pipeline.create_topic(topic)
+
+    def fhir(request: Any, seen: int) -> Any:
+        bundle = Bundle.model_validate(request.json())
+        entries = [{"response": {"status": "400 Bad Request" if e.resource.id == "p1"
+                                 else "201 Created", "location": f"Patient/{e.resource.id}"}}
+                   for e in bundle.entry]
+        return 200, {}, json.dumps({"resourceType": "Bundle", "type": "batch-response",
+                                    "entry": entries}).encode()
+
+    endpoint.respond = fhir
+    JobStore(real_redis, LOOPBACK).upsert("people", import_job(
+        endpoint, topic, datamap={"id": "$.msg.id"}, body=PATIENT, responses="errors",
+        request_batch={"wrap": BUNDLE_WRAP},
+        item_results={"items": "body.entry", "ok": "starts_with(response.status, '2')"}))
+    pipeline.produce(topic, [json.dumps({"id": f"p{i}", "family": "F"}).encode()
+                             for i in range(5)])
+    pipeline.start_worker()
+    pipeline.start_reader()
+    wait_for(lambda: committed(real_redis), 60, what="everything final")
+    # Then only the refused record has a response, and its value is its own entry
+    written = responses(pipeline)
+    assert len(written) == 1
+    assert json.loads(written[0].value()) == {
+        "response": {"status": "400 Bad Request", "location": "Patient/p1"}}
+    assert len(endpoint.received) == 1

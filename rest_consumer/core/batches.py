@@ -56,7 +56,7 @@ class Batcher:
     def __init__(self, spec: dict[str, Any], job_id: str, constant: dict[str, Any],
                  ordered: bool, item_results: dict[str, Any] | None = None,
                  retry_statuses: frozenset[int] = frozenset(), max_retries: int = 0,
-                 forwarding: Forwarding | None = None) -> None:
+                 forwarding: Forwarding | None = None, answers: bool = False) -> None:
         self.max_records = int(spec.get("max_records", 100))
         self.max_bytes = int(spec.get("max_bytes", 1024 * 1024))
         self.ndjson = spec.get("format", "json") == "ndjson"
@@ -70,6 +70,8 @@ class Batcher:
         self.forwarding = forwarding or Forwarding(())
         """Forwarded Kafka headers (a ``traceparent`` differs per message) do not split
         batches; a batch carries its first record's."""
+        self.answers = answers
+        """Each record keeps its part of the answer (``responses``): its item, or the whole."""
 
     def batches(self, items: list[Pending]) -> list[Batch]:
         """``items`` as batches (in order), each of records that share a request's shape
@@ -125,13 +127,13 @@ class Batcher:
     def outcomes(self, batch: Batch, outcome: Outcome) -> list[tuple[Pending, Outcome]]:
         """Each record's outcome from its batch's."""
         if outcome.kind != "delivered" or self.results is None or outcome.answer is None:
-            return [(m, _as_member(outcome, m)) for m in batch.members]
+            return [(m, self._as_member(outcome, m)) for m in batch.members]
         status, headers, body = outcome.answer
         keys = [(m.values or {}).get(self.results.key or "") for m in batch.members]
-        failures = self.results.failures(status, headers, body, keys)
-        return [(m, _as_member(outcome, m) if failure is None
-                 else self._failed(m, failure, status, body))
-                for m, failure in zip(batch.members, failures, strict=True)]
+        read = self.results.read(status, headers, body, keys)
+        return [(m, self._as_member(outcome, m, item) if failure is None
+                 else self._failed(m, failure, status, _item_body(item, body)))
+                for m, (failure, item) in zip(batch.members, read, strict=True)]
 
     def _failed(self, member: Pending, failure: ItemFailure, status: int,
                 body: bytes) -> Outcome:
@@ -142,13 +144,23 @@ class Batcher:
         return Outcome.dead(member.index, failure.reason, request=member.request,
                             record_id=member.record_id,
                             error=PermanentDeliveryError(failure.reason, failure.status or status,
-                                                         _excerpt(body)))
+                                                         _excerpt(body), body))
+
+    def _as_member(self, outcome: Outcome, member: Pending, item: Any = None) -> Outcome:
+        """A record's share of its batch's outcome; with ``answers``, its part of the answer
+        (its item where ``item_results`` found one, else the whole)."""
+        answer = None
+        if self.answers and outcome.answer is not None:
+            status, headers, body = outcome.answer
+            answer = (status, headers, _item_body(item, body))
+        return dataclasses.replace(outcome, index=member.index, record_id=member.record_id,
+                                   request=member.request if outcome.request else None,
+                                   answer=answer)
 
 
-def _as_member(outcome: Outcome, member: Pending) -> Outcome:
-    return dataclasses.replace(outcome, index=member.index, record_id=member.record_id,
-                               request=member.request if outcome.request else None,
-                               answer=None)
+def _item_body(item: Any, body: bytes) -> bytes:
+    """A record's item as JSON, or the whole answer's body when it has none."""
+    return body if item is None else _ENCODER.encode(item).encode()
 
 
 def _excerpt(body: bytes) -> str:

@@ -197,17 +197,18 @@ class ItemResults:
         self.errors = jmespath.compile(spec["errors"]) if "errors" in spec else None
         self.key: str | None = spec.get("key")
 
-    def failures(self, status: int, headers: dict[str, str], body: bytes,
-                 keys: list[Any]) -> list[ItemFailure | None]:
+    def read(self, status: int, headers: dict[str, str], body: bytes,
+             keys: list[Any]) -> list[tuple[ItemFailure | None, Any]]:
         """Per record of the batch (``keys``: each record's ``key`` value): None when it
-        succeeded, else why, with its item's answer and status."""
+        succeeded, else why, with its item's status; and its item (``items``), or None."""
         document = {"status": status, "headers": headers, "body": answer_body(body)}
         try:
             if self.errors is not None:
-                return self._by_key(document, keys)
+                return [(failure, None) for failure in self._by_key(document, keys)]
             return self._by_item(document, len(keys))
         except EXPRESSION_ERRORS as e:
-            return [ItemFailure(f"item_results failed: {_first_line(e)[:200]}")] * len(keys)
+            return [(ItemFailure(f"item_results failed: {_first_line(e)[:200]}"), None)] * len(
+                keys)
 
     def _by_key(self, document: dict[str, Any], keys: list[Any]) -> list[ItemFailure | None]:
         assert self.errors is not None
@@ -216,16 +217,17 @@ class ItemResults:
         return [ItemFailure(f"item_results: the answer names {self.key} {json.dumps(k)} as "
                             "failed") if json.dumps(k) in failed else None for k in keys]
 
-    def _by_item(self, document: dict[str, Any], count: int) -> list[ItemFailure | None]:
+    def _by_item(self, document: dict[str, Any],
+                 count: int) -> list[tuple[ItemFailure | None, Any]]:
         assert self.items is not None and self.ok is not None
         items = self.items.search(document)
         if not isinstance(items, list) or len(items) != count:
             found = len(items) if isinstance(items, list) else "no list"
-            return [ItemFailure(f"item_results: the answer has {found} items for {count} "
-                                "records")] * count
-        return [None if _true(self.ok.search(item)) else ItemFailure(
-                    "item_results: not ok: " + _ENCODER.encode(item)[:500], _item_status(item))
-                for item in items]
+            return [(ItemFailure(f"item_results: the answer has {found} items for {count} "
+                                 "records"), None)] * count
+        return [(None if _true(self.ok.search(item)) else ItemFailure(
+                    "item_results: not ok: " + _ENCODER.encode(item)[:500], _item_status(item)),
+                 item) for item in items]
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ DEFAULT_VISIBILITY_TIMEOUT = 45.0
 # longer than the visibility timeout, so Celery redelivers first (DESIGN §4).
 DEFAULT_REDISPATCH_AFTER = 300.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_RESPONSE_MAX_BYTES = 64 * 1024
 MIN_PASSWORD_CHARS = 12
 MIN_TOKEN_CHARS = 16
 # Passwords shipped in examples and docs, or guessed first: refused whatever their length.
@@ -82,6 +83,8 @@ class Settings:
     fast_transport: bool = True
     """The broker's fast path (``broker``): off, plain ``send_task`` and kombu's own ack."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    response_max_bytes: int = DEFAULT_RESPONSE_MAX_BYTES
+    """The most of an answer's body a ``responses`` record keeps (job field ``responses``)."""
     log_level: str = "INFO"
     log_format: str = "text"
     # Aether governance defaults for jobs that set none (names as in Aether's consumer SDK).
@@ -162,6 +165,8 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
         worker_send_events=_boolean(env, "WORKER_SEND_EVENTS", True),
         fast_transport=_boolean(env, "FAST_TRANSPORT", True),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)),
+        response_max_bytes=int(_number(env, "RESPONSE_MAX_BYTES", DEFAULT_RESPONSE_MAX_BYTES,
+                                       int)),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
         **_governance(env),

@@ -44,11 +44,14 @@ class MappingError(RestConsumerError):
 class DeliveryError(RestConsumerError):
     """Base of the errors raised while sending a request."""
 
-    def __init__(self, reason: str, status: int | None = None, excerpt: str = "") -> None:
+    def __init__(self, reason: str, status: int | None = None, excerpt: str = "",
+                 body: bytes = b"") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.excerpt = excerpt
+        self.body = body
+        """The answer's body as read (for ``responses``); empty when there was none."""
 
 
 class RetryableDeliveryError(DeliveryError):
@@ -56,9 +59,9 @@ class RetryableDeliveryError(DeliveryError):
 
     def __init__(
         self, reason: str, status: int | None = None, excerpt: str = "",
-        retry_after: float | None = None,
+        retry_after: float | None = None, body: bytes = b"",
     ) -> None:
-        super().__init__(reason, status, excerpt)
+        super().__init__(reason, status, excerpt, body)
         self.retry_after = retry_after
 
 

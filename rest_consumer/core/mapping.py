@@ -132,8 +132,10 @@ class CompiledJob:
 
     def _compile_body_and_answer(self, job: Job) -> None:
         """``body``, ``content_type``, ``forward_headers``, ``success_when`` (``bodies``) and
-        ``on_tombstone``."""
+        ``on_tombstone`` and ``responses``."""
         self.on_tombstone: str | None = job.get("on_tombstone")
+        self.responses = str(setting(job, "responses"))
+        """Which final outcomes go to the responses topic: ``none``, ``errors`` or ``all``."""
         self.content_type = str(setting(job, "content_type"))
         self.body = (Body(job["body"], setting(job, "body_nulls") == "keep", self.content_type)
                      if job.get("body") else None)

@@ -47,7 +47,12 @@ class TaskMessage:
     replay: bool = False
     """A dead letter sent again: outside the reader's watermark, so it moves no offset."""
     letter_refusals: int = 0
-    """How often Kafka refused this message's dead letters (bounded: ``outcomes``)."""
+    """How often Kafka refused this message's dead letters or responses (bounded:
+    ``outcomes``)."""
+    responses: tuple[dict[str, Any], ...] = ()
+    """Responses records of its delivered records that Kafka has not taken yet, written by
+    the next run instead of sending those records again; JSON-safe, ``state.responses``
+    owns their keys."""
 
     @classmethod
     def from_kafka(cls, msg: Message) -> TaskMessage:
@@ -69,6 +74,8 @@ class TaskMessage:
             args["r"] = 1
         if self.letter_refusals:
             args["lr"] = self.letter_refusals
+        if self.responses:
+            args["rs"] = list(self.responses)
         return args
 
     @classmethod
@@ -81,7 +88,8 @@ class TaskMessage:
                        tuple((str(k), _unb64(v)) for k, v in args.get("h") or []),
                        int(args.get("a", 0)),
                        None if indexes is None else tuple(int(i) for i in indexes),
-                       bool(args.get("r")), int(args.get("lr", 0)))
+                       bool(args.get("r")), int(args.get("lr", 0)),
+                       tuple(dict(r) for r in args.get("rs") or []))
         except (KeyError, TypeError, binascii.Error) as e:
             raise ValueError(f"not a task message: {e}") from e
 
@@ -94,11 +102,12 @@ class TaskMessage:
 
     def original(self) -> TaskMessage:
         """The message as Kafka holds it: no attempt, every record, not a replay."""
-        return replace(self, attempt=0, indexes=None, replay=False, letter_refusals=0)
+        return replace(self, attempt=0, indexes=None, replay=False, letter_refusals=0,
+                       responses=())
 
     def as_replay(self, index: int | None) -> TaskMessage:
         """A dead letter sent again: one record (or all, for a message that failed whole)."""
-        return replace(self, attempt=0, replay=True, letter_refusals=0,
+        return replace(self, attempt=0, replay=True, letter_refusals=0, responses=(),
                        indexes=None if index is None else (index,))
 
     def describe(self) -> str:

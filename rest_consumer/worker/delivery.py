@@ -98,14 +98,15 @@ class Sender:
         if 200 <= status < 300 and (success_when is None or success_when.holds(
                 status, response.headers(), response.body)):
             return response
-        excerpt = response.body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
+        body = response.body
+        excerpt = body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
         if 200 <= status < 300 and success_when is not None:
             raise PermanentDeliveryError(f"success_when: {success_when.source!r} does not "
-                                         "hold of the answer", status, excerpt)
+                                         "hold of the answer", status, excerpt, body)
         if status in retry_statuses:
             raise RetryableDeliveryError(f"HTTP {status}", status, excerpt,
-                                         retry_after(response.retry_after))
-        raise PermanentDeliveryError(f"HTTP {status}", status, excerpt)
+                                         retry_after(response.retry_after), body)
+        raise PermanentDeliveryError(f"HTTP {status}", status, excerpt, body)
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
                  timeout: float, tls: TlsIdentity | None = None) -> Response:

@@ -29,6 +29,7 @@ from rest_consumer.core.messages import TaskMessage
 from rest_consumer.core.records import Outcome, Pending, log_failure
 from rest_consumer.state import outstanding
 from rest_consumer.state.deadletters import DeadLetterWriter
+from rest_consumer.state.responses import ResponseWriter
 from rest_consumer.state.retries import Retry, schedule
 from rest_consumer.state.store import JobStore
 from rest_consumer.state.topics import Refusal, TopicError
@@ -39,6 +40,7 @@ from rest_consumer.worker.oauth2 import TokenSource
 from rest_consumer.worker.outcomes import TaskOutcomes
 from rest_consumer.worker.permits import Permits
 from rest_consumer.worker.ratelimit import RateLimiter
+from rest_consumer.worker.responding import TaskResponses, write_responses
 from rest_consumer.worker.sending import send
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,9 @@ class WorkerContext:
         self.claims = TaskClaims(self.redis, 4 * settings.visibility_timeout)
         self.dead_letters = DeadLetterWriter(settings.kafka_client_config(),
                                              settings.consumer_group_prefix)
+        self.responses = ResponseWriter(settings.kafka_client_config(),
+                                        settings.consumer_group_prefix,
+                                        settings.response_max_bytes)
         self.lanes = Lanes(Permits(self.redis),
                            ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="send"))
         self.acks_own_messages = (settings.fast_transport
@@ -98,7 +103,8 @@ class WorkerContext:
         if cached is None or cached[0] != job.hash:
             cached = self._batchers[job.id] = (job.hash, Batcher(
                 spec, job.id, job.constant, job.ordered, job.job.get("item_results"),
-                job.retry_statuses, job.max_retries, job.forwarding))
+                job.retry_statuses, job.max_retries, job.forwarding,
+                answers=job.responses != "none"))
         return cached[1]
 
 
@@ -119,7 +125,8 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
     claim's done mark, the release of the permits the task still holds, and the task's own
     ack (``acks``) join it. Returns whether that ack removed the task's unacked record.
     """
-    messages = run.messages
+    answers = TaskResponses(job.responses)
+    messages = answers.carry(run.messages)
     soft_limit, hard_limit = ctx.settings.task_time_limits()
     started = time.monotonic()
     deadline = started + soft_limit
@@ -143,7 +150,11 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
     retries = [retry for position, message in enumerate(messages) if position not in deferred
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
     retries += [(messages[position], 0.0) for position in sorted(deferred)]
-    retries += _write_dead_letters(ctx, job.id, out)
+    for position, message in enumerate(messages):
+        answers.observe(message, outcomes[position])
+    lettered = _write_dead_letters(ctx, job.id, out)
+    answers.withdraw([message for message, _ in lettered])
+    retries = write_responses(ctx.responses, job.id, answers, out, retries + lettered)
     return _close(ctx, job, run, out, retries, permits, sent)
 
 
@@ -238,6 +249,8 @@ def _prepare_all(ctx: WorkerContext, job: CompiledJob, messages: list[TaskMessag
                  outcomes: dict[int, list[Outcome]], pending: list[Pending]) -> set[int]:
     """Decode and map every message; returns the positions of those not reached in time."""
     for position, message in enumerate(messages):
+        if message.indexes == ():  # back only for its responses (``responding``)
+            continue
         try:
             _prepare(ctx, job, position, message, outcomes[position], pending)
         except SoftTimeLimitExceeded:

@@ -101,12 +101,16 @@ class TaskOutcomes:
     def _unfinal(self, message: TaskMessage, indexes: list[int | None],
                  refused: bool) -> TaskMessage:
         """The message is not final after all: a retry of the records whose letters failed."""
-        offsets = self.final.get((message.topic, message.partition), [])
-        if message.offset in offsets:
-            offsets.remove(message.offset)
+        self.unfinal(message)
         again = message if None in indexes else message.retry(
             sorted(i for i in indexes if i is not None), failed=False)
         return replace(again, letter_refusals=message.letter_refusals + int(refused))
+
+    def unfinal(self, message: TaskMessage) -> None:
+        """The message is not final after all (something it must write was not written)."""
+        offsets = self.final.get((message.topic, message.partition), [])
+        if message.offset in offsets:
+            offsets.remove(message.offset)
 
     def write(self, pipe: Any) -> None:
         """Queue the Redis commands on ``pipe``; the caller executes it."""

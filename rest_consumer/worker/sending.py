@@ -35,10 +35,13 @@ def send(sender: Sender, limiter: RateLimiter, tokens: TokenSource, job: Compile
             return Outcome.deferred(item.index)
         started = time.perf_counter()
         response = _authorized_send(sender, tokens, job, item.request, timeout)
-        answer = ((response.status, response.headers(), response.body)
-                  if isinstance(item, Batch) else None)
-        return Outcome(item.index, "delivered", latency=time.perf_counter() - started,
-                       answer=answer)
+        latency = time.perf_counter() - started
+        if not isinstance(item, Batch) and job.responses != "all":
+            return Outcome(item.index, "delivered", latency=latency)
+        # read per record (``item_results``) or written to the responses topic
+        return Outcome(item.index, "delivered", latency=latency, request=item.request,
+                       record_id=item.record_id,
+                       answer=(response.status, response.headers(), response.body))
     except Throttled as e:
         return Outcome(item.index, "retry", retry_after=e.wait)
     except RetryableDeliveryError as e:
