@@ -72,6 +72,8 @@ class Settings:
     api_user: str = ""
     api_password: str = field(default="", repr=False)
     api_token: str = field(default="", repr=False)
+    metrics_token: str = field(default="", repr=False)
+    """A bearer token that reads ``/metrics`` only (a Prometheus scraper needs no admin)."""
     jobs_dir: Path = Path(DEFAULT_JOBS_DIR)
     consumer_group_prefix: str = DEFAULT_CONSUMER_GROUP_PREFIX
     reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
@@ -120,8 +122,11 @@ class Settings:
             problem = weak_secret_problem("API_PASSWORD", self.api_password, MIN_PASSWORD_CHARS)
             if problem:
                 return problem
-        if self.api_token:
-            return weak_secret_problem("API_TOKEN", self.api_token, MIN_TOKEN_CHARS)
+        if self.api_token and (problem := weak_secret_problem("API_TOKEN", self.api_token,
+                                                              MIN_TOKEN_CHARS)):
+            return problem
+        if self.metrics_token:
+            return weak_secret_problem("METRICS_TOKEN", self.metrics_token, MIN_TOKEN_CHARS)
         return None
 
 
@@ -151,6 +156,7 @@ def from_env(environ: Mapping[str, str] | None = None, dotenv: Path | None = Non
         api_user=env.get("API_USER", ""),
         api_password=env.get("API_PASSWORD", ""),
         api_token=env.get("API_TOKEN", ""),
+        metrics_token=env.get("METRICS_TOKEN", ""),
         jobs_dir=Path(env.get("JOBS_DIR") or DEFAULT_JOBS_DIR),
         consumer_group_prefix=env.get("CONSUMER_GROUP_PREFIX") or DEFAULT_CONSUMER_GROUP_PREFIX,
         reconcile_interval=_number(env, "RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL, float),

@@ -17,12 +17,25 @@ class ServiceError(RestConsumerError):
     """Raised when a local service (Redis, Kafka) cannot be started or reached."""
 
 
-class JobValidationError(RestConsumerError):
-    """Raised when a job document is invalid; ``problems`` lists every issue with its field."""
+class ValidationError(RestConsumerError):
+    """Raised when a document sent to the API is invalid; ``problems`` lists every issue
+    with its field."""
 
     def __init__(self, problems: list[dict[str, Any]]) -> None:
         super().__init__("; ".join(f"{p['field']}: {p['message']}" for p in problems))
         self.problems = problems
+
+
+class JobValidationError(ValidationError):
+    """Raised when a job document is invalid."""
+
+
+class UserNotFound(RestConsumerError):
+    """Raised when a name names no stored user."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no user named {name!r}")
+        self.name = name
 
 
 class JobNotFound(RestConsumerError):

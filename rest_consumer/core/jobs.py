@@ -45,7 +45,8 @@ SECRET_FIELDS: tuple[tuple[str, ...], ...] = (
     ("basic_auth", "password"), ("basic_auth", "pw"), ("token",), ("oauth2", "client_secret"),
     ("signing", "secret"), ("signing", "previous_secret"), ("tls", "client_key"),
 )
-GENERATED_FIELDS = ("modified", "hash")
+GENERATED_FIELDS = ("modified", "hash", "modified_by")
+"""Written by the store: ``modified_by`` names who saved, started or stopped the job."""
 # What the API adds when it shows a job; ignored on input so a GET can be POSTed back as is.
 VIEW_FIELDS = ("state", "reason")
 _PLACEHOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -12,7 +12,6 @@ import json
 import logging
 from typing import Any
 
-from rest_consumer.core.jobs import Job
 from rest_consumer.state.topics import DurableWriter, read_range, reader, watermarks
 
 log = logging.getLogger(__name__)
@@ -24,50 +23,59 @@ def topic_name(prefix: str) -> str:
     return f"{prefix}.jobs"
 
 
-class JobLog:
-    """Writes job changes to the jobs topic and reads the newest version of each back."""
+class KeyedLog:
+    """A compacted topic of JSON objects keyed by their ``id_field``: writes each change,
+    reads the newest version of each back (the jobs here, the API's users in ``users``)."""
 
-    def __init__(self, kafka_config: dict[str, Any], prefix: str) -> None:
+    def __init__(self, kafka_config: dict[str, Any], topic: str, id_field: str = "id") -> None:
         self.kafka_config = kafka_config
-        self.topic = topic_name(prefix)
+        self.topic = topic
+        self.id_field = id_field
         self._writer = DurableWriter(kafka_config)
 
-    def put(self, job: Job) -> None:
-        """Raises ``TopicError`` unless Kafka holds the job."""
-        self._write(job["id"], json.dumps(job, sort_keys=True).encode())
+    def put(self, record: dict[str, Any]) -> None:
+        """Raises ``TopicError`` unless Kafka holds the record."""
+        self._write(record[self.id_field], json.dumps(record, sort_keys=True).encode())
 
-    def tombstone(self, job_id: str) -> None:
-        self._write(job_id, None)
+    def tombstone(self, record_id: str) -> None:
+        self._write(record_id, None)
 
-    def _write(self, job_id: str, value: bytes | None) -> None:
+    def _write(self, record_id: str, value: bytes | None) -> None:
         self._writer.ensure_topic(self.topic, TOPIC_CONFIG)
-        self._writer.write(self.topic, [(job_id.encode(), value, [])])
+        self._writer.write(self.topic, [(record_id.encode(), value, [])])
 
-    def read(self) -> dict[str, Job]:
-        """The newest version of every job not deleted, by id."""
+    def read(self) -> dict[str, dict[str, Any]]:
+        """The newest version of every record not deleted, by id."""
         consumer = reader(self.kafka_config)
         try:
             _, high = watermarks(consumer, self.topic)
-            found: dict[str, Job] = {}
+            found: dict[str, dict[str, Any]] = {}
             for msg in read_range(consumer, self.topic, None, high):
-                job_id = (msg.key() or b"").decode("utf-8", "replace")
+                record_id = (msg.key() or b"").decode("utf-8", "replace")
                 value = msg.value()
                 if value is None:
-                    found.pop(job_id, None)
-                elif (job := _parsed(value, job_id)) is not None:
-                    found[job_id] = job
+                    found.pop(record_id, None)
+                elif (record := _parsed(value, self.id_field, record_id)) is not None:
+                    found[record_id] = record
                 else:
-                    log.error("the jobs topic holds a record at offset %s that is not a job "
-                              "keyed by its id; skipped", msg.offset())
+                    log.error("%s holds a record at offset %s that is not an object keyed by "
+                              "its %s; skipped", self.topic, msg.offset(), self.id_field)
             return found
         finally:
             consumer.close()
 
 
-def _parsed(value: bytes, job_id: str) -> Job | None:
-    """The job a record holds, or None when it is not a JSON object with the key's id."""
+class JobLog(KeyedLog):
+    """The jobs topic, ``<prefix>.jobs``."""
+
+    def __init__(self, kafka_config: dict[str, Any], prefix: str) -> None:
+        super().__init__(kafka_config, topic_name(prefix))
+
+
+def _parsed(value: bytes, id_field: str, record_id: str) -> dict[str, Any] | None:
+    """The object a record holds, or None when it is not a JSON object with the key's id."""
     try:
-        job = json.loads(value)
+        record = json.loads(value)
     except ValueError:
         return None
-    return job if isinstance(job, dict) and job.get("id") == job_id else None
+    return record if isinstance(record, dict) and record.get(id_field) == record_id else None

@@ -87,14 +87,17 @@ class JobStore:
         raws = self.redis.mget([keys.job(i) for i in ids])
         return [json.loads(raw) for raw in raws if raw]
 
-    def upsert(self, job_id: str, doc: Any) -> tuple[Job, bool]:
-        """Validate and store; returns the stored job and whether it was created."""
+    def upsert(self, job_id: str, doc: Any, by: str | None = None) -> tuple[Job, bool]:
+        """Validate and store; returns the stored job and whether it was created. ``by``:
+        who saves it (``modified_by``)."""
         digest = self.secret_digest
 
         def change(pipe: Any) -> tuple[Job, bool]:
             raw = pipe.get(keys.job(job_id))
             stored = json.loads(raw) if raw else None
             job = jobs.prepare(doc, job_id, stored, digest, self.allowlist, self.own_prefix)
+            if by is not None:
+                job["modified_by"] = by
             self._log(job)
             pipe.multi()
             self._write(pipe, job, stored)
@@ -154,7 +157,8 @@ class JobStore:
         log.error("job %s from the jobs topic is %s; restored stopped", job.get("id"), reason)
         return {**job, "enabled": False, "reason": reason}
 
-    def set_enabled(self, job_id: str, enabled: bool, reason: str | None = None) -> Job:
+    def set_enabled(self, job_id: str, enabled: bool, reason: str | None = None,
+                    by: str | None = None) -> Job:
         """Start or stop a job: set ``enabled`` and tell the readers.
 
         Stopping is never refused: a job stored under older rules (say, a narrower allowlist
@@ -170,6 +174,8 @@ class JobStore:
             if reason:  # shown with the stopped state (``status.job_state``)
                 kept["reason"] = reason
             job = jobs.stamp({**kept, "enabled": enabled}, self.secret_digest)
+            if by is not None:
+                job["modified_by"] = by
             self._log(job)
             pipe.multi()
             self._write(pipe, job, stored)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
 import math
 import threading
@@ -14,34 +11,49 @@ from typing import Any
 
 import redis
 from confluent_kafka import KafkaException
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from rest_consumer.core import config, jobs
 from rest_consumer.core.config import Settings
-from rest_consumer.core.errors import ConfigError, JobNotFound, JobValidationError
+from rest_consumer.core.errors import (
+    ConfigError,
+    JobNotFound,
+    JobValidationError,
+    UserNotFound,
+    ValidationError,
+)
 from rest_consumer.core.messages import TaskMessage
+from rest_consumer.state.audit import AuditLog
 from rest_consumer.state.jobfiles import load_job_files
 from rest_consumer.state.store import JobStore
 from rest_consumer.state.topics import TopicError
-from rest_consumer.web import csrf, metrics
+from rest_consumer.state.users import UserStore
+from rest_consumer.web import metrics
+from rest_consumer.web.auditing import record_change
+from rest_consumer.web.authn import Authenticator
 from rest_consumer.web.console import console
 from rest_consumer.web.openapi import openapi_document
 from rest_consumer.web.operations import dead_letter_queue, json_body, operations
+from rest_consumer.web.policy import authorize, principal, visible
 from rest_consumer.web.status import job_state
+from rest_consumer.web.users import users
 
 log = logging.getLogger(__name__)
 
-PUBLIC_ENDPOINTS = {"routes.healthz", "routes.readyz"}
 READY_CACHE_SECONDS = 2.0
 
 routes = Blueprint("routes", __name__)
 
 
 def create_app(settings: Settings | None = None, *, store: JobStore | None = None,
-               kafka_ready: Any = None, dispatch: Any = None, load_files: bool = True) -> Flask:
-    """The application factory; refuses to build an API nobody could authenticate to."""
+               kafka_ready: Any = None, dispatch: Any = None, load_files: bool = True,
+               user_store: UserStore | None = None) -> Flask:
+    """The application factory; refuses to build an API nobody could authenticate to.
+
+    A store without Kafka (``JobStore`` without a log: unit tests) gets users kept in Redis
+    only and an audit trail kept in memory; otherwise both live in their topics."""
     settings = settings or config.from_env()
     if (problem := settings.credential_problem()) is not None:
         raise ConfigError(problem)
@@ -50,19 +62,25 @@ def create_app(settings: Settings | None = None, *, store: JobStore | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = store or JobStore.for_settings(
         settings.redis_client(socket_timeout=5), settings)
+    kafka = settings.kafka_client_config() if store.log is not None else None
+    user_store = user_store or (UserStore.for_settings(store.redis, settings) if kafka
+                                else UserStore(store.redis, reserved=settings.api_user))
     app.extensions["rest_consumer"] = {
-        "settings": settings, "store": store,
+        "settings": settings, "store": store, "users": user_store,
+        "authenticator": Authenticator(settings, user_store),
+        "audit": AuditLog(kafka, settings.consumer_group_prefix),
         "kafka_ready": _at_most_every(READY_CACHE_SECONDS,
                                       kafka_ready or _kafka_ready_check(settings)),
         "dispatch": dispatch or _celery_dispatch(settings),
     }
-    app.before_request(_authenticate)
-    app.before_request(_refuse_forgery)
+    app.before_request(authorize)
     app.before_request(_ensure_jobs_loaded)
+    app.after_request(record_change)
     app.register_error_handler(Exception, _error_response)
     app.register_blueprint(routes)
     app.register_blueprint(operations)
     app.register_blueprint(console)
+    app.register_blueprint(users)
     if load_files:
         _load_files(store, settings)
     return app
@@ -105,7 +123,9 @@ def _store() -> JobStore:
 
 ERROR_STATUS: list[tuple[type[BaseException], int, str]] = [
     (JobValidationError, 400, "invalid job"),
+    (ValidationError, 400, "invalid request"),
     (JobNotFound, 404, "job not found"),
+    (UserNotFound, 404, "user not found"),
     (redis.RedisError, 503, "Redis is unavailable"),
     (OperationalError, 503, "the Celery broker is unavailable"),
     (TopicError, 503, "Kafka is unavailable"),
@@ -131,43 +151,8 @@ def _error_response(error: Exception) -> Any:
 
 def _ensure_jobs_loaded() -> None:
     """After Redis lost its data, the first request rebuilds the jobs from Kafka."""
-    if request.endpoint not in PUBLIC_ENDPOINTS and (restored := _store().ensure_loaded()):
+    if "principal" in g and (restored := _store().ensure_loaded()):
         log.warning("Redis had lost the jobs: %d restored from the jobs topic", restored)
-
-
-# --- authentication -----------------------------------------------------------------------
-
-def _authenticate() -> tuple[Response, int, dict[str, str]] | None:
-    if request.endpoint in PUBLIC_ENDPOINTS:
-        return None
-    if _credentials_match(_ext("settings"), request.headers.get("Authorization", "")):
-        return None
-    body = jsonify(error="unauthorized", details="admin credentials are required")
-    return body, 401, {"WWW-Authenticate": 'Basic realm="rest-consumer"'}
-
-
-def _refuse_forgery() -> tuple[Response, int] | None:
-    """After authentication: a browser's state-changing request must come from the console."""
-    if (problem := csrf.refusal(request, _ext("settings"))) is not None:
-        log.warning("refused %s %s: %s", request.method, request.path, problem)
-        return jsonify(error="forbidden", details=problem), 403
-    return None
-
-
-def _credentials_match(settings: Settings, header: str) -> bool:
-    scheme, _, value = header.partition(" ")
-    scheme = scheme.lower()
-    if scheme == "bearer" and settings.api_token:
-        return hmac.compare_digest(value.strip().encode(), settings.api_token.encode())
-    if scheme == "basic" and settings.api_user and settings.api_password:
-        try:
-            user, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
-        except (binascii.Error, ValueError):
-            return False
-        user_ok = hmac.compare_digest(user, settings.api_user.encode())
-        password_ok = hmac.compare_digest(password, settings.api_password.encode())
-        return user_ok and password_ok
-    return False
 
 
 # --- routes --------------------------------------------------------------------------------
@@ -191,7 +176,8 @@ def readyz() -> tuple[Response, int]:
     checks = {"redis": _check(lambda: _store().redis.ping()), "kafka": _check(_ext("kafka_ready"))}
     ready = all(v == "ok" for v in checks.values())
     body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
-    if _credentials_match(_ext("settings"), request.headers.get("Authorization", "")):
+    caller = _ext("authenticator").quietly(request.headers.get("Authorization", ""))
+    if caller is not None and caller.role == "admin":
         body["checks"] = checks
     for name, outcome in checks.items():
         if outcome != "ok":
@@ -245,12 +231,12 @@ def _kafka_ready_check(settings: Settings) -> Any:
 
 @routes.get("/jobs")
 def list_jobs() -> Response:
-    return jsonify([_shown(job) for job in _store().list()])
+    return jsonify([_shown(job) for job in visible(_store().list())])
 
 
 @routes.get("/jobs/<owner>")
 def list_owner_jobs(owner: str) -> Response:
-    return jsonify([_shown(job) for job in _store().list(owner)])
+    return jsonify([_shown(job) for job in visible(_store().list(owner))])
 
 
 @routes.get("/job/<job_id>")
@@ -260,15 +246,15 @@ def get_job(job_id: str) -> Response:
 
 @routes.post("/job/<job_id>")
 def upsert_job(job_id: str) -> tuple[Response, int]:
-    job, created = _store().upsert(job_id, json_body())
-    log.info("job %s %s by the API", job_id, "created" if created else "updated")
+    job, created = _store().upsert(job_id, json_body(), by=principal().name)
+    log.info("job %s %s by %s", job_id, "created" if created else "updated", principal().name)
     return jsonify(_shown(job)), 201 if created else 200
 
 
 @routes.delete("/job/<job_id>")
 def delete_job(job_id: str) -> Response:
     _store().delete(job_id)
-    log.info("job %s deleted by the API", job_id)
+    log.info("job %s deleted by %s", job_id, principal().name)
     try:
         dead_letter_queue(job_id).forget()
     except (TopicError, KafkaException) as e:
@@ -279,12 +265,12 @@ def delete_job(job_id: str) -> Response:
 
 @routes.post("/job/<job_id>/start")
 def start_job(job_id: str) -> Response:
-    return jsonify(_shown(_store().set_enabled(job_id, True)))
+    return jsonify(_shown(_store().set_enabled(job_id, True, by=principal().name)))
 
 
 @routes.post("/job/<job_id>/stop")
 def stop_job(job_id: str) -> Response:
-    return jsonify(_shown(_store().set_enabled(job_id, False)))
+    return jsonify(_shown(_store().set_enabled(job_id, False, by=principal().name)))
 
 
 @routes.get("/job_schema")
@@ -294,9 +280,9 @@ def job_schema() -> Response:
 
 @routes.get("/metrics")
 def prometheus_metrics() -> Response:
-    return Response(metrics.render(_store()), mimetype="text/plain; version=0.0.4")
+    return Response(metrics.render(_store(), visible), mimetype="text/plain; version=0.0.4")
 
 
 @routes.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(current_app.url_map))

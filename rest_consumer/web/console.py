@@ -20,6 +20,7 @@ from rest_consumer.state.topics import TopicError
 from rest_consumer.web import csrf
 from rest_consumer.web.operations import dead_letter_queue
 from rest_consumer.web.overview import snapshots
+from rest_consumer.web.policy import principal, visible
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,12 @@ def _protect(response: Response) -> Response:
 
 
 def _page(template: str, **context: Any) -> str:
-    settings = current_app.extensions["rest_consumer"]["settings"]
-    return render_template(template, csrf_token=csrf.token(settings),
-                           refresh_ms=REFRESH_SECONDS * 1000, **context)
+    """A page for the caller: its CSRF token, and only the controls its role may use."""
+    caller = principal()
+    return render_template(template, csrf_token=csrf.token(caller),
+                           refresh_ms=REFRESH_SECONDS * 1000, user=caller.name,
+                           role=caller.role, can_change=caller.may("change"),
+                           is_admin=caller.may("admin"), **context)
 
 
 @console.get("")
@@ -81,7 +85,7 @@ def job_rows() -> Response:
 
 def _rows(owner: str | None) -> dict[str, Any]:
     """Every job's row (or one owner's), read in one Redis round trip, and every owner."""
-    every = _store().list()
+    every = visible(_store().list())
     chosen = [job for job in every if owner is None or job.get("owner") == owner]
     rows = [snapshot.row() for snapshot in snapshots(_store().redis, chosen)]
     _index_dead_letters([row for row in rows if row["dead_letters"] is None])

@@ -6,8 +6,10 @@ Two checks, as Django makes them: the browser's own ``Origin`` / ``Sec-Fetch-Sit
 (a page cannot forge them) must say the request comes from this API's own origin, and the
 request must carry the console's token in ``X-CSRF-Token`` (a custom header, which a
 cross-site form cannot send and a cross-site script cannot without CORS, which the API never
-grants). The token is an HMAC of the API credentials: every API process derives the same one,
-and only a page served with the credentials shows it.
+grants). The token is per user: an HMAC of the user's name keyed by what only the server
+holds for that user (the bootstrap admin's password, a stored user's password hash), so every
+API process derives the same one, only a page served with that user's credentials shows it,
+and one user's token is worth nothing with another's credentials.
 
 Clients that are not browsers (curl, scripts: no ``Origin``, no ``Sec-Fetch-*``), and requests
 authenticated with the bearer token (which no browser sends by itself), are not concerned.
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 
 from flask import Request
 
-from rest_consumer.core.config import Settings
+from rest_consumer.web.authn import Principal
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 HEADER = "X-CSRF-Token"
@@ -30,13 +32,14 @@ SAME_ORIGIN = {"same-origin", "none"}
 """``Sec-Fetch-Site`` values of a request this origin's pages (or the user) made."""
 
 
-def token(settings: Settings) -> str:
-    """The console's token: the same in every API process, unguessable without the password."""
-    message = f"rest-consumer console csrf:{settings.api_user}".encode()
-    return hmac.new(settings.api_password.encode(), message, hashlib.sha256).hexdigest()
+def token(caller: Principal) -> str:
+    """The console's token for this user: the same in every API process, unguessable
+    without what the server holds for the user."""
+    message = f"rest-consumer console csrf:{caller.name}".encode()
+    return hmac.new(caller.csrf_key, message, hashlib.sha256).hexdigest()
 
 
-def refusal(request: Request, settings: Settings) -> str | None:
+def refusal(request: Request, caller: Principal) -> str | None:
     """Why this request must be refused as a possible forgery; None when it may go on."""
     if request.method in SAFE_METHODS or not _from_browser(request):
         return None
@@ -49,8 +52,8 @@ def refusal(request: Request, settings: Settings) -> str | None:
     if site is not None and site not in SAME_ORIGIN:
         return f"cross-site request refused: the browser says it comes from a {site} page"
     sent = request.headers.get(HEADER, "")
-    if not settings.api_password or not hmac.compare_digest(sent.encode(),
-                                                            token(settings).encode()):
+    if not caller.csrf_key or not hmac.compare_digest(sent.encode(),
+                                                      token(caller).encode()):
         return (f"a browser's request that changes state needs the console's {HEADER} "
                 "header (API clients outside a browser need none)")
     return None

@@ -3,7 +3,7 @@ renders them all, so one scrape covers every process on every machine."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client.core import (
@@ -21,16 +21,19 @@ from rest_consumer.state.throughput import LATENCY_BUCKETS
 from rest_consumer.web.overview import JobSnapshot, snapshots
 from rest_consumer.web.status import state_of
 
+JobFilter = Callable[[Iterable[dict[str, Any]]], list[dict[str, Any]]]
 
 class RedisCollector:
     """Collects every job's metrics from Redis at scrape time."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, shown: JobFilter | None = None) -> None:
         self.store = store
+        self.shown = shown or (lambda jobs: list(jobs))
+        """Which jobs the caller may see (``policy.visible``)."""
 
     def collect(self) -> Iterator[Metric]:
         client = self.store.redis
-        jobs = self.store.list()
+        jobs = self.shown(self.store.list())
         pipe = client.pipeline(transaction=False)
         for job in jobs:
             pipe.hgetall(keys.latency(job["id"]))
@@ -128,10 +131,10 @@ def _histogram(raw: dict[Any, Any]) -> tuple[list[tuple[str, float]], float]:
     return buckets, counts.get("sum", 0.0)
 
 
-def render(store: JobStore) -> bytes:
-    """The Prometheus text exposition of every job's metrics."""
+def render(store: JobStore, shown: JobFilter | None = None) -> bytes:
+    """The Prometheus text exposition of every job's metrics (those ``shown`` keeps)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
-    registry.register(RedisCollector(store))
+    registry.register(RedisCollector(store, shown))
     return generate_latest(registry)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from werkzeug.routing import Map
+
 from rest_consumer import __version__
 from rest_consumer.core import jobs
+from rest_consumer.web import policy
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True,
@@ -18,9 +21,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "invalid request", 401: "missing or wrong credentials",
-            403: "a browser's request not from the console (cross-site request forgery)",
-            404: "no such job",
-            413: "body too large", 415: "body is not JSON", 503: "Redis unavailable"}
+            403: "the caller's role may not do this, or a browser's request not from the "
+                 "console (cross-site request forgery)",
+            404: "no such job (or one of an owner the caller does not have)",
+            413: "body too large", 415: "body is not JSON", 429: "too many failed logins",
+            503: "Redis unavailable"}
     return {str(code): _json(_ERROR, text[code]) for code in codes}
 
 
@@ -141,8 +146,60 @@ def _console_paths() -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
-    """The whole OpenAPI document."""
+def _admin_paths() -> dict[str, Any]:
+    anything = {"type": "object"}
+    name = {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$"}}
+    user_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False, "properties": {
+            "role": {"enum": ["admin", "editor", "viewer"]},
+            "owners": {"type": "array", "items": {"type": "string"}},
+            "password": {"type": "string", "minLength": 12}}}}}}
+    user = {"$ref": "#/components/schemas/User"}
+    return {
+        "/users": {"get": _op("Every user (never a password or token hash)", {
+            "200": _json({"type": "array", "items": user}, "users"), **_errors(401, 403)})},
+        "/user/{name}": {
+            "parameters": [name],
+            "post": _op("Create or change a user (a change without password keeps it)",
+                        {"200": _json(user, "changed"), "201": _json(user, "created"),
+                         **_errors(400, 401, 403, 415)}, requestBody=user_body),
+            "delete": _op("Delete a user: its password and tokens stop working at once",
+                          {"200": _json(anything, "deleted"), **_errors(401, 403, 404)}),
+        },
+        "/user/{name}/token": {"parameters": [name], "post": _op(
+            "A new bearer token for the user, shown this once (only its hash is kept)",
+            {"200": _json(anything, "the token"), **_errors(401, 403, 404)})},
+        "/audit": {"get": _op(
+            "The audit trail, newest first: who changed what, when, from where",
+            {"200": _json({"type": "array", "items": anything}, "records"),
+             **_errors(400, 401, 403)},
+            parameters=[{"name": n, "in": "query", "schema": {"type": "string"}}
+                        for n in ("job", "user")] + [
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+    }
+
+
+def _with_roles(paths: dict[str, Any], url_map: Map | None) -> dict[str, Any]:
+    """Each operation's roles (``x-roles``, and said in its description), from ``policy``."""
+    if url_map is None:
+        return paths
+    for rule in url_map.iter_rules():
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        found = policy.rule_for(rule.endpoint)
+        for method in rule.methods or ():
+            operation = paths.get(path, {}).get(method.lower())
+            if operation is not None and found is not None:
+                roles = policy.ROLES_ALLOWED[found.action]
+                operation["x-roles"] = roles
+                scope = " (their owners' jobs only)" if found.scope != "none" else ""
+                operation["description"] = f"Who may: {roles}{scope}."
+    return paths
+
+
+def openapi_document(url_map: Map | None = None) -> dict[str, Any]:
+    """The whole OpenAPI document; with the app's ``url_map``, each operation's roles."""
     job_schema = {k: v for k, v in jobs.SCHEMA.items() if k not in ("$schema", "$id")}
     job_view = {**job_schema, "properties": {
         **job_schema["properties"],
@@ -153,8 +210,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "rest-consumer", "version": __version__,
                  "description": "Deliver Aether records from Apache Kafka to REST endpoints."},
         "security": [{"basic": []}, {"bearer": []}],
-        "paths": {**_service_paths(), **_job_paths(), **_operation_paths(),
-                  **_console_paths()},
+        "paths": _with_roles({**_service_paths(), **_job_paths(), **_operation_paths(),
+                              **_console_paths(), **_admin_paths()}, url_map),
         "components": {
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},
@@ -163,6 +220,11 @@ def openapi_document() -> dict[str, Any]:
                 "JobView": job_view,
                 "Error": {"type": "object", "required": ["error"], "properties": {
                     "error": {"type": "string"}, "details": {}}},
+                "User": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "role": {"enum": ["admin", "editor", "viewer"]},
+                    "owners": {"type": "array", "items": {"type": "string"}},
+                    "has_password": {"type": "boolean"}, "tokens": {"type": "integer"},
+                    "modified": {"type": "string"}, "modified_by": {"type": "string"}}},
             },
         },
     }

@@ -255,6 +255,8 @@ function jobPage() {
   const base = `${root}/job/${encodeURIComponent(jobId)}`;
   const letters = {next: null, shown: []};
   const $ = id => document.getElementById(id);
+  // Controls the caller's role may not use are not on the page at all.
+  const on = (id, type, handler) => { const node = $(id); if (node) node.addEventListener(type, handler); };
 
   const loadDefinition = async () => {
     $("definition").textContent = JSON.stringify(await api("GET", base), null, 2);
@@ -277,6 +279,7 @@ function jobPage() {
   };
   let state = null;
   const settleStartStop = () => {  // start a stopped job, stop one that is not
+    if (!$("start")) return;
     $("start").disabled = state !== "stopped";
     $("stop").disabled = state === "stopped" || state === null;
   };
@@ -291,8 +294,10 @@ function jobPage() {
     endpointHealth(status.endpoint || {});
     chart($("chart"), status.throughput);
     const seek = status.set_offset;
-    $("set-offset-state").textContent = seek
-      ? `last request: ${seek.offset}, ${seek.state}` : "";
+    if ($("set-offset-state")) {
+      $("set-offset-state").textContent = seek
+        ? `last request: ${seek.offset}, ${seek.state}` : "";
+    }
   };
 
   const chosenIds = () => [...document.querySelectorAll("#dead-letters tbody input:checked")]
@@ -302,32 +307,32 @@ function jobPage() {
       box.checked = event.target.checked;
     }
   });
-  $("older").addEventListener("click", () => act($("older"), () => loadLetters(letters.next)));
-  $("start").addEventListener("click", () => act($("start"), async () => {
+  on("older", "click", () => act($("older"), () => loadLetters(letters.next)));
+  on("start", "click", () => act($("start"), async () => {
     await api("POST", `${base}/start`);
     await Promise.all([loadStatus(), loadDefinition()]);
     return "job started";
   }, settleStartStop));
-  $("stop").addEventListener("click", () => act($("stop"), async () => {
+  on("stop", "click", () => act($("stop"), async () => {
     if (!confirm(`Stop job ${jobId}? Its readers stop reading until it is started again.`)) return;
     await api("POST", `${base}/stop`);
     await Promise.all([loadStatus(), loadDefinition()]);
     return "job stopped";
   }, settleStartStop));
-  $("replay-chosen").addEventListener("click", () => act($("replay-chosen"), async () => {
+  on("replay-chosen", "click", () => act($("replay-chosen"), async () => {
     const ids = chosenIds();
     if (!ids.length) throw new Error("choose the dead letters to replay first");
     const said = await api("POST", `${base}/dead_letters/replay`, {ids});
     await loadLetters();
     return `replayed ${said.count} dead letter(s)`;
   }));
-  $("replay-all").addEventListener("click", () => act($("replay-all"), async () => {
+  on("replay-all", "click", () => act($("replay-all"), async () => {
     if (!confirm(`Send every dead letter of ${jobId} again?`)) return;
     const said = await api("POST", `${base}/dead_letters/replay`);
     await loadLetters();
     return `replayed ${said.count} dead letter(s)`;
   }));
-  $("purge").addEventListener("click", () => act($("purge"), async () => {
+  on("purge", "click", () => act($("purge"), async () => {
     if (!confirm(`Purge every dead letter of ${jobId}? They cannot be replayed afterwards.`)) {
       return;
     }
@@ -335,7 +340,7 @@ function jobPage() {
     await loadLetters();
     return `purged ${said.purged} dead letter(s)`;
   }));
-  $("set-offset").addEventListener("submit", event => {
+  on("set-offset", "submit", event => {
     event.preventDefault();
     const form = event.target;
     const where = form.elements.where.value;
@@ -348,7 +353,7 @@ function jobPage() {
       return `offset ${said.offset} requested (applied by ${said.applied_by})`;
     });
   });
-  $("preview").addEventListener("submit", event => {
+  on("preview", "submit", event => {
     event.preventDefault();
     const form = event.target;
     act(form.querySelector("button"), async () => {
@@ -361,8 +366,15 @@ function jobPage() {
     });
   });
 
+  const loadHistory = async () => {  // admins only: the page has the list for them
+    const records = await api("GET", `${root}/audit?job=${encodeURIComponent(jobId)}&limit=50`);
+    $("history").replaceChildren(...records.map(r => el("li", {
+      text: `${new Date(r.time * 1000).toLocaleString()}: ${r.who} (${r.role}) ${r.action}`}))));
+  };
+
   loadDefinition().catch(error => show(error.message));
   loadLetters().catch(error => show(error.message));
+  if ($("history")) loadHistory().catch(error => show(error.message));
   poll(loadStatus);
   setInterval(() => {  // the newest page only, unless older ones are being read
     if (letters.shown.length <= 50) loadLetters().catch(error => show(error.message));
