@@ -173,14 +173,13 @@ def produce(topic: str, files: tuple[Path, ...], demo: int) -> None:
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5555, show_default=True)
 def flower(address: str, port: int) -> None:
-    """Run Flower with basic auth (FLOWER_BASIC_AUTH, else API_USER:API_PASSWORD)."""
-    settings = _settings()
-    auth = os.environ.get("FLOWER_BASIC_AUTH") or (
-        f"{settings.api_user}:{settings.api_password}"
-        if settings.api_user and settings.api_password else "")
-    if not auth:
-        raise click.ClickException("set FLOWER_BASIC_AUTH=user:password (or API_USER and "
-                                   "API_PASSWORD): Flower can shut workers down")
+    """Run Flower with its own basic auth (FLOWER_BASIC_AUTH=user:password): it can shut
+    workers down, so it is an admin's tool and never shares the API's password."""
+    _settings()
+    auth = os.environ.get("FLOWER_BASIC_AUTH", "")
+    if ":" not in auth:
+        raise click.ClickException("set FLOWER_BASIC_AUTH=user:password (Flower's own "
+                                   "credentials: it can shut workers down)")
     problem = config.weak_secret_problem("the Flower password", auth.partition(":")[2],
                                          config.MIN_PASSWORD_CHARS)
     if problem is not None:

@@ -2,7 +2,7 @@
 
 ``<!-- generated: job-schema -->`` becomes a table of every field of ``job_schema.json`` (type,
 default, limits, required); ``<!-- generated: routes -->`` a table of every route of the
-OpenAPI document. A schema field that the page's hand-written table does not explain fails
+OpenAPI document; ``<!-- generated: roles -->`` who may call each route, from the policy table. A schema field that the page's hand-written table does not explain fails
 the build (``mkdocs build --strict`` runs in ``make test``).
 """
 
@@ -26,6 +26,8 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
         markdown = markdown.replace("<!-- generated: job-schema -->", job_schema_table())
     if "<!-- generated: routes -->" in markdown:
         markdown = markdown.replace("<!-- generated: routes -->", routes_table())
+    if "<!-- generated: roles -->" in markdown:
+        markdown = markdown.replace("<!-- generated: roles -->", roles_table())
     return markdown
 
 
@@ -44,6 +46,33 @@ def routes_table() -> str:
         for method, operation in operations.items():
             if isinstance(operation, dict) and "summary" in operation:
                 rows.append(f"| `{method.upper()}` | `{path}` | {operation['summary']} |")
+    return "\n".join(rows)
+
+
+def roles_table() -> str:
+    """Every route with who may call it, as the API's own policy table says."""
+    from flask import Flask
+
+    from rest_consumer.web.app import routes
+    from rest_consumer.web.console import console
+    from rest_consumer.web.operations import operations
+    from rest_consumer.web.policy import ROLES_ALLOWED, rule_for
+    from rest_consumer.web.users import users
+
+    app = Flask("docs")
+    for blueprint in (routes, operations, console, users):
+        app.register_blueprint(blueprint)
+    scopes = {"job": "the job's owner must be theirs (else 404)",
+              "owner": "the owner must be theirs (else 404)",
+              "list": "shows only their owners' jobs", "none": ""}
+    rows = ["| method | path | who may | scope |", "|---|---|---|---|"]
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        found = rule_for(rule.endpoint)
+        if found is None or rule.endpoint.endswith("static"):
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            rows.append(f"| `{method}` | `{rule.rule}` | {ROLES_ALLOWED[found.action]} | "
+                        f"{scopes[found.scope]} |")
     return "\n".join(rows)
 
 

@@ -106,6 +106,8 @@ class DevPipeline:
         env.setdefault("API_USER", "admin")
         if not env.get("API_PASSWORD"):
             env["API_PASSWORD"] = secrets.token_urlsafe(12)
+        if not env.get("FLOWER_BASIC_AUTH"):  # Flower's own, never the API's password
+            env["FLOWER_BASIC_AUTH"] = f"flower:{secrets.token_urlsafe(12)}"
         env["API_PORT"] = str(_port(int(env.get("API_PORT") or config.DEFAULT_API_PORT)))
         env["FLOWER_PORT"] = str(_port(int(env.get("FLOWER_PORT") or 5555)))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -167,7 +169,7 @@ class DevPipeline:
         click.secho(f"""
 rest-consumer is running.
   API     {api}   (user {user!r}, password {password!r})
-  Flower  http://127.0.0.1:{env['FLOWER_PORT']}   (same credentials)
+  Flower  http://127.0.0.1:{env['FLOWER_PORT']}   (FLOWER_BASIC_AUTH {env['FLOWER_BASIC_AUTH']!r})
   demo endpoint {self.endpoint.url}
 Try:
   export REDIS_URL={env["REDIS_URL"]} KAFKA_BOOTSTRAP_SERVERS={env["KAFKA_BOOTSTRAP_SERVERS"]}

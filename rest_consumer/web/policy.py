@@ -58,6 +58,7 @@ POLICY: dict[str, Rule] = {
     "console.job_page": Rule("read", "job"),
     "console.job_rows": Rule("read", "list"),
     "console.static": Rule("read"),
+    "static": Rule("read"),
     "users.list_users": Rule("admin"),
     "users.upsert_user": Rule("admin"),
     "users.delete_user": Rule("admin"),
