@@ -56,9 +56,9 @@ class ConsoleApi:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def signed_in(self, path: str) -> str:
+    def signed_in(self, path: str, user: str = USER, password: str = PASSWORD) -> str:
         """``path`` with the credentials in the URL: the browser keeps them for the origin."""
-        return f"http://{USER}:{PASSWORD}@127.0.0.1:{self.port}{path}"
+        return f"http://{user}:{password}@127.0.0.1:{self.port}{path}"
 
     def _ready(self) -> bool:
         with urllib.request.urlopen(f"{self.base}/readyz", timeout=3) as response:

@@ -202,3 +202,57 @@ def test_a_forged_post_is_refused_though_the_browser_sends_the_credentials_and_d
     # 403, not 401: the credentials went with the request, and the forgery was still refused
     assert "cross-site request refused" in refused, refused
     assert JobStore(real_redis).get("people").get("enabled", True) is True
+
+
+CRAFTED_STOP = """
+const done = arguments[arguments.length - 1];
+const token = document.querySelector('meta[name="csrf-token"]').content;
+fetch(arguments[0], {method: "POST", headers: {"X-CSRF-Token": token}})
+  .then(r => done(r.status), e => done(String(e)));
+"""
+
+
+def test_an_editor_sees_only_its_owners_jobs_and_cannot_stop_anothers_even_by_hand(
+        pipeline: Any, endpoint: Any, api: ConsoleApi, browser: webdriver.Chrome,
+        real_redis: redis.Redis, tmp_path: Path) -> None:
+    # Given an editor of team-a and a viewer of team-a, and a job of team-a and one of team-b
+    for name, role in (("ed", "editor"), ("vi", "viewer")):
+        status, _ = request(f"{api.base}/user/{name}", "POST", {
+            "role": role, "owners": ["team-a"], "password": "a-long-user-password"},
+            auth=auth(api))
+        assert status == 201
+    store = JobStore(real_redis, LOOPBACK)
+    store.upsert("people", simple_job(endpoint, "console.a", owner="team-a"))
+    store.upsert("visits", simple_job(endpoint, "console.b", id="visits", owner="team-b"))
+    # When the editor opens the console
+    browser.get(api.signed_in("/ui/", "ed", "a-long-user-password"))
+    wait_text(browser, "#job-count", lambda t: t == "(1)", 10, "one job")
+    # Then it sees its owner's job only, and no other owner to choose
+    assert browser.find_elements(By.CSS_SELECTOR, 'tr[data-job="visits"]') == []
+    owners = [o.get_attribute("value") for o in
+              Select(browser.find_element(By.ID, "owner")).options]
+    assert "team-b" not in owners and "team-a" in owners
+    assert "ed (editor)" in text_of(browser, "#who")
+    # and its job's page has the buttons an editor may use, but no audit history
+    browser.get(api.signed_in("/ui/job/people", "ed", "a-long-user-password"))
+    wait_text(browser, "#definition", lambda t: '"id": "people"' in t, 10, "the definition")
+    assert browser.find_elements(By.ID, "stop") and browser.find_elements(By.ID, "purge")
+    assert browser.find_elements(By.ID, "history") == []
+    # And a request crafted in its own console page (its own CSRF token) cannot stop the
+    # other owner's job: as if the job did not exist
+    crafted = browser.execute_async_script(CRAFTED_STOP, f"{api.base}/job/visits/stop")
+    assert crafted == 404
+    assert store.get("visits").get("enabled", True) is True
+    browser.get(api.signed_in("/ui/job/visits", "ed", "a-long-user-password"))
+    assert "job not found" in browser.page_source
+    # And a viewer's page has no control at all, and a crafted stop is refused
+    viewer = start_browser(tmp_path / "viewer-profile")
+    try:
+        viewer.get(api.signed_in("/ui/job/people", "vi", "a-long-user-password"))
+        wait_text(viewer, "#definition", lambda t: '"id": "people"' in t, 10, "the definition")
+        for control in ("start", "stop", "replay-all", "purge", "set-offset"):
+            assert viewer.find_elements(By.ID, control) == [], control
+        assert viewer.execute_async_script(CRAFTED_STOP, f"{api.base}/job/people/stop") == 403
+        assert store.get("people").get("enabled", True) is True
+    finally:
+        viewer.quit()

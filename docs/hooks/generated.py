@@ -2,8 +2,9 @@
 
 ``<!-- generated: job-schema -->`` becomes a table of every field of ``job_schema.json`` (type,
 default, limits, required); ``<!-- generated: routes -->`` a table of every route of the
-OpenAPI document; ``<!-- generated: roles -->`` who may call each route, from the policy table. A schema field that the page's hand-written table does not explain fails
-the build (``mkdocs build --strict`` runs in ``make test``).
+OpenAPI document; ``<!-- generated: roles -->`` who may call each route, from the policy
+table. A schema field that the page's hand-written table does not explain fails the build
+(``mkdocs build --strict`` runs in ``make test``).
 """
 
 from __future__ import annotations

@@ -369,7 +369,7 @@ function jobPage() {
   const loadHistory = async () => {  // admins only: the page has the list for them
     const records = await api("GET", `${root}/audit?job=${encodeURIComponent(jobId)}&limit=50`);
     $("history").replaceChildren(...records.map(r => el("li", {
-      text: `${new Date(r.time * 1000).toLocaleString()}: ${r.who} (${r.role}) ${r.action}`}))));
+      text: `${new Date(r.time * 1000).toLocaleString()}: ${r.who} (${r.role}) ${r.action}`})));
   };
 
   loadDefinition().catch(error => show(error.message));
