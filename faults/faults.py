@@ -59,6 +59,16 @@ class Outcome:
     committed_at_end: bool
     dead_letters_as_expected: bool
     note: str = ""
+    in_flight: int = 0
+    """Requests the endpoint had received and not answered at the faults' moments."""
+    last_second: int = 0
+    """Requests answered within the second before a fault that can lose Redis's last
+    second (a Redis SIGKILL with AOF ``everysec``, a data loss)."""
+
+    @property
+    def floor(self) -> int:
+        """What no design could avoid sending again: ``in_flight`` + ``last_second``."""
+        return self.in_flight + self.last_second
 
 
 class Run:
@@ -93,8 +103,25 @@ class Run:
         self.struck = 0.0
         self.recovered = 0.0
         self.strikes: list[tuple[str, float]] = []
+        self.moments: list[tuple[float, bool]] = []
+        """When each fault struck (wall clock), and whether it may lose Redis's last second."""
         self.breakdown = False
         """Whether the note lists the duplicates by the fault before them."""
+
+    def fault(self, loses_last_second: bool = False) -> None:
+        """A fault strikes now (the floor is taken at this moment)."""
+        self.moments.append((time.time(), loses_last_second))
+
+    def floor(self) -> tuple[int, int]:
+        """(in flight, answered in the last second) at the faults' moments."""
+        answered = [(r.at, r.at + self.endpoint.delay) for r in self.endpoint.received
+                    if r.path.startswith(f"/{self.name}/")]
+        in_flight = last_second = 0
+        for moment, loses in self.moments:
+            in_flight += sum(1 for at, done in answered if at <= moment < done + 0.001)
+            if loses:
+                last_second += sum(1 for _, done in answered if moment - 1 <= done < moment)
+        return in_flight, last_second
 
     def strike(self, name: str = "fault") -> None:
         """A fault happened (or ended) now."""
@@ -209,10 +236,11 @@ class Faults:
         outcome = Outcome(name, n, len(got & wanted), len(wanted - got),
                           len(run.requests()) - len(got), dead,
                           round(time.monotonic() - started, 1), round(max(recovery, 0.0), 1),
-                          committed, dead_ok, run.note)
+                          committed, dead_ok, run.note, *run.floor())
         self.outcomes.append(outcome)
         print(f"    delivered {outcome.delivered}, lost {outcome.lost}, duplicates "
-              f"{outcome.duplicates}, dead letters {outcome.dead_lettered}, recovery "
+              f"{outcome.duplicates} (floor {outcome.floor}), dead letters "
+              f"{outcome.dead_lettered}, recovery "
               f"{outcome.recovery_s}s, committed to the end {committed}, dead letters as "
               f"expected {dead_ok} ({outcome.seconds}s) {outcome.note}", flush=True)
         return outcome
@@ -230,6 +258,7 @@ def worker_sigkill(run: Run) -> None:
         _after(run, run.n * (round_ + 1) // 5)
         name = f"worker{round_ % 2}"
         if name in run.pipe.procs:
+            run.fault()
             run.pipe.kill(name)
         run.strike()
         run.pipe.start_worker(f"{name}")
@@ -244,6 +273,7 @@ def worker_sigkill_holding_retries(run: Run) -> None:
     deadline = time.monotonic() + 60
     while len(run.endpoint.failed) < run.n and time.monotonic() < deadline:
         time.sleep(0.2)
+    run.fault()
     run.pipe.kill("worker0")
     run.strike()
     run.pipe.start_worker("worker0")
@@ -254,6 +284,7 @@ def reader_sigkill(run: Run) -> None:
     run.endpoint.delay = 0.003
     run.pipe.produce(run.topic, run.values(0, run.n // 2))
     _after(run, run.n // 5)
+    run.fault()
     run.pipe.kill("reader")
     run.pipe.produce(run.topic, run.values(run.n // 2, run.n - run.n // 2))
     time.sleep(2)
@@ -265,6 +296,7 @@ def redis_restart(run: Run) -> None:
     run.endpoint.delay = 0.003
     run.pipe.produce(run.topic, run.values(0, run.n))
     _after(run, run.n // 4)
+    run.fault(loses_last_second=True)
     run.faults.redis.kill()  # SIGKILL: only what AOF fsynced (every second) survives
     time.sleep(2)
     run.faults.redis.start()
@@ -276,6 +308,7 @@ def redis_data_loss(run: Run) -> None:
     run.endpoint.delay = 0.003
     run.pipe.produce(run.topic, run.values(0, run.n))
     _after(run, run.n // 4)
+    run.fault(loses_last_second=True)
     run.faults.client.flushall()
     run.strike()
     run.note = "FLUSHALL"
@@ -285,6 +318,7 @@ def redis_replaced_by_empty(run: Run) -> None:
     run.endpoint.delay = 0.003
     run.pipe.produce(run.topic, run.values(0, run.n))
     _after(run, run.n // 4)
+    run.fault(loses_last_second=True)
     run.faults.redis.kill()
     shutil.rmtree(run.faults.redis.workdir)  # its AOF too: a new, empty server
     time.sleep(2)
@@ -353,6 +387,7 @@ def _bounce_kafka(run: Run, stop: Callable[[], None]) -> None:
     run.endpoint.delay = 0.003
     run.pipe.produce(run.topic, run.values(0, run.n // 2))
     _after(run, run.n // 4)
+    run.fault()
     stop()
     time.sleep(3)
     run.faults.kafka.start()
@@ -369,21 +404,22 @@ def mixed(run: Run) -> None:
     step = run.n / RATE / 7  # the faults spread over the stream
     producer = threading.Thread(target=_stream, args=(run,), daemon=True)
     producer.start()
-    faults: list[tuple[str, Callable[[], None]]] = [
-        ("worker0 SIGKILL", lambda: _restart_worker(run, "worker0")),
-        ("endpoint 503 for 8 s", lambda: _fail_endpoint(run, 8.0)),
-        ("reader SIGKILL", lambda: _restart_reader(run)),
-        ("Redis SIGKILL (AOF)", lambda: _restart_redis(run)),
-        ("FLUSHALL", lambda: _flush(run)),
-        ("worker1 SIGKILL", lambda: _restart_worker(run, "worker1")),
+    faults: list[tuple[str, Callable[[], None], bool]] = [
+        ("worker0 SIGKILL", lambda: _restart_worker(run, "worker0"), False),
+        ("endpoint 503 for 8 s", lambda: _fail_endpoint(run, 8.0), False),
+        ("reader SIGKILL", lambda: _restart_reader(run), False),
+        ("Redis SIGKILL (AOF)", lambda: _restart_redis(run), True),
+        ("FLUSHALL", lambda: _flush(run), True),
+        ("worker1 SIGKILL", lambda: _restart_worker(run, "worker1"), False),
     ]
-    for name, strike in faults:
+    for name, strike, loses in faults:
         time.sleep(step)
         print(f"    {name}", flush=True)
+        run.fault(loses_last_second=loses)
         strike()
         run.strike(name)
     producer.join()
-    run.note = f"{RATE} msg/s; " + ", ".join(name for name, _ in faults)
+    run.note = f"{RATE} msg/s; " + ", ".join(name for name, _, _ in faults)
     run.breakdown = True
 
 
@@ -467,19 +503,23 @@ def main() -> None:
 
 def report(outcomes: list[Outcome]) -> None:
     lines = [f"# Fault run of {datetime.date.today().isoformat()}", "",
-             "| scenario | sent | delivered | lost | duplicates | dead letters | recovery s | "
-             "committed to the end | dead letters as expected | seconds | note |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|"]
+             "| scenario | sent | delivered | lost | duplicates | floor (in flight + last "
+             "second) | dead letters | recovery s | committed to the end | dead letters as "
+             "expected | seconds | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|"]
     lines += [f"| {o.scenario} | {o.sent} | {o.delivered} | {o.lost} | {o.duplicates} | "
+              f"{o.floor} ({o.in_flight} + {o.last_second}) | "
               f"{o.dead_lettered} | {o.recovery_s} | {_yes(o.committed_at_end)} | "
               f"{_yes(o.dead_letters_as_expected)} | {o.seconds} | {o.note} |"
               for o in outcomes]
     (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "results.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=2))
+    (RESULTS / "results.json").write_text(json.dumps(
+        [{**asdict(o), "floor": o.floor} for o in outcomes], indent=2))
     failed = [o.scenario for o in outcomes
               if not (o.committed_at_end and o.dead_letters_as_expected)]
     print(f"RESULT scenarios={len(outcomes)} lost={sum(o.lost for o in outcomes)} "
           f"duplicates={sum(o.duplicates for o in outcomes)} "
+          f"floor={sum(o.floor for o in outcomes)} "
           f"max_recovery_s={max((o.recovery_s for o in outcomes), default=0)} "
           f"checks_failed={len(failed)}{' (' + ','.join(failed) + ')' if failed else ''}")
 

@@ -54,7 +54,8 @@ def test_status_reports_partitions_lag_counters_and_state(pipeline: Any, endpoin
                       and s["state"] == "running" and s["counters"]["delivered"] == 9
                       and s["in_flight"] == 0 and s, 20, what="a running status")
     assert status["counters"] == {"dispatched": 10, "delivered": 9, "retried": 0,
-                                  "dead_lettered": 1, "dead_letters_lost": 0, "skipped": 0}
+                                  "dead_lettered": 1, "dead_letters_lost": 0, "skipped": 0,
+                                  "responses": 0, "responses_lost": 0}
     assert status["in_flight"] == 0 and status["last_error"]["reason"] == "HTTP 400"
     assert sum(p["high_watermark"] for p in status["partitions"]) == 10
     assert all(p["lag"] == 0 for p in status["partitions"])

@@ -79,3 +79,21 @@ def test_set_offset_sends_everything_again() -> None:
     tracker.finished([1])
     tracker.rewind(keep_final=False)
     assert tracker.needs_sending(1)
+
+
+def test_after_a_restart_with_its_data_only_what_redis_no_longer_lists_is_sent_again() -> None:
+    # Given offsets 0-7 out, 1 seen final by the reader; Redis comes back from its AOF listing
+    # 0, 2, 3 and 4 as out and 5 as final: 6 and 7 were sent in its last, unwritten second
+    tracker = PartitionTracker()
+    for offset in range(8):
+        tracker.dispatched(offset)
+    tracker.finished([1])
+    again = tracker.resume(out={0, 2, 3, 4}, final={5})
+    # Then it reads again from 0, sends only 6 and 7, and waits for the others' tasks
+    assert again == 2 and tracker.watermark == 0
+    assert [o for o in range(8) if tracker.needs_sending(o)] == [6, 7]
+    for offset in range(8):
+        tracker.dispatched(offset)
+    tracker.finished([0, 2, 3, 4, 6, 7])
+    tracker.advance()
+    assert tracker.watermark == 8

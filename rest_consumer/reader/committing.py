@@ -39,6 +39,8 @@ class Committer:
             pipe = self.redis.pipeline(transaction=False)
             for tp in offsets:
                 self.partitions[(tp.topic, tp.partition)].committed = tp.offset
+                outstanding.queue_committed(pipe, self.job_id, (tp.topic, tp.partition),
+                                            tp.offset)
                 outstanding.queue_trim(pipe, self.job_id, (tp.topic, tp.partition), tp.offset)
             pipe.execute()
         return released

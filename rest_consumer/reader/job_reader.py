@@ -53,6 +53,7 @@ class JobReader(threading.Thread):
         self.error: str | None = None
         self._stopping = threading.Event()
         self._rewind = threading.Event()
+        self._rewind_all = False
         self._seek_check = threading.Event()
         self.max_in_flight = int(setting(job, "max_in_flight"))
         self.batch_size = int(setting(job, "batch_size"))
@@ -77,8 +78,10 @@ class JobReader(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
 
-    def request_rewind(self) -> None:
-        """Ask the thread to seek back to its watermarks (Redis lost the tasks)."""
+    def request_rewind(self, data_kept: bool = False) -> None:
+        """Ask the thread to seek back to its watermarks: Redis lost the tasks, or (with
+        ``data_kept``) restarted with its data, when only what it may have lost goes again."""
+        self._rewind_all = self._rewind_all or not data_kept
         self._rewind.set()
 
     def check_seek_request(self) -> None:
@@ -144,7 +147,11 @@ class JobReader(threading.Thread):
         """A rewind (Redis lost what was out) or a ``set_offset`` request, when asked."""
         if self._rewind.is_set():
             self._rewind.clear()
-            self.positions.rewind(consumer, list(self.partitions))
+            everything, self._rewind_all = self._rewind_all, False
+            if everything:
+                self.positions.rewind(consumer, list(self.partitions))
+            else:
+                self.positions.resume_after_restart(consumer, list(self.partitions))
         if self._seek_check.is_set():
             self._seek_check.clear()
             try:
@@ -187,8 +194,10 @@ class JobReader(threading.Thread):
     def _take_over(self, partitions: list[TopicPartition]) -> None:
         """What the partitions' previous owner left: offsets out (dispatched, not final) are
         adopted, not sent again; offsets final above the committed watermark are not either."""
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        outstanding.forget_committed(self.redis, self.job_id, keys)
         left = outstanding.read_left_behind(self.redis.pipeline(transaction=False), self.job_id,
-                                            [(tp.topic, tp.partition) for tp in partitions])
+                                            keys)
         for tp, (out, final) in zip(partitions, left, strict=True):
             tracker = self.partitions[(tp.topic, tp.partition)]
             tracker.adopted, tracker.known_final = out, final

@@ -104,17 +104,17 @@ class ReaderManager:
 
     def _rewind_if_redis_restarted(self) -> None:
         """A Redis that restarted (its ``run_id`` changed) kept its data but may have lost
-        its last second (AOF ``everysec``): a task taken off the queue then, or an outcome,
-        may be gone. Readers re-dispatch from their watermarks what they do not know to be
-        final, so nothing waits for a task that no longer exists."""
+        its last second (AOF ``everysec``): a task sent then, or an outcome, may be gone.
+        Readers re-dispatch what Redis no longer lists as out or final (``seeking``); what it
+        still lists is in its queues, or in a worker that records it once Redis is back."""
         run_id = str(self.redis.info("server").get("run_id", ""))
         previous, self._redis_run_id = self._redis_run_id, run_id
         if previous is None or previous == run_id:
             return
-        log.warning("Redis restarted (run_id changed); %d reader(s) re-dispatch what is not "
-                    "known final from their committed watermarks", len(self.readers))
+        log.warning("Redis restarted (run_id changed); %d reader(s) re-dispatch what it may "
+                    "have lost", len(self.readers))
         for reader in self.readers.values():
-            reader.request_rewind()
+            reader.request_rewind(data_kept=True)
 
     def _load_jobs(self) -> None:
         """The jobs topic first (after Redis lost its data), then the job files (they never

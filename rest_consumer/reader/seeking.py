@@ -45,6 +45,24 @@ class Positions:
                             key[0], key[1], target)
                 consumer.seek(TopicPartition(key[0], key[1], target))
 
+    def resume_after_restart(self, consumer: Consumer, keys: list[TopicPartitionKey]) -> None:
+        """Redis restarted with its data, less what it had not written to disk: read again
+        from the watermarks, sending only what Redis no longer lists as out (its task may be
+        gone) nor as final; what it lists as out is adopted (its task is queued, or in a
+        worker), what it lists as final is final."""
+        self._drop_held(set(keys))
+        left = outstanding.read_left_behind(self.redis.pipeline(transaction=False),
+                                            self.job_id, keys)
+        for key, (out, final) in zip(keys, left, strict=True):
+            tracker = self.partitions[key]
+            again = tracker.resume(out, final)
+            target = tracker.watermark
+            if target is not None:
+                log.warning("job %s: Redis restarted; %s[%d] re-read from offset %d, %d "
+                            "message(s) to send again (no longer listed in Redis)",
+                            self.job_id, key[0], key[1], target, again)
+                consumer.seek(TopicPartition(key[0], key[1], target))
+
     def undo(self, consumer: Consumer, undelivered: list[Message]) -> None:
         """Seek each partition back to its first message not dispatched (ordered jobs: back
         to the watermark, since their lines are rebuilt from there)."""
@@ -78,6 +96,7 @@ class Positions:
             moved.append(TopicPartition(tp.topic, tp.partition, target))
         keys = [(tp.topic, tp.partition) for tp in moved]
         outstanding.forget(self.redis, self.job_id, keys, final_too=True)
+        outstanding.forget_committed(self.redis, self.job_id, keys)
         self._drop_held(set(keys))
         for tp in moved:
             tracker = self.partitions.setdefault((tp.topic, tp.partition), PartitionTracker())

@@ -84,6 +84,19 @@ class PartitionTracker:
         return target
 
 
+    def resume(self, out: set[int], final: set[int]) -> int:
+        """Redis restarted with its data (``out``: offsets it lists as out and not final;
+        ``final``): forget what is pending, as ``rewind`` does, but adopt what is still out
+        and take what is final as final. Returns how many pending offsets will be sent again
+        (those Redis no longer lists: lost with its last writes)."""
+        pending = set(self.pending)
+        adopted = (pending & out) - self.done - final
+        known_final = set(self.done) | (pending & final)
+        self.rewind()
+        self.adopted, self.known_final = adopted, known_final
+        return len(pending - adopted - known_final)
+
+
 class Partitions(dict[TopicPartitionKey, PartitionTracker]):
     """The partitions a reader holds, each with its tracker."""
 

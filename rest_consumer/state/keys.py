@@ -73,6 +73,19 @@ def out(job_id: str, topic: str, partition: int) -> str:
     return f"out:{job_id}:{partition}:{topic}"
 
 
+def committed(job_id: str) -> str:
+    """Hash: ``<partition>:<topic>`` -> the offset the partition's reader last committed.
+    Everything below it is final: a task copy that runs after its original was committed (a
+    re-dispatch after Redis lost what was out, a redelivery) sends nothing, although ``done``
+    no longer lists those offsets. Cleared when a reader is assigned the partition or
+    ``set_offset`` moves it, so it never claims more than the reader's own commit says."""
+    return f"committed:{job_id}"
+
+
+def committed_field(topic: str, partition: int) -> str:
+    return f"{partition}:{topic}"
+
+
 def lettered(job_id: str, topic: str, partition: int) -> str:
     """Sorted set (score = offset) of one partition's offsets an ordered job dead-lettered and
     has not committed yet (``heldbehind``); trimmed with ``done``."""
@@ -141,7 +154,8 @@ def job_keys(job_id: str) -> list[str]:
             latency(job_id), ratelimit(job_id), oauth2_token(job_id),
             dead_letter_index(job_id), dead_letter_scanned(job_id), held_behind(job_id),
             permits(job_id), seek_request(job_id), seek_generation(job_id),
-            seek_applied(job_id), endpoint_health(job_id), endpoint_history(job_id)]
+            seek_applied(job_id), endpoint_health(job_id), endpoint_history(job_id),
+            committed(job_id)]
 
 
 def throughput(job_id: str, window: int) -> str:

@@ -49,20 +49,42 @@ def queue_which_final(pipe: Any, job_id: str, tp: TopicPartitionKey, offsets: li
 
 def queue_final_check(pipe: Any, job_id: str, messages: list[tuple[str, int, int]]) -> None:
     """Queue a check of which (topic, partition, offset) are final: one ``ZMSCORE`` per
-    partition; ``final_among`` reads the replies."""
-    for tp, offsets in _by_partition(messages).items():
+    partition, and the partitions' committed offsets (below them, everything is final);
+    ``final_among`` reads the replies."""
+    parts = _by_partition(messages)
+    for tp, offsets in parts.items():
         queue_which_final(pipe, job_id, tp, offsets)
+    if parts:
+        pipe.hmget(keys.committed(job_id), [keys.committed_field(*tp) for tp in parts])
 
 
 def final_among(messages: list[tuple[str, int, int]],
                 replies: list[Any]) -> set[tuple[str, int, int]]:
     """The messages of ``queue_final_check`` that its replies say are final."""
     final: set[tuple[str, int, int]] = set()
-    for ((topic, partition), offsets), scores in zip(_by_partition(messages).items(),
-                                                     replies, strict=True):
+    parts = _by_partition(messages)
+    if not parts:
+        return final
+    committed = replies[len(parts)]
+    for ((topic, partition), offsets), scores, mark in zip(
+            parts.items(), replies[:len(parts)], committed, strict=True):
+        below = int(mark) if mark is not None else -1
         final.update((topic, partition, o) for o, score in zip(offsets, scores, strict=True)
-                     if score is not None)
+                     if score is not None or o < below)
     return final
+
+
+def queue_committed(pipe: Any, job_id: str, tp: TopicPartitionKey, offset: int) -> None:
+    """Queue: the partition's reader committed ``offset`` (everything below is final)."""
+    pipe.hset(keys.committed(job_id), keys.committed_field(*tp), offset)
+
+
+def forget_committed(client: Any, job_id: str, partitions: Iterable[TopicPartitionKey]) -> None:
+    """A reader takes the partitions over, or moves them: their committed offsets say
+    nothing until its own next commit."""
+    fields = [keys.committed_field(*tp) for tp in partitions]
+    if fields:
+        client.hdel(keys.committed(job_id), *fields)
 
 
 def _by_partition(messages: list[tuple[str, int, int]]) -> dict[TopicPartitionKey, list[int]]:

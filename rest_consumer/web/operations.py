@@ -27,7 +27,8 @@ from rest_consumer.web.status import job_state, reader_reports
 
 operations = Blueprint("operations", __name__)
 
-COUNTERS = ("dispatched", "delivered", "retried", "dead_lettered", "dead_letters_lost", "skipped")
+COUNTERS = ("dispatched", "delivered", "retried", "dead_lettered", "dead_letters_lost", "skipped",
+            "responses", "responses_lost")
 MAX_PAGE = 500
 
 

@@ -13,7 +13,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from confluent_kafka import KafkaException
 
@@ -39,6 +41,7 @@ from rest_consumer.worker.lanes import Lanes, Sent
 from rest_consumer.worker.oauth2 import TokenSource
 from rest_consumer.worker.outcomes import TaskOutcomes
 from rest_consumer.worker.permits import Permits
+from rest_consumer.worker.progress import Progress
 from rest_consumer.worker.ratelimit import RateLimiter
 from rest_consumer.worker.responding import TaskResponses, write_responses
 from rest_consumer.worker.sending import send
@@ -50,6 +53,15 @@ SEND_THREADS = 256
 
 DEAD_LETTER_RETRY_SECONDS = 10.0
 """How long dead letters Kafka refused wait before their records are tried again."""
+REDIS_OUTAGE_SECONDS = 20.0
+"""How long a task's first round trip waits for Redis to come back (a restart, a failover);
+its last one waits as long as the hard time limit allows."""
+_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
+class RedisOutage(Exception):
+    """Redis stayed unreachable while a task had to record its claim or its outcomes: the
+    task goes back to its queue (``task``), to run again once Redis is back."""
 
 class WorkerContext:
     """Per-process state: Redis, the HTTP client and its lanes, and compiled jobs by hash."""
@@ -143,11 +155,15 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
 
     batcher = ctx.batcher(job)
     items, unsendable = _batched(batcher, pending)
-    sent, permits = ctx.lanes.send_all(job, items, send_one, stop_at, run.permits)
+    progress = (Progress(ctx.redis, job, messages, outcomes, pending,
+                         partial(_each_record, batcher), partial(_conclude, job))
+                if Progress.applies_to(job) else None)
+    sent, permits = ctx.lanes.send_all(job, items, send_one, stop_at, run.permits, progress)
     for item, outcome in [*unsendable, *_each_record(batcher, sent)]:
         outcomes[item.position].append(outcome)
     out = TaskOutcomes(job.id, ordered=job.ordered)
-    retries = [retry for position, message in enumerate(messages) if position not in deferred
+    done = deferred | (progress.recorded if progress is not None else set())
+    retries = [retry for position, message in enumerate(messages) if position not in done
                if (retry := _conclude(job, message, outcomes[position], out)) is not None]
     retries += [(messages[position], 0.0) for position in sorted(deferred)]
     for position, message in enumerate(messages):
@@ -155,7 +171,7 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
     lettered = _write_dead_letters(ctx, job.id, out)
     answers.withdraw([message for message, _ in lettered])
     retries = write_responses(ctx.responses, job.id, answers, out, retries + lettered)
-    return _close(ctx, job, run, out, retries, permits, sent)
+    return _close(ctx, job, run, out, retries, permits, sent, end_by)
 
 
 def _batched(batcher: Batcher | None,
@@ -180,9 +196,12 @@ def _each_record(batcher: Batcher | None,
 
 
 def _close(ctx: WorkerContext, job: CompiledJob, run: Run, out: TaskOutcomes,
-           retries: list[tuple[TaskMessage, float]], permits: list[str], sent: Sent) -> bool:
+           retries: list[tuple[TaskMessage, float]], permits: list[str], sent: Sent,
+           end_by: float) -> bool:
     """The task's last round trip: its outcomes, retries, permits, the claim's done mark and
-    its own ack (``acks``). Returns whether the ack removed the task's unacked record."""
+    its own ack (``acks``), sent again while Redis is away (until ``end_by``, monotonic):
+    what the task learned is worth waiting for, since a task that cannot record it is run
+    again whole. Returns whether the ack removed the task's unacked record."""
     trip = RoundTrip(ctx.redis, own_connection=True)
     out.write(trip)
     for message, delay in retries:
@@ -192,8 +211,26 @@ def _close(ctx: WorkerContext, job: CompiledJob, run: Run, out: TaskOutcomes,
     if ctx.acks_own_messages:
         with trip.section("ack"):
             acks.queue(trip, run.claim)
-    trip.execute()
+    execute_through_outage(trip, end_by, job.id)
     return ctx.acks_own_messages and acks.settled(trip.replies("ack"))
+
+
+def execute_through_outage(trip: RoundTrip, deadline: float, job_id: str) -> None:
+    """``trip.execute()``, again while Redis is unreachable (a restart takes seconds),
+    until ``deadline`` (monotonic); then ``RedisOutage``. Every command of these round trips
+    may run twice (sets, marks, removals), so sending them again is safe."""
+    delay = 0.1
+    while True:
+        try:
+            trip.execute()
+            return
+        except _OUTAGE_ERRORS as e:
+            if time.monotonic() + delay >= deadline:
+                raise RedisOutage(f"Redis unreachable: {e}") from e
+            log.warning("job %s: Redis unreachable (%s); trying again in %.1f s", job_id, e,
+                        delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,
@@ -213,7 +250,7 @@ def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,
         ctx.lanes.queue_first_permits(trip, job, len(messages))
     with trip.section("claim"):
         lease = ctx.claims.queue_claim(trip, task_id)
-    trip.execute()
+    execute_through_outage(trip, time.monotonic() + REDIS_OUTAGE_SECONDS, job.id)
     permits = ctx.lanes.took(job, trip.replies("permits")[0])
     if not ctx.claims.claimed(task_id, lease, trip.replies("claim")[0]):
         release = RoundTrip(ctx.redis, own_connection=True)

@@ -64,8 +64,11 @@ class Sent(Outcomes):
 class _Control:
     """What a task's thread tells its lanes: stop taking records, or end ``shed`` lanes."""
 
-    def __init__(self, adaptive: bool = True) -> None:
+    def __init__(self, adaptive: bool = True,
+                 progress: Callable[[Sent], None] | None = None) -> None:
         self.adaptive = adaptive
+        self.progress = progress
+        """Told the outcomes so far by the task's thread (``progress``)."""
         """An overload answer ends the lane that met it (its permit goes back)."""
         self.stop = threading.Event()
         self.wait = 0.0
@@ -141,9 +144,11 @@ class Lanes:
 
     def send_all(self, job: CompiledJob, items: list[Pending],
                  send: Callable[[Pending], Outcome], stop_at: float,
-                 held: list[str]) -> tuple[Sent, list[str]]:
+                 held: list[str],
+                 progress: Callable[[Sent], None] | None = None) -> tuple[Sent, list[str]]:
         """Every item with its outcome, and the permits left to give back (``give_back``,
-        with the task's outcomes); ``held`` are permits the task already took.
+        with the task's outcomes); ``held`` are permits the task already took. ``progress``
+        is told the outcomes so far, from the calling thread, while lanes send.
 
         What could not start before ``stop_at`` (monotonic) is deferred (a retry that counts
         no attempt); what could not start because the endpoint asked for a pause, or its
@@ -153,7 +158,7 @@ class Lanes:
         queue = _chains(items)
         if held and len(queue) == 1 and len(queue[0]) == 1:
             return Sent([_send_here(queue[0][0], send, stop_at)]), held
-        control, sent = _Control(job.adaptive), Sent()
+        control, sent = _Control(job.adaptive, progress), Sent()
         width = _width(job)
         lanes: dict[Future[None], str] = {}  # lane -> its permit
         for token in held[:min(len(queue), width)]:
@@ -164,7 +169,7 @@ class Lanes:
         except SoftTimeLimitExceeded:
             control.stop.set()  # requests in flight finish (bounded by the job's timeout)
         finally:
-            self._drain(job, lanes, control.stop, sent)
+            self._drain(job, lanes, control, sent)
         later = (Outcome.waiting if control.wait else lambda i, _: Outcome.deferred(i))
         sent += [(item, later(item.index, control.wait)) for chain in queue for item in chain]
         return sent, spare
@@ -177,6 +182,8 @@ class Lanes:
         Returns the permits held but never used (``spare``, when no record waited)."""
         pause, asked = PERMIT_POLL_SECONDS[0], time.monotonic()
         while queue and not control.stop.is_set():
+            if control.progress is not None:
+                control.progress(sent)
             done, spare = _finished(lanes) + spare, []
             wanted = min(len(queue), _width(job)) - len(lanes)
             if done or wanted > 0 or time.monotonic() - asked >= HEALTH_CHECK_SECONDS:
@@ -226,7 +233,7 @@ class Lanes:
         self.leases.release(tokens)
 
     def _drain(self, job: CompiledJob, lanes: dict[Future[None], str],
-               stop: threading.Event, sent: Sent) -> None:
+               control: _Control, sent: Sent) -> None:
         """Wait for every lane, even when the soft time limit strikes meanwhile, giving back
         the permits of finished lanes every DRAIN_RELEASE_SECONDS: lanes that ran dry
         together go back in one call, and no permit idles longer than that."""
@@ -235,8 +242,10 @@ class Lanes:
                 wait(lanes, timeout=DRAIN_RELEASE_SECONDS)
                 if done := _finished(lanes):
                     self._trade_permits(job, done, 0, sent)
+                if control.progress is not None and lanes:
+                    control.progress(sent)
             except SoftTimeLimitExceeded:  # permits not given back expire with their lease
-                stop.set()
+                control.stop.set()
 
     def _renew_all(self, held: dict[str, str]) -> None:
         by_job: dict[str, list[str]] = {}

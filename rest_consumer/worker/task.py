@@ -11,6 +11,7 @@ import signal
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import worker_process_init
 
 from rest_consumer.broker import acks
@@ -18,7 +19,12 @@ from rest_consumer.broker.celery_app import TASK, create_celery
 from rest_consumer.core import config
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.core.processes import die_with_parent
-from rest_consumer.worker.execution import WorkerContext, deliver_messages, start_run
+from rest_consumer.worker.execution import (
+    RedisOutage,
+    WorkerContext,
+    deliver_messages,
+    start_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +64,25 @@ def deliver(task: Task, job_id: str, job_hash: str,
     if job is None:
         log.warning("job %s no longer exists; dropping %d message(s)", job_id, len(messages))
         return None
-    run = start_run(ctx, task_id, job, _task_messages(job_id, messages))
+    try:
+        run = start_run(ctx, task_id, job, _task_messages(job_id, messages))
+    except RedisOutage as e:
+        raise Reject(str(e), requeue=True) from e
     if run is None:
         log.warning("job %s: task %s was run elsewhere (a copy redelivered while it waited "
                     "in a worker's buffer); skipped", job_id, task_id)
         return None
     try:
         acked = deliver_messages(ctx, job, run)
-    except BaseException:
+    except BaseException as e:
         ctx.claims.abandon(task_id)
         ctx.lanes.abandon(run.permits)
+        if isinstance(e, RedisOutage):
+            # Not acked as a failure (the messages would wait for REDISPATCH_AFTER): back
+            # to the queue, to run again once Redis is back.
+            log.error("job %s: task %s could not record its outcomes (%s); requeued", job_id,
+                      task_id, e)
+            raise Reject(str(e), requeue=True) from e
         raise
     return acks.SETTLED if acked else None
 
