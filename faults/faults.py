@@ -12,8 +12,10 @@ and its dead letters.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import os
 import random
 import shutil
 import sys
@@ -86,7 +88,7 @@ class Run:
         # The shipped defaults, not the tests' shortened ones: the figures are a user's.
         for name_ in ("VISIBILITY_TIMEOUT", "REDISPATCH_AFTER", "RECONCILE_INTERVAL"):
             self.pipe.env.pop(name_, None)
-        self.pipe.env["LOG_LEVEL"] = "WARNING"
+        self.pipe.env["LOG_LEVEL"] = os.environ.get("FAULTS_LOG_LEVEL", "WARNING")
         self.pipe.create_topic(self.topic, partitions=2)
         self.settings = Settings(redis_url=faults.redis.url,
                                  kafka_bootstrap_servers=faults.kafka.bootstrap_servers,
@@ -227,6 +229,11 @@ class Faults:
             dead = run.dead_letters()
         finally:
             run.pipe.stop_all()
+        if os.environ.get("FAULTS_KEEP"):  # for a look at what came twice, and when
+            (run.workdir / "received.json").write_text(json.dumps(
+                [(r.path, r.at) for r in run.endpoint.received
+                 if r.path.startswith(f"/{name}/")]))
+            (run.workdir / "moments.json").write_text(json.dumps(run.moments))
         got = run.delivered_ids()
         wanted = {f"/{name}/m{i}" for i in range(n)} - run.poison_ids
         recovery = run.recovered - run.struck if run.struck and run.recovered else 0.0
@@ -484,7 +491,9 @@ def main() -> None:
     ]
     only = set(args.only.split(",")) if args.only else None
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="rc-faults-") as tmp:
+    keep = os.environ.get("FAULTS_KEEP")  # a directory: the processes' logs stay there
+    with (contextlib.nullcontext(keep) if keep
+          else tempfile.TemporaryDirectory(prefix="rc-faults-")) as tmp:
         faults = Faults(Path(tmp), args.quick)
         try:
             for name, count, inject, options in scenarios:

@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 500
 TICK_SECONDS = 1.0
+COLLECT_SECONDS = 0.05
+"""How often a reader learns which of its offsets are final, between commits (every tick):
+what it knows final is never sent again, even when Redis loses its data (then the
+re-dispatch re-sends at most what finished within this interval before the loss)."""
+REWIND_GRACE_SECONDS = 1.0
+"""After Redis lost its data, how long a reader goes on learning what is final (workers
+record what they had in hand in the new Redis) before it re-dispatches the rest."""
 
 
 class JobReader(threading.Thread):
@@ -54,6 +61,8 @@ class JobReader(threading.Thread):
         self._stopping = threading.Event()
         self._rewind = threading.Event()
         self._rewind_all = False
+        self._rewind_after = 0.0
+        """A rewind after Redis lost its data waits until then (``REWIND_GRACE_SECONDS``)."""
         self._seek_check = threading.Event()
         self.max_in_flight = int(setting(job, "max_in_flight"))
         self.batch_size = int(setting(job, "batch_size"))
@@ -61,7 +70,7 @@ class JobReader(threading.Thread):
         self.batcher = AdaptiveBatcher(lambda: self._tasks_waiting_or_running(queue),
                                        self.batch_size)
         self._consumer: Consumer | None = None
-        self._last_tick = 0.0
+        self._last_tick = self._last_collect = 0.0
         self.gate = gate_for(job, settings)
         self.outbox = Outbox(job, client, dispatch, self.partitions, self.gate, self.batch_size,
                              self._note_error)
@@ -81,6 +90,8 @@ class JobReader(threading.Thread):
     def request_rewind(self, data_kept: bool = False) -> None:
         """Ask the thread to seek back to its watermarks: Redis lost the tasks, or (with
         ``data_kept``) restarted with its data, when only what it may have lost goes again."""
+        if not data_kept and not self._rewind_all:
+            self._rewind_after = time.monotonic() + REWIND_GRACE_SECONDS
         self._rewind_all = self._rewind_all or not data_kept
         self._rewind.set()
 
@@ -129,29 +140,43 @@ class JobReader(threading.Thread):
         try:
             subscription.refresh(consumer, self._subscribe)
             while not self._stopping.is_set():
-                self._answer_requests(consumer)
-                self.batcher.add(self._take(consumer))
-                if self.batcher.ready() or self._room() <= len(self.batcher.held):
-                    self._send(consumer, self.outbox.send_consumed, self.batcher.take())
-                self._send(consumer, self._send_released, self.outbox.lines_freed())
-                if self._due_for_tick():
-                    self._send(consumer, self._send_released,
-                               self._tick_unless_redis_is_down(consumer))
-                    subscription.refresh(consumer, self._subscribe)
+                try:
+                    self._step(consumer, subscription)
+                except redis.RedisError as e:
+                    # Redis away (a restart, a failover): keep the consumer and what it
+                    # tracks, which a new consumer would lose (everything not committed
+                    # would be sent again); the step is tried again shortly.
+                    self._note_error(f"Redis: {e}")
+                    self._stopping.wait(0.5)
             self._finish(consumer)
         finally:
             consumer.close()
             self._consumer = None
 
+    def _step(self, consumer: Consumer, subscription: Subscription) -> None:
+        """One turn of the loop: requests, consume, send, and the periodic work."""
+        self._answer_requests(consumer)
+        self.batcher.add(self._take(consumer))
+        if self.batcher.ready() or self._room() <= len(self.batcher.held):
+            self._send(consumer, self.outbox.send_consumed, self.batcher.take())
+        self._send(consumer, self._send_released, self.outbox.lines_freed())
+        if self._due_for_tick():
+            self._send(consumer, self._send_released, self._tick_unless_redis_is_down(consumer))
+            subscription.refresh(consumer, self._subscribe)
+        elif time.monotonic() - self._last_collect >= COLLECT_SECONDS:
+            self._send(consumer, self._send_released, self._collect())
+
     def _answer_requests(self, consumer: Consumer) -> None:
-        """A rewind (Redis lost what was out) or a ``set_offset`` request, when asked."""
-        if self._rewind.is_set():
-            self._rewind.clear()
-            everything, self._rewind_all = self._rewind_all, False
-            if everything:
+        """A rewind (Redis lost what was out) or a ``set_offset`` request, when asked. A
+        rewind that Redis interrupts stays asked for (it changes nothing before Redis
+        answers)."""
+        if self._rewind.is_set() and time.monotonic() >= self._rewind_after:
+            if self._rewind_all:
                 self.positions.rewind(consumer, list(self.partitions))
             else:
                 self.positions.resume_after_restart(consumer, list(self.partitions))
+            self._rewind.clear()
+            self._rewind_all = False
         if self._seek_check.is_set():
             self._seek_check.clear()
             try:
@@ -253,8 +278,10 @@ class JobReader(threading.Thread):
         room = self._room() - len(self.batcher.held)
         if room <= 0:
             return []
-        # While messages are held for busy workers, look again soon.
-        first = consumer.poll(timeout=0.005 if self.batcher.held else 0.2)
+        # While messages are held for busy workers, look again soon; while some are out,
+        # soon enough to learn which became final every COLLECT_SECONDS.
+        first = consumer.poll(timeout=0.005 if self.batcher.held else
+                              COLLECT_SECONDS if self.partitions.in_flight() else 0.2)
         if first is None:
             return []
         return [first, *consumer.consume(num_messages=room - 1, timeout=0)] if room > 1 \
@@ -293,8 +320,16 @@ class JobReader(threading.Thread):
             self._note_error(f"Redis: {e}")
             return []
 
+    def _collect(self) -> list[Message]:
+        """Between ticks: which offsets became final (no commit); the messages it frees."""
+        self._last_collect = time.monotonic()
+        try:
+            return self.committer.collect_and_commit(None, list(self.partitions))
+        except redis.RedisError:  # the tick says so, and retries
+            return []
+
     def _tick(self, consumer: Consumer) -> list[Message]:
-        self._last_tick = time.monotonic()
+        self._last_tick = self._last_collect = time.monotonic()
         released = self.committer.collect_and_commit(consumer, list(self.partitions))
         stalled = [k for k, t in self.partitions.items()
                    if t.stalled_for() > self.settings.redispatch_after]

@@ -230,7 +230,7 @@ def execute_through_outage(trip: RoundTrip, deadline: float, job_id: str) -> Non
             log.warning("job %s: Redis unreachable (%s); trying again in %.1f s", job_id, e,
                         delay)
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.5)
 
 
 def start_run(ctx: WorkerContext, task_id: str, job: CompiledJob,

@@ -25,7 +25,7 @@ from rest_consumer.worker.outcomes import TaskOutcomes
 
 log = logging.getLogger("rest_consumer.worker.execution")
 
-FLUSH_SECONDS = 0.025
+FLUSH_SECONDS = 0.01
 """How often a running task records what became final: the most of a dead run's answered
 requests that its redelivered copy sends again. A task shorter than this costs nothing."""
 
