@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 500
 TICK_SECONDS = 1.0
-COLLECT_SECONDS = 0.05
+COLLECT_SECONDS = 0.1
 """How often a reader learns which of its offsets are final, between commits (every tick):
 what it knows final is never sent again, even when Redis loses its data (then the
 re-dispatch re-sends at most what finished within this interval before the loss)."""

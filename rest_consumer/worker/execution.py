@@ -157,7 +157,7 @@ def deliver_messages(ctx: WorkerContext, job: CompiledJob, run: Run) -> bool:
     items, unsendable = _batched(batcher, pending)
     progress = (Progress(ctx.redis, job, messages, outcomes, pending,
                          partial(_each_record, batcher), partial(_conclude, job))
-                if Progress.applies_to(job) else None)
+                if Progress.applies_to(job, messages) else None)
     sent, permits = ctx.lanes.send_all(job, items, send_one, stop_at, run.permits, progress)
     for item, outcome in [*unsendable, *_each_record(batcher, sent)]:
         outcomes[item.position].append(outcome)

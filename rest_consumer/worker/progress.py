@@ -56,9 +56,10 @@ class Progress:
         self._next = time.monotonic() + FLUSH_SECONDS
 
     @classmethod
-    def applies_to(cls, job: CompiledJob) -> bool:
-        """Not for a job that writes responses: its messages are final once those are."""
-        return job.responses == "none"
+    def applies_to(cls, job: CompiledJob, messages: list[TaskMessage]) -> bool:
+        """Not for a job that writes responses (its messages are final once those are), nor
+        for a task of one message (recorded at its end, as soon)."""
+        return job.responses == "none" and len(messages) > 1
 
     def __call__(self, sent: list[tuple[Pending, Outcome]]) -> None:
         """Called from the task's thread while lanes send; records at most every
