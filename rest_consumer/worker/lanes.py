@@ -39,6 +39,8 @@ PERMIT_POLL_SECONDS = (0.005, 0.05)
 """How soon to ask again for permits while the job is at its limit: first, and at most."""
 DRAIN_RELEASE_SECONDS = 0.005
 """Once no request waits, how long finished lanes' permits may wait to go back together."""
+PROGRESS_SECONDS = 0.01
+"""How often a task's thread, while its lanes send, tells ``progress`` what they sent."""
 HEALTH_CHECK_SECONDS = 0.25
 """How often a task whose lanes are all busy asks anyway: a pause another worker met, or a
 shrunk limit, reaches it this soon."""
@@ -196,7 +198,8 @@ class Lanes:
             if time.monotonic() >= stop_at:
                 control.stop.set()
             elif lanes:
-                wait(lanes, timeout=PERMIT_POLL_SECONDS[1], return_when=FIRST_COMPLETED)
+                wait(lanes, timeout=PERMIT_POLL_SECONDS[1] if control.progress is None
+                     else PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
             elif not control.stop.is_set():  # the job is at its limit elsewhere: ask again soon
                 time.sleep(pause)
                 pause = min(pause * 2, PERMIT_POLL_SECONDS[1])
