@@ -130,7 +130,7 @@ class ReaderManager:
             return False
         restored = self.store.ensure_loaded()
         log.warning("Redis lost its data: %d job(s) restored from the jobs topic; %d reader(s) "
-                    "re-dispatch from their committed watermarks", restored, len(self.readers))
+                    "re-dispatch what they do not know final", restored, len(self.readers))
         for reader in self.readers.values():
             reader.request_rewind()
         self.mark_redis()

@@ -63,6 +63,7 @@ class RedisOutage(Exception):
     """Redis stayed unreachable while a task had to record its claim or its outcomes: the
     task goes back to its queue (``task``), to run again once Redis is back."""
 
+
 class WorkerContext:
     """Per-process state: Redis, the HTTP client and its lanes, and compiled jobs by hash."""
 
@@ -217,8 +218,9 @@ def _close(ctx: WorkerContext, job: CompiledJob, run: Run, out: TaskOutcomes,
 
 def execute_through_outage(trip: RoundTrip, deadline: float, job_id: str) -> None:
     """``trip.execute()``, again while Redis is unreachable (a restart takes seconds),
-    until ``deadline`` (monotonic); then ``RedisOutage``. Every command of these round trips
-    may run twice (sets, marks, removals), so sending them again is safe."""
+    until ``deadline`` (monotonic); then ``RedisOutage``. Sending a trip again is safe: its
+    marks, sets and removals may run twice; only a counter may count twice, when Redis ran
+    the trip and its reply was lost."""
     delay = 0.1
     while True:
         try:
