@@ -18,6 +18,7 @@ import redis
 from confluent_kafka import Message
 
 from rest_consumer.core.messages import TopicPartitionKey, partition_of
+from rest_consumer.state import keys
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +64,13 @@ class AdaptiveBatcher:
             self.held = []
         else:
             self.held = [m for m in self.held if partition_of(m) not in partitions]
+
+
+def tasks_waiting_or_running(client: redis.Redis, queue: str) -> int:
+    """Tasks in the job's queue, plus those workers hold (kombu's ``unacked`` hash: a held
+    task is running or waits in a worker's prefetch buffer)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(queue)
+    pipe.hlen(keys.KOMBU_UNACKED)
+    waiting, running = pipe.execute()
+    return int(waiting) + int(running)

@@ -21,7 +21,7 @@ from rest_consumer.core.config import DEFAULT_QUEUE, Settings
 from rest_consumer.core.jobs import Job, setting
 from rest_consumer.core.messages import Dispatcher, TopicPartitionKey
 from rest_consumer.core.sources import Subscription
-from rest_consumer.reader.batching import AdaptiveBatcher
+from rest_consumer.reader.batching import AdaptiveBatcher, tasks_waiting_or_running
 from rest_consumer.reader.committing import Committer
 from rest_consumer.reader.ordering import gate_for
 from rest_consumer.reader.outbox import DispatchFailed, Outbox
@@ -67,7 +67,7 @@ class JobReader(threading.Thread):
         self.max_in_flight = int(setting(job, "max_in_flight"))
         self.batch_size = int(setting(job, "batch_size"))
         queue = job.get("queue") or DEFAULT_QUEUE
-        self.batcher = AdaptiveBatcher(lambda: self._tasks_waiting_or_running(queue),
+        self.batcher = AdaptiveBatcher(lambda: tasks_waiting_or_running(client, queue),
                                        self.batch_size)
         self._consumer: Consumer | None = None
         self._last_tick = self._last_collect = 0.0
@@ -290,15 +290,6 @@ class JobReader(threading.Thread):
     def _room(self) -> int:
         """How many messages to take now: up to a batch, within ``max_in_flight``."""
         return max(1, min(CONSUME_BATCH, self.max_in_flight - self.partitions.in_flight()))
-
-    def _tasks_waiting_or_running(self, queue: str) -> int:
-        """Tasks in the job's queue, plus those workers hold (kombu's ``unacked`` hash: a
-        held task is running or waits in a worker's prefetch buffer)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.llen(queue)
-        pipe.hlen(keys.KOMBU_UNACKED)
-        waiting, running = pipe.execute()
-        return int(waiting) + int(running)
 
     # --- periodic work -------------------------------------------------------------------
 
