@@ -196,10 +196,14 @@ class Bench:
             wait_until(lambda: delivered() >= 200, 120, "the warm-up records")
             watch = ProcessWatch(self._pids(procs))
             watch.start()
+            if self.sampler is not None:
+                self.sampler.start(procs)
             began = produce(bootstrap, topic, n, start=200)
             wait_until(lambda: delivered() >= n + 200, 600, f"{n} records delivered")
             seconds = time.time() - began
             cpu = watch.stop()
+            if self.sampler is not None:
+                self.sampler.stop()
             result = Result(name, "ours", n, round(seconds, 3), round(n / seconds, 1),
                             cpu_ms_per_msg=round(cpu * 1000 / n, 3),
                             cpu_ms_per_msg_by={k: round(v * 1000 / n, 3)

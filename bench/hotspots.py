@@ -1,7 +1,7 @@
 """Where one process's CPU goes during one benchmark scenario: py-spy, attached while it runs.
 
-``bench/run --profile worker:fast`` (or ``reader:``, and ``batch1``, ``slow256``) runs the
-scenario as ``bench/run`` does and samples the process tree (children included) at 100 Hz,
+``bench/run --profile worker:fast`` (or ``reader:``, and ``batch1``, ``slow256``, ``batched``)
+runs the scenario as ``bench/run`` does and samples the process tree (children included) at 100 Hz,
 only threads holding the GIL (``--gil``): CPU spent in Python, not time spent waiting. It
 prints the functions found most often on those stacks (inclusive) and keeps the raw samples
 in ``bench/results/raw/profile.txt``. This is how the worker's hot spots of the delivery
@@ -23,6 +23,7 @@ SCENARIOS: dict[str, tuple[int, dict[str, Any]]] = {
     "fast": (20000, {"events": True}),
     "batch1": (4000, {"events": False, "batch_size": 1}),
     "slow256": (5000, {"events": True, "concurrency": 256, "slow": True}),
+    "batched": (30000, {"events": True, "request_batch": {"max_records": 100}, "counted": True}),
 }
 PROCESSES = ("reader", "worker")
 
@@ -59,10 +60,15 @@ def run(bench: Any, spec: str, out: Path) -> None:
         raise SystemExit(f"--profile takes one of {PROCESSES} : one of {list(SCENARIOS)}")
     n, job = SCENARIOS[scenario]
     job = dict(job)
-    slow, events = job.pop("slow", False), job.pop("events")
+    slow, events, counted = job.pop("slow", False), job.pop("events"), job.pop("counted", False)
     out.parent.mkdir(parents=True, exist_ok=True)
     bench.sampler = Sampler(process, out)
-    bench.ours(f"profile {spec}", n, events=events, sink=bench.slow if slow else None, **job)
+    if counted:  # records per request: counted at the job's counter, as batched_vs_single does
+        bench.ours_counted(f"profile {spec}", n, events=events,
+                           url=bench.nginx.url + "/ingest/batch", headers={}, **job)
+    else:
+        bench.ours(f"profile {spec}", n, events=events, sink=bench.slow if slow else None,
+                   **job)
     report(out)
 
 

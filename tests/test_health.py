@@ -94,6 +94,18 @@ def test_retry_after_stops_every_new_request_until_then(permits: Permits) -> Non
     assert permits.trade(job(), [], 4, 10).wait > 1  # every worker sees it
 
 
+def test_a_flaky_endpoint_is_not_paced_but_one_refusing_everything_is(permits: Permits) -> None:
+    default = job()
+    permits.trade(default, permits.trade(default, [], 2, 10).tokens, 0, 10, refused(2))
+    assert health.read(permits.redis, "people")["limit"] == 1
+    for _ in range(5):  # refused three times in four, at one request at a time
+        for report in (refused(1), refused(1), refused(1), good(1)):
+            assert permits.trade(default, [], 1, 10, report).wait == 0
+    permits.trade(default, [], 0, 10, refused(1))
+    time.sleep(0.3)  # nothing good for longer than PACE_AFTER: down, or nearly
+    assert permits.trade(default, [], 1, 10, refused(1)).wait > 0
+
+
 def test_the_breaker_opens_waits_probes_once_and_closes(permits: Permits,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(health, "MIN_WINDOW_SECONDS", 0.3)  # shortened from 2 s for the test

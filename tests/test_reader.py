@@ -17,7 +17,7 @@ from rest_consumer.reader.committing import Committer
 from rest_consumer.reader.outbox import DispatchFailed, Outbox
 from rest_consumer.reader.seeking import Positions
 from rest_consumer.reader.tracking import Partitions, PartitionTracker
-from rest_consumer.state import keys, seeks
+from rest_consumer.state import keys, outstanding, seeks
 
 JOB = {"id": "people", "hash": "h1", "topic": ["t"]}
 
@@ -147,6 +147,28 @@ def test_the_committer_commits_the_watermark_below_the_first_offset_not_final(
     assert client.zcard(keys.done("people", "t", 0)) == 0
     assert committer.report(consumer)["t[0]"] == {
         "topic": "t", "partition": 0, "committed": 5, "high": 100, "lag": 95}
+
+
+def test_between_commits_the_reader_learns_only_what_became_final_since_it_last_looked(
+        client: Any) -> None:
+    partitions = Partitions()
+    partitions.track(messages("t", 0, range(5)))
+    committer = Committer("people", client, partitions, None)
+    pipe = client.pipeline()
+    outstanding.queue_final(pipe, "people", ("t", 0), [0, 1, 3])
+    pipe.execute()
+    committer.collect_fresh([("t", 0)])
+    assert partitions[("t", 0)].watermark == 2 and partitions[("t", 0)].done == {3}
+    assert not client.exists(keys.fresh("people", "t", 0))  # popped: the next look is cheap
+    pipe = client.pipeline()
+    outstanding.queue_final(pipe, "people", ("t", 0), [2])
+    pipe.execute()
+    committer.collect_fresh([("t", 0)])
+    assert partitions[("t", 0)].watermark == 4
+    # done stays the truth: the commit reads it, whatever was popped
+    consumer = FakeConsumer()
+    committer.collect_and_commit(consumer, [("t", 0)])
+    assert consumer.commits == [("t", 0, 4)]
 
 
 def test_a_rewind_reads_again_from_the_watermark_and_keeps_what_was_final(

@@ -45,15 +45,25 @@ class Committer:
             pipe.execute()
         return released
 
-    def _collect(self, waiting: list[TopicPartitionKey]) -> list[Message]:
+    def collect_fresh(self, keys: list[TopicPartitionKey]) -> list[Message]:
+        """Between commits: the offsets made final since the last look (no commit). Returns
+        the messages (ordered jobs) whose line they freed, to send now."""
+        waiting = [k for k in keys if k in self.partitions and self.partitions[k].pending]
+        return self._collect(waiting, fresh=True)
+
+    def _collect(self, waiting: list[TopicPartitionKey], fresh: bool = False) -> list[Message]:
         if not waiting:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for key in waiting:
-            outstanding.queue_finals_from(pipe, self.job_id, key, self.partitions[key].pending[0])
+            if fresh:
+                outstanding.queue_fresh_finals(pipe, self.job_id, key)
+            else:
+                outstanding.queue_finals_from(pipe, self.job_id, key,
+                                              self.partitions[key].pending[0])
         released: list[Message] = []
         for key, done in zip(waiting, pipe.execute(), strict=True):
-            final = [int(o) for o in done]
+            final = [int(o) for o in done or ()]
             self.partitions[key].finished(final)
             self.partitions[key].advance()
             if self.gate is not None:  # before the commit trims them from Redis

@@ -66,6 +66,14 @@ def done(job_id: str, topic: str, partition: int) -> str:
     return f"done:{job_id}:{partition}:{topic}"
 
 
+def fresh(job_id: str, topic: str, partition: int) -> str:
+    """List of one partition's offsets made final since its reader last looked: workers push
+    them with their ``done`` marks, the reader pops them every few tens of milliseconds, a
+    read that costs what is new instead of everything final above the watermark. Only a
+    shortcut: ``done`` stays the truth."""
+    return f"fresh:{job_id}:{partition}:{topic}"
+
+
 def out(job_id: str, topic: str, partition: int) -> str:
     """Sorted set (score = offset) of one partition's offsets dispatched and not committed
     yet: with ``done``, what the partition's next owner adopts (out, not final) instead of

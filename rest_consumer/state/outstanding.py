@@ -4,7 +4,9 @@ Two sorted sets per partition, scored by offset: ``out`` (dispatched by a reader
 ``done`` (final: delivered or dead-lettered, written by workers). Both keep an offset until a
 commit covers it, so whoever owns the partition next (after a crash, a rebalance) adopts
 what is still out instead of sending it again and skips what is already final. The reader
-owning the partition reads ``done`` to advance its watermark.
+owning the partition reads ``done`` to advance its watermark at each commit, and in between
+pops ``fresh`` (what workers made final since it last looked) to learn it within tens of
+milliseconds: after a data loss, what it had learned is not sent again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,28 @@ def record_sent(pipe: Any, job_id: str, sent: dict[TopicPartitionKey, list[int]]
     """Queue: these offsets are out now."""
     for (topic, partition), offsets in sent.items():
         pipe.zadd(keys.out(job_id, topic, partition), {str(o): o for o in offsets})
+
+
+FRESH_KEEP_MS = 60_000
+"""A partition's ``fresh`` list outlives its last push by this much: its reader pops it every
+few tens of milliseconds; one that stopped reading leaves nothing behind for long."""
+
+FRESH_POP_MOST = 100_000
+
+
+def queue_final(pipe: Any, job_id: str, tp: TopicPartitionKey, offsets: list[int]) -> None:
+    """Queue: these offsets are final (``done``), and new to the partition's reader
+    (``fresh``)."""
+    if not offsets:
+        return
+    pipe.zadd(keys.done(job_id, *tp), {str(o): o for o in offsets})
+    pipe.rpush(keys.fresh(job_id, *tp), *offsets)
+    pipe.pexpire(keys.fresh(job_id, *tp), FRESH_KEEP_MS)
+
+
+def queue_fresh_finals(pipe: Any, job_id: str, tp: TopicPartitionKey) -> None:
+    """Queue a pop of the offsets made final since the last pop (a reply of None: none)."""
+    pipe.lpop(keys.fresh(job_id, *tp), FRESH_POP_MOST)
 
 
 def queue_finals_from(pipe: Any, job_id: str, tp: TopicPartitionKey, floor: int) -> None:
@@ -109,6 +133,6 @@ def forget(client: Any, job_id: str, partitions: Iterable[TopicPartitionKey],
     for topic, partition in partitions:
         names.append(keys.out(job_id, topic, partition))
         if final_too:
-            names.append(keys.done(job_id, topic, partition))
+            names += [keys.done(job_id, topic, partition), keys.fresh(job_id, topic, partition)]
     if names:
         client.delete(*names)

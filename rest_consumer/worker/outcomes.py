@@ -12,7 +12,7 @@ from typing import Any
 
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.core.records import Outcome
-from rest_consumer.state import heldbehind, keys, throughput
+from rest_consumer.state import heldbehind, keys, outstanding, throughput
 from rest_consumer.state.deadletters import DeadLetter, index_letters
 from rest_consumer.state.throughput import latency_bucket
 from rest_consumer.state.topics import Refusal
@@ -116,7 +116,7 @@ class TaskOutcomes:
         """Queue the Redis commands on ``pipe``; the caller executes it."""
         job_id = self.job_id
         for (topic, partition), offsets in self.final.items():
-            pipe.zadd(keys.done(job_id, topic, partition), {str(o): o for o in offsets})
+            outstanding.queue_final(pipe, job_id, (topic, partition), offsets)
         for counter, amount in self.counters.items():
             if amount:
                 pipe.hincrby(keys.counters(job_id), counter, amount)

@@ -40,9 +40,13 @@ elseif failed > 0 then
   if failures == 0 then streak_since = now end
   failures = failures + failed
 end
--- Refused even at one request at a time: pace the job (100 ms, doubling to 1 s) until an
--- answer is good, so a dead endpoint is not hammered before the breaker opens.
-if overload > 0 and limit <= 1 and good == 0 then
+-- Refused even at one request at a time, with no good answer for PACE_AFTER ms: pace the
+-- job (100 ms, doubling to 1 s) until an answer is good, so a dead endpoint is not hammered
+-- before the breaker opens. A flaky endpoint (60 % refused) answers well every few requests,
+-- well within that; pacing each of its refusals made a storm crawl at a few records a second.
+local PACE_AFTER = 250
+if overload > 0 and limit <= 1 and good == 0 and failures > 0
+    and now - streak_since >= PACE_AFTER then
   cool = math.min(math.max(cool * 2, 100), 1000)
   pause_until = math.max(pause_until, now + cool)
 end
