@@ -77,6 +77,17 @@ def test_batches_hold_max_records_and_max_bytes_and_keep_their_key_on_retry() ->
     assert [len(b.members) for b in batcher(small).batches(big)] == [2, 2, 1]
 
 
+def test_the_default_wrap_joins_the_bodies_into_the_bytes_the_expression_gives() -> None:
+    compiled = CompiledJob(job(datamap={"id": "$.msg.id", "at": "$.msg.at", "n": "$.msg.n"},
+                               json_body=["id", "at", "n"], request_batch={}))
+    records = [{"id": "é\u2028\"", "at": None, "n": 1.5e300}, {"id": "b", "n": [1, {"x": 2}]}]
+    joined = batcher(compiled).batches(pending(compiled, records))[0].request.body
+    wrapped = CompiledJob(job(datamap={"id": "$.msg.id", "at": "$.msg.at", "n": "$.msg.n"},
+                              json_body=["id", "at", "n"], request_batch={"wrap": "records[*]"}))
+    assert joined == batcher(wrapped).batches(pending(wrapped, records))[0].request.body
+    assert json.loads(joined)[0] == {"id": "é\u2028\"", "at": None, "n": 1.5e300}
+
+
 def test_records_for_other_urls_go_in_other_batches() -> None:
     compiled = CompiledJob(job(url="http://127.0.0.1:8080/{uid}", json_body=["id"],
                                request_batch={}))

@@ -251,6 +251,29 @@ def test_a_worker_killed_mid_flight_loses_nothing(pipeline: Any, endpoint: Any,
     assert len(endpoint.received) - 300 <= 100
 
 
+def test_a_task_lost_on_its_way_to_a_worker_is_sent_again_within_a_minute(
+        pipeline: Any, endpoint: Any, real_redis: redis.Redis) -> None:
+    # Given tasks out in their queue, and the slow fallback (REDISPATCH_AFTER) out of reach
+    topic = "vanished"
+    pipeline.create_topic(topic)
+    pipeline.env["REDISPATCH_AFTER"] = "300"
+    JobStore(real_redis, LOOPBACK).upsert("people", simple_job(endpoint, topic))
+    pipeline.start_reader()
+    pipeline.produce(topic, json_values(20))
+    wait_for(lambda: real_redis.llen("rest_consumer") > 0, 30, what="tasks in their queue")
+    # When they vanish as a worker killed between taking a task and recording it would lose
+    # them (kombu's BRPOP, then its unacked record)
+    real_redis.delete("rest_consumer")
+    pipeline.start_worker()
+    # Then the reader finds them nowhere once the visibility timeout (8 s here) and a margin
+    # have passed, and sends them again
+    began = time.monotonic()
+    wait_for(lambda: len(endpoint.keys()) == 20, 60, what="all 20 delivered")
+    assert time.monotonic() - began < 40
+    assert "was never run and is in no queue" in pipeline.log("reader")
+    wait_for(lambda: kafka_committed(pipeline, topic) == [20], 30, what="all committed")
+
+
 def test_flushall_mid_run_loses_nothing(pipeline: Any, endpoint: Any,
                                         real_redis: redis.Redis) -> None:
     topic = "flush.all"

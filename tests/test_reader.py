@@ -17,7 +17,9 @@ from rest_consumer.reader.committing import Committer
 from rest_consumer.reader.outbox import DispatchFailed, Outbox
 from rest_consumer.reader.seeking import Positions
 from rest_consumer.reader.tracking import Partitions, PartitionTracker
+from rest_consumer.reader.vanished import VanishedTasks
 from rest_consumer.state import keys, outstanding, seeks
+from rest_consumer.state.retries import Retry, schedule
 
 JOB = {"id": "people", "hash": "h1", "topic": ["t"]}
 
@@ -88,27 +90,35 @@ def client() -> Any:
     return fakeredis.FakeRedis()
 
 
+def recording(sent: list[list[list[TaskMessage]]]) -> Any:
+    """A dispatcher that keeps what it is given and names each task ``task<n>``."""
+    def dispatch(job: Any, groups: list[list[TaskMessage]]) -> list[str]:
+        sent.append(groups)
+        return [f"task{n}" for n in range(len(groups))]
+    return dispatch
+
+
 def test_the_outbox_sends_tasks_of_batch_size_and_tracks_them_as_out(client: Any) -> None:
     sent: list[list[list[TaskMessage]]] = []
     partitions = Partitions()
-    outbox = Outbox(JOB, client, lambda job, groups: sent.append(groups), partitions, None, 2,
-                    lambda error: None)
+    outbox = Outbox(JOB, client, recording(sent), partitions, None, 2, lambda error: None)
     outbox.send_consumed(messages("t", 0, range(5)))
     assert [[m.offset for m in task] for task in sent[0]] == [[0, 1], [2, 3], [4]]
     assert list(partitions[("t", 0)].pending) == [0, 1, 2, 3, 4]
+    assert partitions[("t", 0)].task_of == {0: "task0", 1: "task0", 2: "task1", 3: "task1",
+                                            4: "task2"}
     assert int(client.hget(keys.counters("people"), "dispatched")) == 5
     assert client.zcard(keys.out("people", "t", 0)) == 5
 
 
 def test_the_outbox_does_not_send_again_what_is_known_final(client: Any) -> None:
-    sent: list[int] = []
+    sent: list[list[list[TaskMessage]]] = []
     partitions = Partitions()
     partitions[("t", 0)] = PartitionTracker()
     partitions[("t", 0)].known_final = {1}
-    outbox = Outbox(JOB, client, lambda job, groups: sent.extend(
-        m.offset for task in groups for m in task), partitions, None, 100, lambda e: None)
+    outbox = Outbox(JOB, client, recording(sent), partitions, None, 100, lambda e: None)
     outbox.send_consumed(messages("t", 0, range(3)))
-    assert sent == [0, 2]
+    assert [m.offset for task in sent[0] for m in task] == [0, 2]
     assert partitions[("t", 0)].watermark == 0  # 1 is final, 0 and 2 are out
 
 
@@ -169,6 +179,44 @@ def test_between_commits_the_reader_learns_only_what_became_final_since_it_last_
     consumer = FakeConsumer()
     committer.collect_and_commit(consumer, [("t", 0)])
     assert consumer.commits == [("t", 0, 4)]
+
+
+def stalled_with(task: str, seconds: float = 100.0) -> Partitions:
+    """One partition whose oldest pending offset (5), sent in ``task``, has not moved for
+    ``seconds``."""
+    partitions = Partitions()
+    partitions.track(messages("t", 0, range(5, 8)))
+    partitions.carried({task: messages("t", 0, range(5, 8))})
+    partitions[("t", 0)].last_progress -= seconds
+    return partitions
+
+
+def test_a_task_found_nowhere_has_its_partition_read_again(client: Any) -> None:
+    vanished = VanishedTasks("people", "q", visibility_timeout=45)
+    assert vanished.find(client, stalled_with("gone", seconds=30)) == []  # not stalled long
+    assert vanished.find(client, stalled_with("gone")) == [("t", 0)]
+    client.lpush("q", b"some task")  # it may be waiting there
+    assert vanished.find(client, stalled_with("gone")) == []
+    client.delete("q")
+    client.hset(keys.KOMBU_UNACKED, "tag", b'[{"headers": {"id": "gone"}}, "", ""]')
+    assert vanished.find(client, stalled_with("gone")) == []  # reserved: restored in time
+    client.delete(keys.KOMBU_UNACKED)
+    other = Retry("other[*]", "h", None, TaskMessage("t", 0, 1, None, b"{}", 1000))
+    schedule(client, other, 300)
+    assert vanished.find(client, stalled_with("gone")) == [("t", 0)]  # another job's retry
+    schedule(client, Retry("people", "h", None, TaskMessage("t", 0, 5, None, b"{}", 1000)), 300)
+    assert vanished.find(client, stalled_with("gone")) == []  # a retry of it may wait there
+    client.delete(keys.RETRIES)
+    # a task once seen claimed is never suspected again (its retry may wait longer than
+    # its claim's done mark lives)
+    client.set(keys.task_claim("ran"), "done")
+    partitions = stalled_with("ran")
+    assert vanished.find(client, partitions) == []
+    client.delete(keys.task_claim("ran"))
+    assert vanished.find(client, partitions) == []
+    # what the partition's next owner adopted carries no task id: never suspected here
+    partitions[("t", 0)].task_of.clear()
+    assert vanished.find(client, partitions) == []
 
 
 def test_a_rewind_reads_again_from_the_watermark_and_keeps_what_was_final(

@@ -83,8 +83,8 @@ def make_dispatcher(celery_app: Celery) -> Dispatcher:
     all of one call in one round trip (``publishing``)."""
     publisher = TaskPublisher(celery_app, fast=_fast(celery_app))
 
-    def dispatch(job: dict[str, Any], groups: list[list[TaskMessage]]) -> None:
-        publisher.publish(job.get("queue") or DEFAULT_QUEUE, [
+    def dispatch(job: dict[str, Any], groups: list[list[TaskMessage]]) -> list[str]:
+        return publisher.publish(job.get("queue") or DEFAULT_QUEUE, [
             ((job["id"], job["hash"], [m.to_args() for m in messages]),
              describe(job["id"], messages)) for messages in groups])
 

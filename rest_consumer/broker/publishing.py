@@ -94,21 +94,25 @@ class TaskPublisher:
         """Each queue's template, rendered at its first publish."""
         self._lock = threading.Lock()
 
-    def publish(self, queue: str, tasks: list[Outgoing]) -> None:
-        """Push ``tasks`` on ``queue``; raises when the broker cannot be reached."""
+    def publish(self, queue: str, tasks: list[Outgoing]) -> list[str]:
+        """Push ``tasks`` on ``queue``; returns their ids. Raises when the broker cannot be
+        reached."""
         with self.app.producer_or_acquire() as producer:
             channel = producer.channel
             if not self.fast or not hasattr(channel, "rendering"):  # not the project's transport
-                self._send_plainly(producer, queue, tasks)
-                return
+                return self._send_plainly(producer, queue, tasks)
             template = self._template(producer, queue)
+            ids = [str(uuid.uuid4()) for _ in tasks]
             with channel.conn_or_acquire() as client:
                 for start in range(0, len(tasks), PUSHES_PER_ROUND_TRIP):
                     trip = RoundTrip(client)
-                    for args, argsrepr in tasks[start:start + PUSHES_PER_ROUND_TRIP]:
+                    for task_id, (args, argsrepr) in zip(
+                            ids[start:start + PUSHES_PER_ROUND_TRIP],
+                            tasks[start:start + PUSHES_PER_ROUND_TRIP], strict=True):
                         trip.execute_command("LPUSH", template.key,
-                                             template.render(str(uuid.uuid4()), args, argsrepr))
+                                             template.render(task_id, args, argsrepr))
                     trip.execute()
+            return ids
 
     def _template(self, producer: Any, queue: str) -> Template:
         with self._lock:
@@ -120,10 +124,9 @@ class TaskPublisher:
                 self.templates[queue] = _only(rendered)
             return self.templates[queue]
 
-    def _send_plainly(self, producer: Any, queue: str, tasks: list[Outgoing]) -> None:
-        for args, argsrepr in tasks:
-            self.app.send_task(TASK, args, queue=queue, argsrepr=argsrepr, kwargsrepr="{}",
-                               producer=producer)
+    def _send_plainly(self, producer: Any, queue: str, tasks: list[Outgoing]) -> list[str]:
+        return [self.app.send_task(TASK, args, queue=queue, argsrepr=argsrepr, kwargsrepr="{}",
+                                   producer=producer).id for args, argsrepr in tasks]
 
 
 def _only(rendered: Rendered) -> Template:

@@ -35,6 +35,7 @@ from rest_consumer.core.mapping import RequestSpec
 from rest_consumer.core.records import Outcome, Pending
 
 NDJSON = "application/x-ndjson"
+DEFAULT_WRAP = "records"
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 _ORDERED = b"\x00batches"
 """The one chain every batch of an ordered job's task goes on."""
@@ -60,7 +61,11 @@ class Batcher:
         self.max_records = int(spec.get("max_records", 100))
         self.max_bytes = int(spec.get("max_bytes", 1024 * 1024))
         self.ndjson = spec.get("format", "json") == "ndjson"
-        self.wrap = jmespath.compile(spec.get("wrap", "records"))
+        self.wrap = jmespath.compile(spec.get("wrap", DEFAULT_WRAP))
+        self.plain_wrap = spec.get("wrap", DEFAULT_WRAP) == DEFAULT_WRAP
+        """The default ``wrap`` (the records as a JSON array): the body is joined from the
+        records' own bodies, the very bytes parsing and encoding them again would give (one
+        encoder makes every body), at a tenth of the cost."""
         self.job_id = job_id
         self.constant = constant
         self.ordered = ordered
@@ -106,6 +111,8 @@ class Batcher:
         if self.ndjson:
             body = b"\n".join(bodies) + b"\n"
             headers["Content-Type"] = NDJSON
+        elif self.plain_wrap:
+            body = b"[" + b", ".join(bodies) + b"]"
         else:
             try:
                 wrapped = self.wrap.search({"records": [json.loads(b) for b in bodies],

@@ -138,5 +138,6 @@ def _text(value: bytes | None) -> str | None:
         return base64.b64encode(value).decode()
 
 
-Dispatcher = Callable[[dict[str, Any], list[list[TaskMessage]]], None]
-"""Sends one ``deliver`` task per group of messages of a job (``tasks.make_dispatcher``)."""
+Dispatcher = Callable[[dict[str, Any], list[list[TaskMessage]]], list[str]]
+"""Sends one ``deliver`` task per group of messages of a job (``tasks.make_dispatcher``);
+returns the tasks' ids, one per group."""

@@ -27,6 +27,7 @@ from rest_consumer.reader.ordering import gate_for
 from rest_consumer.reader.outbox import DispatchFailed, Outbox
 from rest_consumer.reader.seeking import Positions, SeekDeferred
 from rest_consumer.reader.tracking import Partitions, PartitionTracker
+from rest_consumer.reader.vanished import VanishedTasks
 from rest_consumer.state import health, keys, outstanding
 from rest_consumer.state.heartbeat import Heartbeat, beat, fresh_heartbeats
 from rest_consumer.state.store import JobStore
@@ -78,6 +79,7 @@ class JobReader(threading.Thread):
         self.committer = Committer(self.job_id, client, self.partitions, self.gate)
         self.positions = Positions(self.job_id, client, self.partitions, self.batcher,
                                    self.gate)
+        self.vanished = VanishedTasks(self.job_id, queue, settings.visibility_timeout)
         self._endpoint_state: str | None = None
         """The endpoint's breaker state as last seen (its changes are logged)."""
 
@@ -325,6 +327,7 @@ class JobReader(threading.Thread):
         released = self.committer.collect_and_commit(consumer, list(self.partitions))
         stalled = [k for k, t in self.partitions.items()
                    if t.stalled_for() > self.settings.redispatch_after]
+        stalled += set(self.vanished.find(self.redis, self.partitions)) - set(stalled)
         if stalled:
             self.positions.rewind(consumer, stalled)
         self._apply_backpressure(consumer)

@@ -27,6 +27,8 @@ class PartitionTracker:
         self.known_final: set[int] = set()
         """Offsets above the watermark known final (before a rewind, or by the previous
         owner): not sent again."""
+        self.task_of: dict[int, str] = {}
+        """The task that carried each pending offset this reader sent (``vanished``)."""
 
     def dispatched(self, offset: int) -> None:
         """``offset`` is out (sent now, or still out from the previous owner), or was final
@@ -52,7 +54,9 @@ class PartitionTracker:
         """Drop the leading offsets that are final."""
         moved = False
         while self.pending and self.pending[0] in self.done:
-            self.done.discard(self.pending.popleft())
+            offset = self.pending.popleft()
+            self.done.discard(offset)
+            self.task_of.pop(offset, None)
             moved = True
         if moved:
             self.last_progress = time.monotonic()
@@ -78,6 +82,7 @@ class PartitionTracker:
         self.known_final = set(self.done) if keep_final else set()
         self.pending.clear()
         self.done.clear()
+        self.task_of.clear()
         self.adopted = set()
         self.high = target
         self.last_progress = time.monotonic()
@@ -116,6 +121,13 @@ class Partitions(dict[TopicPartitionKey, PartitionTracker]):
         """``messages`` (in offset order per partition) are out, or waiting behind a line."""
         for msg in messages:
             self.setdefault(partition_of(msg), PartitionTracker()).dispatched(offset_of(msg))
+
+    def carried(self, tasks: dict[str, list[Message]]) -> None:
+        """Which task carried each of these (dispatched) messages."""
+        for task, messages in tasks.items():
+            for msg in messages:
+                if (tracker := self.of(msg)) is not None:
+                    tracker.task_of[offset_of(msg)] = task
 
     def in_flight(self) -> int:
         """Offsets out and not yet final, over every partition."""

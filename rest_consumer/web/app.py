@@ -24,7 +24,7 @@ from rest_consumer.core.errors import (
     UserNotFound,
     ValidationError,
 )
-from rest_consumer.core.messages import TaskMessage
+from rest_consumer.core.messages import Dispatcher, TaskMessage
 from rest_consumer.state.audit import AuditLog
 from rest_consumer.state.jobfiles import load_job_files
 from rest_consumer.state.store import JobStore
@@ -98,14 +98,14 @@ def _load_files(store: JobStore, settings: Settings) -> None:
 
 def _celery_dispatch(settings: Settings) -> Any:
     """Replays go through Celery like the reader's tasks, on a broker connection made lazily."""
-    made: list[Any] = []
+    made: list[Dispatcher] = []
 
-    def dispatch(job: jobs.Job, groups: list[list[TaskMessage]]) -> None:
+    def dispatch(job: jobs.Job, groups: list[list[TaskMessage]]) -> list[str]:
         if not made:
             from rest_consumer.broker.celery_app import create_celery, make_dispatcher
 
             made.append(make_dispatcher(create_celery(settings)))
-        made[0](job, groups)
+        return made[0](job, groups)
 
     return dispatch
 
