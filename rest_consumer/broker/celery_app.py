@@ -60,6 +60,10 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # sweeps every ~100 s whatever the timeout).
         "unacked_restore_interval": max(1.0, min(60.0, visibility / 4)),
         "unacked_restore_throttle": 1,
+        # The sweep's lock: a worker killed while sweeping held it for kombu's 300 s, and no
+        # dead worker's task came back meanwhile. Sweeps that overlap are safe (each restore
+        # is a WATCHed transaction that finds the record gone).
+        "unacked_mutex_expire": max(10, int(visibility / 4)),
         # A broker that vanishes without closing the connection must not hang a publish.
         "socket_timeout": 30,
         "socket_connect_timeout": 10,

@@ -12,7 +12,9 @@ killed as the stream's next messages arrive.
 A reader knows which task carried each offset it dispatched (``PartitionTracker.task_of``).
 When a partition's oldest pending offset has not moved for ``after`` seconds (the visibility
 timeout plus a margin: by then a reserved copy was restored and claimed), its task is looked
-for: a run's claim (running or done), its queue, the broker's unacknowledged records. A task
+for: a run's claim (running or done), its queue, the broker's unacknowledged records (one
+older than twice ``after`` is one kombu failed to restore, as when a worker killed while
+holding kombu's restore lock stopped every restore for its 300 s; it is removed). A task
 found nowhere was lost, and the partition is read again from its watermark (what is known
 final is not sent again). A task once seen claimed is never suspected again, and none is
 while a retry of the job waits: a retry's backoff may outlive its run's done mark.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
 
 from rest_consumer.core.messages import TopicPartitionKey
@@ -58,16 +61,30 @@ class VanishedTasks:
         unclaimed = {tp: t for tp, t in suspects.items() if t not in self.claimed}
         if not unclaimed or waiting:  # never run: it may be waiting in its queue
             return []
-        held = b"\n".join(client.hvals(keys.KOMBU_UNACKED))  # reserved: restored in time
-        lost = {tp: t for tp, t in unclaimed.items() if t.encode() not in held}
-        if lost and self._retry_waiting(client):  # a retry of it (its run's mark is gone)
+        if self._retry_waiting(client):  # a retry of it (its run's done mark is gone)
             return []
+        held = client.hgetall(keys.KOMBU_UNACKED)
+        lost = {tp: t for tp, t in unclaimed.items() if self._gone(client, held, t)}
         for (topic, partition), task in lost.items():
             log.warning("job %s: task %s, holding %s[%d] from offset %d, was never run and is "
                         "in no queue (taken by a worker that died, or dropped by a restore); "
                         "reading the partition again", self.job_id, task, topic, partition,
                         partitions[(topic, partition)].watermark)
         return list(lost)
+
+    def _gone(self, client: Any, held: dict[bytes, bytes], task: str) -> bool:
+        """Whether ``task`` is in no unacked record, or only in one kombu should have
+        restored long ago: that record is removed here, the task counted lost."""
+        tag = next((tag for tag, payload in held.items() if task.encode() in payload), None)
+        if tag is None:
+            return True
+        reserved = client.zscore(keys.KOMBU_UNACKED_INDEX, tag)
+        if reserved is None or time.time() - reserved < 2 * self.after:
+            return False  # reserved: kombu restores it (after the visibility timeout)
+        pipe = client.pipeline(transaction=True)
+        pipe.hdel(keys.KOMBU_UNACKED, tag)
+        pipe.zrem(keys.KOMBU_UNACKED_INDEX, tag)
+        return bool(pipe.execute()[0])  # not restored or acked meanwhile: ours to send again
 
     def _retry_waiting(self, client: Any) -> bool:
         """Whether a retry of this job waits in the schedule (a task's done mark lives
