@@ -172,9 +172,9 @@ def throughput(job_id: str, window: int) -> str:
 
 
 def pattern_keys(job_id: str) -> list[str]:
-    """SCAN patterns for a job's keys with a variable part (``done``, ``out``, ``lettered``,
-    ``throughput``), removed with the job."""
-    return [f"done:{job_id}:*", f"out:{job_id}:*", f"lettered:{job_id}:*",
+    """SCAN patterns for a job's keys with a variable part (``done``, ``fresh``, ``out``,
+    ``lettered``, ``throughput``), removed with the job."""
+    return [f"done:{job_id}:*", f"fresh:{job_id}:*", f"out:{job_id}:*", f"lettered:{job_id}:*",
             f"throughput:{job_id}:*"]
 
 
