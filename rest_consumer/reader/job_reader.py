@@ -325,11 +325,11 @@ class JobReader(threading.Thread):
     def _tick(self, consumer: Consumer) -> list[Message]:
         self._last_tick = self._last_collect = time.monotonic()
         released = self.committer.collect_and_commit(consumer, list(self.partitions))
-        stalled = [k for k, t in self.partitions.items()
-                   if t.stalled_for() > self.settings.redispatch_after]
-        stalled += set(self.vanished.find(self.redis, self.partitions)) - set(stalled)
+        stalled = {k for k, t in self.partitions.items()
+                   if t.stalled_for() > self.settings.redispatch_after}
+        stalled |= set(self.vanished.find(self.redis, self.partitions))
         if stalled:
-            self.positions.rewind(consumer, stalled)
+            self.positions.rewind(consumer, sorted(stalled))
         self._apply_backpressure(consumer)
         self._heartbeat(consumer)
         self._watch_endpoint()

@@ -66,19 +66,17 @@ class Outbox:
         """Dispatch ``ready`` (less what must not be sent), then track ``track`` in offset
         order: what was sent, what was not to be, what waits behind its line."""
         send = [m for m in ready if self.partitions.needs_sending(m)]
+        tasks = [send[i:i + self.batch_size] for i in range(0, len(send), self.batch_size)]
         ids: list[str] = []
-        if send:
-            payloads = [TaskMessage.from_kafka(m) for m in send]
-            groups = [payloads[i:i + self.batch_size]
-                      for i in range(0, len(payloads), self.batch_size)]
+        if tasks:
             try:
-                ids = self.dispatch(self.job, groups)
+                ids = self.dispatch(self.job, [[TaskMessage.from_kafka(m) for m in task]
+                                               for task in tasks])
             except Exception as e:
                 raise DispatchFailed(track or send, e) from e
         self.partitions.track(track)
         if send:
-            self.partitions.carried({task: send[i:i + self.batch_size] for task, i in zip(
-                ids, range(0, len(send), self.batch_size), strict=False)})
+            self.partitions.carried(dict(zip(ids, tasks, strict=True)))
             self._note_dispatched(send)
 
     def lines_freed(self) -> list[Message]:
