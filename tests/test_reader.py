@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from rest_consumer.core.messages import TaskMessage
+from rest_consumer.reader.backpressure import Backpressure
 from rest_consumer.reader.batching import AdaptiveBatcher
 from rest_consumer.reader.committing import Committer
 from rest_consumer.reader.outbox import DispatchFailed, Outbox
@@ -250,3 +251,54 @@ def test_set_offset_moves_the_partitions_it_waits_for_and_commits_at_once(
     assert partitions[("t", 0)].committed == 42 and not partitions[("t", 0)].pending
     request = seeks.current(client, "people")
     assert request is not None and seeks.pending(client, "people", request) == []
+
+
+class PausingConsumer(FakeConsumer):
+    """Records pauses, resumes and seeks in the order they are made."""
+
+    def __init__(self, assigned: list[tuple[str, int]]) -> None:
+        super().__init__(assigned)
+        self.calls: list[str] = []
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append("pause")
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append("resume")
+
+    def seek(self, tp: TopicPartition) -> None:
+        super().seek(tp)
+        self.calls.append(f"seek {tp.partition}@{tp.offset}")
+
+
+def test_backpressure_pauses_over_the_limit_and_resumes_below_half_then_seeks_back() -> None:
+    partitions = Partitions()
+    partitions[("t", 0)] = PartitionTracker()
+    for offset in range(11):
+        partitions[("t", 0)].dispatched(offset)
+    consumer = PausingConsumer([("t", 0), ("t", 1)])  # t[1]: nothing dispatched yet
+    pressure = Backpressure("people", 10, partitions)
+    assert pressure.check(consumer) is True  # 11 > 10: paused now
+    assert pressure.check(consumer) is False and pressure.paused  # still 11
+    partitions[("t", 0)].finished(range(6))
+    partitions[("t", 0)].advance()
+    assert pressure.check(consumer) is False and pressure.paused  # 5 is not below half
+    partitions[("t", 0)].finished([6])
+    partitions[("t", 0)].advance()
+    pressure.check(consumer)  # 4 < 5: resumed, then back to the first offset not dispatched
+    assert not pressure.paused
+    # Resumed first: a seek made while paused left librdkafka fetching nothing for ~1 s.
+    assert consumer.calls == ["pause", "resume", "seek 0@11"]
+
+
+def test_backpressure_counts_what_the_jobs_other_readers_have_in_flight() -> None:
+    partitions = Partitions()
+    partitions[("t", 0)] = PartitionTracker()
+    partitions[("t", 0)].dispatched(0)
+    consumer = PausingConsumer([("t", 0)])
+    pressure = Backpressure("people", 10, partitions)
+    pressure.others = 10
+    assert pressure.check(consumer) is True
+    pressure.others = 3
+    pressure.check(consumer)
+    assert consumer.calls == ["pause", "resume", "seek 0@1"]

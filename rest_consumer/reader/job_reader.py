@@ -21,6 +21,7 @@ from rest_consumer.core.config import DEFAULT_QUEUE, Settings
 from rest_consumer.core.jobs import Job, setting
 from rest_consumer.core.messages import Dispatcher, TopicPartitionKey
 from rest_consumer.core.sources import Subscription
+from rest_consumer.reader.backpressure import Backpressure
 from rest_consumer.reader.batching import AdaptiveBatcher, tasks_waiting_or_running
 from rest_consumer.reader.committing import Committer
 from rest_consumer.reader.ordering import gate_for
@@ -58,7 +59,6 @@ class JobReader(threading.Thread):
         self.dispatch = dispatch
         self.instance = instance
         self.partitions = Partitions()
-        self.paused = False
         self.error: str | None = None
         self._stopping = threading.Event()
         self._rewind = threading.Event()
@@ -67,6 +67,7 @@ class JobReader(threading.Thread):
         """A rewind after Redis lost its data waits until then (``REWIND_GRACE_SECONDS``)."""
         self._seek_check = threading.Event()
         self.max_in_flight = int(setting(job, "max_in_flight"))
+        self.backpressure = Backpressure(self.job_id, self.max_in_flight, self.partitions)
         self.batch_size = int(setting(job, "batch_size"))
         queue = job.get("queue") or DEFAULT_QUEUE
         self.batcher = AdaptiveBatcher(lambda: tasks_waiting_or_running(client, queue),
@@ -163,6 +164,8 @@ class JobReader(threading.Thread):
         if self.batcher.ready() or self._room() <= len(self.batcher.held):
             self._send(consumer, self.outbox.send_consumed, self.batcher.take())
         self._send(consumer, self._send_released, self.outbox.lines_freed())
+        if self.backpressure.check(consumer):
+            self.batcher.drop()  # resuming seeks back to the first message not dispatched
         if self._due_for_tick():
             self._send(consumer, self._send_released, self._tick_unless_redis_is_down(consumer))
             subscription.refresh(consumer, self._subscribe)
@@ -243,7 +246,7 @@ class JobReader(threading.Thread):
             log.warning("job %s: cannot adopt what is out (%s)", self.job_id, e)
         log.info("job %s: assigned %s", self.job_id, _names(partitions))
         self._seek_check.set()  # a set_offset request may wait for these partitions
-        if self.paused:  # a rebalance does not keep pauses
+        if self.backpressure.paused:  # a rebalance does not keep pauses
             consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -297,9 +300,7 @@ class JobReader(threading.Thread):
     # --- periodic work -------------------------------------------------------------------
 
     def _due_for_tick(self) -> bool:
-        """Every second, and at once when the job reaches its in-flight limit."""
-        return (time.monotonic() - self._last_tick >= TICK_SECONDS
-                or self.partitions.in_flight() >= self.max_in_flight)
+        return time.monotonic() - self._last_tick >= TICK_SECONDS
 
     def _tick_unless_redis_is_down(self, consumer: Consumer) -> list[Message]:
         """Redis down (restart, failover): keep the consumer and its state, try again soon.
@@ -330,33 +331,12 @@ class JobReader(threading.Thread):
         stalled |= set(self.vanished.find(self.redis, self.partitions))
         if stalled:
             self.positions.rewind(consumer, sorted(stalled))
-        self._apply_backpressure(consumer)
+        others = fresh_heartbeats(self.redis, self.job_id, but=self.instance)
+        self.backpressure.others = sum(b.in_flight for b in others)
         self._heartbeat(consumer)
         self._watch_endpoint()
         self.error = None
         return released
-
-    def _apply_backpressure(self, consumer: Consumer) -> None:
-        limit = self.max_in_flight
-        # This reader's own count, plus what the job's other readers last reported.
-        others = fresh_heartbeats(self.redis, self.job_id, but=self.instance)
-        in_flight = self.partitions.in_flight() + sum(b.in_flight for b in others)
-        assigned = consumer.assignment()
-        if not self.paused and in_flight > limit:
-            self.paused = True
-            self.batcher.drop()  # resuming seeks back to the first message not dispatched
-            consumer.pause(assigned)
-            log.warning("job %s: %d messages in flight (limit %d); pausing", self.job_id,
-                        in_flight, limit)
-        elif self.paused and in_flight < limit / 2:
-            self.paused = False
-            # pause() dropped what was prefetched: resume from the next undispatched offset.
-            for tp in assigned:
-                tracker = self.partitions.get((tp.topic, tp.partition))
-                if tracker is not None and tracker.high is not None:
-                    consumer.seek(TopicPartition(tp.topic, tp.partition, tracker.high))
-            consumer.resume(assigned)
-            log.info("job %s: %d in flight; resuming", self.job_id, in_flight)
 
     def _watch_endpoint(self) -> None:
         """Log the circuit breaker's changes; ``pause_after``: a breaker open that long stops
@@ -382,8 +362,9 @@ class JobReader(threading.Thread):
         if self.gate is not None:
             held, oldest = self.gate.held, self.gate.oldest_wait()
         beat(pipe, self.job_id, self.instance, Heartbeat(
-            self.job.get("hash"), self.paused, self.error, self.committer.report(consumer),
-            self.partitions.in_flight(), held, None if oldest is None else round(oldest, 3)))
+            self.job.get("hash"), self.backpressure.paused, self.error,
+            self.committer.report(consumer), self.partitions.in_flight(), held,
+            None if oldest is None else round(oldest, 3)))
         pipe.execute()
 
     def _finish(self, consumer: Consumer) -> None:

@@ -1,0 +1,59 @@
+"""``max_in_flight``: a job's readers stop fetching while that many messages are out.
+
+A reader pauses its partitions as soon as the job's messages in flight (its own count, plus
+what the job's other readers last reported) pass the limit, and resumes once they are below
+half of it. Its own count changes only when it takes messages or learns which are final
+(every ``COLLECT_SECONDS``), so both are checked on every turn of the loop, not at the 1 s
+tick: a job that reaches its limit because its workers are the bottleneck (a fast source, a
+fast endpoint) used to leave its workers idle for up to a second a time, waiting for the
+tick to resume (the batched benchmark lost half its throughput to it).
+
+Pausing drops what the consumer had prefetched, so resuming seeks each partition back to its
+first offset not yet dispatched: after ``resume``, not before. librdkafka (2.x) often fetched
+nothing for a whole second after a seek made while the partition was paused, where a seek
+just after the resume has the next message within about 10 ms (measured on loopback, five
+cycles each; the seek's version barrier drops whatever the resumed fetch brought before it).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import Consumer, TopicPartition
+
+from rest_consumer.reader.tracking import Partitions
+
+log = logging.getLogger(__name__)
+
+
+class Backpressure:
+    """Whether a reader's partitions are paused, and when to pause or resume them."""
+
+    def __init__(self, job_id: str, limit: int, partitions: Partitions) -> None:
+        self.job_id = job_id
+        self.limit = limit
+        self.partitions = partitions
+        self.paused = False
+        self.others = 0
+        """Messages in flight for the job's other readers, as their heartbeats last said."""
+
+    def check(self, consumer: Consumer) -> bool:
+        """Pause over the limit, resume below half of it; otherwise nothing (no I/O). True
+        when it paused now: what the reader took and has not dispatched is read again."""
+        in_flight = self.partitions.in_flight() + self.others
+        if not self.paused and in_flight > self.limit:
+            self.paused = True
+            consumer.pause(consumer.assignment())
+            log.warning("job %s: %d messages in flight (limit %d); pausing", self.job_id,
+                        in_flight, self.limit)
+            return True
+        elif self.paused and in_flight < self.limit / 2:
+            self.paused = False
+            assigned = consumer.assignment()
+            consumer.resume(assigned)
+            for tp in assigned:
+                tracker = self.partitions.get((tp.topic, tp.partition))
+                if tracker is not None and tracker.high is not None:
+                    consumer.seek(TopicPartition(tp.topic, tp.partition, tracker.high))
+            log.info("job %s: %d in flight; resuming", self.job_id, in_flight)
+        return False
