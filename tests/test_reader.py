@@ -14,7 +14,7 @@ from confluent_kafka import TopicPartition
 
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.reader.backpressure import Backpressure
-from rest_consumer.reader.batching import AdaptiveBatcher
+from rest_consumer.reader.batching import AdaptiveBatcher, task_size
 from rest_consumer.reader.committing import Committer
 from rest_consumer.reader.outbox import DispatchFailed, Outbox
 from rest_consumer.reader.seeking import Positions
@@ -302,3 +302,12 @@ def test_backpressure_counts_what_the_jobs_other_readers_have_in_flight() -> Non
     pressure.others = 3
     pressure.check(consumer)
     assert consumer.calls == ["pause", "resume", "seek 0@1"]
+
+
+def test_a_request_batch_job_packs_several_requests_worth_of_messages_into_a_task() -> None:
+    assert task_size(JOB) == 100  # the schema's default
+    assert task_size({**JOB, "batch_size": 7}) == 7
+    assert task_size({**JOB, "request_batch": {}}) == 500  # 5 requests of 100 records
+    assert task_size({**JOB, "request_batch": {"max_records": 20}}) == 100
+    assert task_size({**JOB, "request_batch": {"max_records": 1000}}) == 1000  # the cap
+    assert task_size({**JOB, "request_batch": {"max_records": 20}, "batch_size": 10}) == 10

@@ -22,7 +22,7 @@ from rest_consumer.core.jobs import Job, setting
 from rest_consumer.core.messages import Dispatcher, TopicPartitionKey
 from rest_consumer.core.sources import Subscription
 from rest_consumer.reader.backpressure import Backpressure
-from rest_consumer.reader.batching import AdaptiveBatcher, tasks_waiting_or_running
+from rest_consumer.reader.batching import AdaptiveBatcher, task_size, tasks_waiting_or_running
 from rest_consumer.reader.committing import Committer
 from rest_consumer.reader.ordering import gate_for
 from rest_consumer.reader.outbox import DispatchFailed, Outbox
@@ -68,7 +68,7 @@ class JobReader(threading.Thread):
         self._seek_check = threading.Event()
         self.max_in_flight = int(setting(job, "max_in_flight"))
         self.backpressure = Backpressure(self.job_id, self.max_in_flight, self.partitions)
-        self.batch_size = int(setting(job, "batch_size"))
+        self.batch_size = task_size(job)
         queue = job.get("queue") or DEFAULT_QUEUE
         self.batcher = AdaptiveBatcher(lambda: tasks_waiting_or_running(client, queue),
                                        self.batch_size)
