@@ -95,10 +95,10 @@ class Batcher:
         return [self._batch(members) for members in order]
 
     def _shape(self, request: RequestSpec) -> tuple[Any, ...]:
-        headers = tuple(sorted((k, v) for k, v in request.headers.items()
-                               if k != "Idempotency-Key" and not self.forwarding.matches(k)))
-        return (request.method, request.url, headers,
-                tuple(sorted(request.secret_headers.items())))
+        # Not sorted: one job builds every record's headers in the same order.
+        headers = tuple((k, v) for k, v in request.headers.items()
+                        if k != "Idempotency-Key" and not self.forwarding.matches(k))
+        return (request.method, request.url, headers, tuple(request.secret_headers.items()))
 
     def _batch(self, members: list[Pending]) -> Batch:
         first = members[0]
@@ -160,9 +160,10 @@ class Batcher:
         if self.answers and outcome.answer is not None:
             status, headers, body = outcome.answer
             answer = (status, headers, _item_body(item, body))
-        return dataclasses.replace(outcome, index=member.index, record_id=member.record_id,
-                                   request=member.request if outcome.request else None,
-                                   answer=answer)
+        # The constructor, not ``dataclasses.replace``: this runs for every record of a batch.
+        return Outcome(member.index, outcome.kind, outcome.reason, outcome.error,
+                       member.request if outcome.request else None, member.record_id,
+                       outcome.retry_after, outcome.failed, outcome.latency, answer)
 
 
 def _item_body(item: Any, body: bytes) -> bytes:

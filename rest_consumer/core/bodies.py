@@ -152,9 +152,16 @@ class Forwarding:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = [p.lower() for p in patterns]
+        self._seen: dict[str, bool] = {}
+        """Names already matched (a job sees the same few header names again and again)."""
 
     def matches(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name.lower(), p) for p in self.patterns)
+        seen = self._seen.get(name)
+        if seen is None:
+            seen = any(fnmatch.fnmatchcase(name.lower(), p) for p in self.patterns)
+            if len(self._seen) < 1000:
+                self._seen[name] = seen
+        return seen
 
     def headers(self, kafka_headers: dict[str, Any]) -> dict[str, str]:
         """The matching headers whose values HTTP can carry (Latin-1, no line break)."""

@@ -125,7 +125,8 @@ def _b64(value: bytes | None) -> str | None:
 
 
 def _unb64(value: str | None) -> bytes | None:
-    return None if value is None else base64.b64decode(value, validate=True)
+    # ``b64decode(value, validate=True)`` checks with a regular expression first: slower.
+    return None if value is None else binascii.a2b_base64(value, strict_mode=True)
 
 
 def _text(value: bytes | None) -> str | None:
