@@ -278,17 +278,23 @@ def test_backpressure_pauses_over_the_limit_and_resumes_below_half_then_seeks_ba
         partitions[("t", 0)].dispatched(offset)
     consumer = PausingConsumer([("t", 0), ("t", 1)])  # t[1]: nothing dispatched yet
     pressure = Backpressure("people", 10, partitions)
-    assert pressure.check(consumer) is True  # 11 > 10: paused now
-    assert pressure.check(consumer) is False and pressure.paused  # still 11
+
+    def send_held() -> None:  # what the reader took goes out before it pauses or resumes
+        consumer.calls.append("send held")
+
+    pressure.check(consumer, send_held)  # 11 > 10
+    assert pressure.paused
+    pressure.check(consumer, send_held)  # still 11: nothing more
     partitions[("t", 0)].finished(range(6))
     partitions[("t", 0)].advance()
-    assert pressure.check(consumer) is False and pressure.paused  # 5 is not below half
+    pressure.check(consumer, send_held)  # 5 is not below half
+    assert pressure.paused
     partitions[("t", 0)].finished([6])
     partitions[("t", 0)].advance()
-    pressure.check(consumer)  # 4 < 5: resumed, then back to the first offset not dispatched
+    pressure.check(consumer, send_held)  # 4 < 5: back to the first offset not dispatched
     assert not pressure.paused
     # Resumed first: a seek made while paused left librdkafka fetching nothing for ~1 s.
-    assert consumer.calls == ["pause", "resume", "seek 0@11"]
+    assert consumer.calls == ["send held", "pause", "send held", "resume", "seek 0@11"]
 
 
 def test_backpressure_counts_what_the_jobs_other_readers_have_in_flight() -> None:
@@ -298,9 +304,9 @@ def test_backpressure_counts_what_the_jobs_other_readers_have_in_flight() -> Non
     consumer = PausingConsumer([("t", 0)])
     pressure = Backpressure("people", 10, partitions)
     pressure.others = 10
-    assert pressure.check(consumer) is True
+    pressure.check(consumer, lambda: None)
     pressure.others = 3
-    pressure.check(consumer)
+    pressure.check(consumer, lambda: None)
     assert consumer.calls == ["pause", "resume", "seek 0@1"]
 
 

@@ -8,16 +8,21 @@ tick: a job that reaches its limit because its workers are the bottleneck (a fas
 fast endpoint) used to leave its workers idle for up to a second a time, waiting for the
 tick to resume (the batched benchmark lost half its throughput to it).
 
-Pausing drops what the consumer had prefetched, so resuming seeks each partition back to its
-first offset not yet dispatched: after ``resume``, not before. librdkafka (2.x) often fetched
-nothing for a whole second after a seek made while the partition was paused, where a seek
-just after the resume has the next message within about 10 ms (measured on loopback, five
-cycles each; the seek's version barrier drops whatever the resumed fetch brought before it).
+Pausing drops what the consumer had prefetched, and resuming without a seek goes on after the
+last message the reader *took*, so resuming seeks each partition back to its first offset not
+yet dispatched, and what the reader took and holds for a batch (``batching``) is dispatched
+first, at both turns. It used to be dropped at the pause instead: a partition that had
+dispatched nothing yet was then not sought back, and the messages held were skipped (and
+committed past). The seek comes after ``resume``, not before: librdkafka (2.x) often fetched
+nothing for a whole second after a seek made while the partition was paused, where a seek just
+after the resume has the next message within about 10 ms (measured on loopback, five cycles
+each; the seek's version barrier drops whatever the resumed fetch brought before it).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -37,17 +42,18 @@ class Backpressure:
         self.others = 0
         """Messages in flight for the job's other readers, as their heartbeats last said."""
 
-    def check(self, consumer: Consumer) -> bool:
-        """Pause over the limit, resume below half of it; otherwise nothing (no I/O). True
-        when it paused now: what the reader took and has not dispatched is read again."""
+    def check(self, consumer: Consumer, send_held: Callable[[], None]) -> None:
+        """Pause over the limit, resume below half of it; otherwise nothing (no I/O).
+        ``send_held`` dispatches what the reader holds, before either."""
         in_flight = self.partitions.in_flight() + self.others
         if not self.paused and in_flight > self.limit:
+            send_held()
             self.paused = True
             consumer.pause(consumer.assignment())
             log.warning("job %s: %d messages in flight (limit %d); pausing", self.job_id,
                         in_flight, self.limit)
-            return True
         elif self.paused and in_flight < self.limit / 2:
+            send_held()
             self.paused = False
             assigned = consumer.assignment()
             consumer.resume(assigned)
@@ -56,4 +62,3 @@ class Backpressure:
                 if tracker is not None and tracker.high is not None:
                     consumer.seek(TopicPartition(tp.topic, tp.partition, tracker.high))
             log.info("job %s: %d in flight; resuming", self.job_id, in_flight)
-        return False

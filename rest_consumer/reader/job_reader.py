@@ -162,10 +162,9 @@ class JobReader(threading.Thread):
         self._answer_requests(consumer)
         self.batcher.add(self._take(consumer))
         if self.batcher.ready() or self._room() <= len(self.batcher.held):
-            self._send(consumer, self.outbox.send_consumed, self.batcher.take())
+            self._send_held(consumer)
         self._send(consumer, self._send_released, self.outbox.lines_freed())
-        if self.backpressure.check(consumer):
-            self.batcher.drop()  # resuming seeks back to the first message not dispatched
+        self.backpressure.check(consumer, lambda: self._send_held(consumer))
         if self._due_for_tick():
             self._send(consumer, self._send_released, self._tick_unless_redis_is_down(consumer))
             subscription.refresh(consumer, self._subscribe)
@@ -205,6 +204,9 @@ class JobReader(threading.Thread):
             self._note_error(str(e))
             self.positions.undo(consumer, e.undelivered)
             self._stopping.wait(1.0)
+
+    def _send_held(self, consumer: Consumer) -> None:
+        self._send(consumer, self.outbox.send_consumed, self.batcher.take())
 
     def _send_released(self, messages: list[Message]) -> None:
         """Messages a freed line let go: already tracked when they were consumed."""
