@@ -17,7 +17,7 @@ from collections.abc import Callable
 import redis
 from confluent_kafka import Message
 
-from rest_consumer.core.jobs import Job, setting
+from rest_consumer.core.jobs import SCHEMA, Job, setting
 from rest_consumer.core.messages import TopicPartitionKey, partition_of
 from rest_consumer.state import keys
 
@@ -27,11 +27,14 @@ MAX_HOLD_SECONDS = 0.02
 """The longest a message waits in the reader for a batch while workers are busy."""
 REQUESTS_PER_TASK = 5
 """A ``request_batch`` job's tasks carry this many requests' worth of messages by default."""
+_BATCH_SIZE = SCHEMA["properties"]["batch_size"]
+_MAX_RECORDS = SCHEMA["properties"]["request_batch"]["properties"]["max_records"]
 
 
 def task_size(job: Job) -> int:
     """The most messages in one task: the job's ``batch_size``; for a ``request_batch`` job
-    that does not set it, ``REQUESTS_PER_TASK`` times ``max_records`` (at most 1,000).
+    that does not set it, ``REQUESTS_PER_TASK`` times ``max_records`` (at most ``batch_size``'s
+    maximum, 1,000).
 
     Why: at the default 100, a job sending 100 records a request made one request per task,
     so it paid a task's cost (Celery, events, the claim and outcome round trips) per request,
@@ -42,8 +45,9 @@ def task_size(job: Job) -> int:
     """
     if "batch_size" in job or job.get("request_batch") is None:
         return int(setting(job, "batch_size"))
-    max_records = int(job["request_batch"].get("max_records", 100))
-    return min(1000, REQUESTS_PER_TASK * max_records)
+    max_records = job["request_batch"].get("max_records", _MAX_RECORDS["default"])
+    return min(int(_BATCH_SIZE["maximum"]), REQUESTS_PER_TASK * int(max_records))
+
 
 
 class AdaptiveBatcher:
