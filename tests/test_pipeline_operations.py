@@ -147,7 +147,11 @@ def test_ratelimit_spaces_requests_across_two_workers(pipeline: Any, endpoint: A
     wait_for(lambda: len(endpoint.keys()) == 40, 60, what="40 deliveries")
     times = sorted(r.at for r in endpoint.received)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.2 - 0.03, gaps
+    # Then the 40 took at least 39 slots of 0.2 s, and no two shared one. The limiter spaces
+    # the slots, not the arrivals: a request sent late on a busy machine (37 ms once, in CI)
+    # arrives closer to the next one, which kept its slot.
+    assert times[-1] - times[0] >= 39 * 0.2 - 0.03, times
+    assert min(gaps) >= 0.1, gaps
     assert "succeeded" in pipeline.log("worker1") and "succeeded" in pipeline.log("worker2")
 
 

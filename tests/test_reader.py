@@ -317,3 +317,5 @@ def test_a_request_batch_job_packs_several_requests_worth_of_messages_into_a_tas
     assert task_size({**JOB, "request_batch": {"max_records": 20}}) == 100
     assert task_size({**JOB, "request_batch": {"max_records": 1000}}) == 1000  # the cap
     assert task_size({**JOB, "request_batch": {"max_records": 20}, "batch_size": 10}) == 10
+    # An ordered job's batches go one after another in their task: one request a task.
+    assert task_size({**JOB, "request_batch": {}, "ordering": "key"}) == 100
