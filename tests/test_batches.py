@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 
 from rest_consumer.core.batches import Batch, Batcher
+from rest_consumer.core.errors import PermanentDeliveryError
 from rest_consumer.core.jobs import validate
 from rest_consumer.core.mapping import CompiledJob
 from rest_consumer.core.messages import TaskMessage
@@ -150,6 +152,21 @@ def test_a_batch_that_fails_fails_for_each_record() -> None:
     retry = Outcome(-1, "retry", "HTTP 503", failed=True, retry_after=2.0)
     assert [(o.index, o.kind, o.retry_after) for _, o in b.outcomes(batch, retry)] == [
         (0, "retry", 2.0), (0, "retry", 2.0)]
+
+
+def test_each_record_keeps_every_field_of_its_batchs_outcome_but_its_own() -> None:
+    # Built field by field for speed: a field added to Outcome must be carried over too.
+    compiled = CompiledJob(job(json_body=["id"], request_batch={}))
+    b = batcher(compiled)
+    batch = b.batches(pending(compiled, [{"id": "a"}]))[0]
+    error = PermanentDeliveryError("HTTP 400", 400, "bad", b"bad")
+    whole = Outcome(-1, "dead", "HTTP 400", error, batch.request, None, 3.0, True, 0.25,
+                    (400, {}, b"bad"))
+    [(member, outcome)] = b.outcomes(batch, whole)
+    own = {"index": member.index, "record_id": member.record_id, "request": member.request,
+           "answer": None}  # answers only for jobs with ``responses``
+    for f in dataclasses.fields(Outcome):
+        assert getattr(outcome, f.name) == own.get(f.name, getattr(whole, f.name)), f.name
 
 
 def test_batch_fields_are_checked_at_save() -> None:
