@@ -279,8 +279,8 @@ def test_backpressure_pauses_over_the_limit_and_resumes_below_half_then_seeks_ba
     consumer = PausingConsumer([("t", 0), ("t", 1)])  # t[1]: nothing dispatched yet
     pressure = Backpressure("people", 10, partitions)
 
-    def send_held() -> None:  # what the reader took goes out before it pauses or resumes
-        consumer.calls.append("send held")
+    def send_held(held_by: Any) -> None:  # what the reader took goes out before either
+        held_by.calls.append("send held")
 
     pressure.check(consumer, send_held)  # 11 > 10
     assert pressure.paused
@@ -304,9 +304,9 @@ def test_backpressure_counts_what_the_jobs_other_readers_have_in_flight() -> Non
     consumer = PausingConsumer([("t", 0)])
     pressure = Backpressure("people", 10, partitions)
     pressure.others = 10
-    pressure.check(consumer, lambda: None)
+    pressure.check(consumer, lambda _: None)
     pressure.others = 3
-    pressure.check(consumer, lambda: None)
+    pressure.check(consumer, lambda _: None)
     assert consumer.calls == ["pause", "resume", "seek 0@1"]
 
 

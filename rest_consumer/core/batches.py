@@ -31,14 +31,13 @@ from rest_consumer.core.bodies import (
     answer_body,
 )
 from rest_consumer.core.errors import PermanentDeliveryError
-from rest_consumer.core.jobs import SCHEMA
+from rest_consumer.core.jobs import REQUEST_BATCH_DEFAULTS
 from rest_consumer.core.mapping import RequestSpec
 from rest_consumer.core.records import Outcome, Pending
 
 NDJSON = "application/x-ndjson"
 DEFAULT_WRAP = "records"
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
-_DEFAULTS = SCHEMA["properties"]["request_batch"]["properties"]
 _ORDERED = b"\x00batches"
 """The one chain every batch of an ordered job's task goes on."""
 
@@ -60,8 +59,8 @@ class Batcher:
                  ordered: bool, item_results: dict[str, Any] | None = None,
                  retry_statuses: frozenset[int] = frozenset(), max_retries: int = 0,
                  forwarding: Forwarding | None = None, answers: bool = False) -> None:
-        self.max_records = int(spec.get("max_records", _DEFAULTS["max_records"]["default"]))
-        self.max_bytes = int(spec.get("max_bytes", _DEFAULTS["max_bytes"]["default"]))
+        self.max_records = int(spec.get("max_records", REQUEST_BATCH_DEFAULTS["max_records"]))
+        self.max_bytes = int(spec.get("max_bytes", REQUEST_BATCH_DEFAULTS["max_bytes"]))
         self.ndjson = spec.get("format", "json") == "ndjson"
         self.wrap = jmespath.compile(spec.get("wrap", DEFAULT_WRAP))
         self.plain_wrap = spec.get("wrap", DEFAULT_WRAP) == DEFAULT_WRAP

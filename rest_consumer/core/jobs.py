@@ -35,6 +35,10 @@ _VALIDATOR = Draft202012Validator(SCHEMA)
 DEFAULTS: dict[str, Any] = {name: spec["default"] for name, spec in SCHEMA["properties"].items()
                             if "default" in spec}
 """Every optional field's default, from the schema: the only place defaults are spelled."""
+REQUEST_BATCH_DEFAULTS: dict[str, Any] = {
+    name: spec["default"] for name, spec in SCHEMA["properties"]["request_batch"][
+        "properties"].items() if "default" in spec}
+"""``request_batch``'s own defaults (``max_records``, ``max_bytes``, ``format``...)."""
 
 
 def setting(job: Job, name: str) -> Any:

@@ -43,18 +43,18 @@ class Backpressure:
         self.others = 0
         """Messages in flight for the job's other readers, as their heartbeats last said."""
 
-    def check(self, consumer: Consumer, send_held: Callable[[], None]) -> None:
+    def check(self, consumer: Consumer, send_held: Callable[[Consumer], None]) -> None:
         """Pause over the limit, resume below half of it; otherwise nothing (no I/O).
         ``send_held`` dispatches what the reader holds, before either."""
         in_flight = self.partitions.in_flight() + self.others
         if not self.paused and in_flight > self.limit:
-            send_held()
+            send_held(consumer)
             self.paused = True
             consumer.pause(consumer.assignment())
             log.warning("job %s: %d messages in flight (limit %d); pausing", self.job_id,
                         in_flight, self.limit)
         elif self.paused and in_flight < self.limit / 2:
-            send_held()
+            send_held(consumer)
             self.paused = False
             assigned = consumer.assignment()
             consumer.resume(assigned)

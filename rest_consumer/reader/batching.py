@@ -17,7 +17,7 @@ from collections.abc import Callable
 import redis
 from confluent_kafka import Message
 
-from rest_consumer.core.jobs import SCHEMA, Job, setting
+from rest_consumer.core.jobs import REQUEST_BATCH_DEFAULTS, SCHEMA, Job, setting
 from rest_consumer.core.messages import TopicPartitionKey, partition_of
 from rest_consumer.state import keys
 
@@ -27,8 +27,7 @@ MAX_HOLD_SECONDS = 0.02
 """The longest a message waits in the reader for a batch while workers are busy."""
 REQUESTS_PER_TASK = 5
 """A ``request_batch`` job's tasks carry this many requests' worth of messages by default."""
-_BATCH_SIZE = SCHEMA["properties"]["batch_size"]
-_MAX_RECORDS = SCHEMA["properties"]["request_batch"]["properties"]["max_records"]
+_MOST_MESSAGES_A_TASK = int(SCHEMA["properties"]["batch_size"]["maximum"])
 
 
 def task_size(job: Job) -> int:
@@ -48,8 +47,8 @@ def task_size(job: Job) -> int:
     if ("batch_size" in job or job.get("request_batch") is None
             or setting(job, "ordering") != "none"):
         return int(setting(job, "batch_size"))
-    max_records = job["request_batch"].get("max_records", _MAX_RECORDS["default"])
-    return min(int(_BATCH_SIZE["maximum"]), REQUESTS_PER_TASK * int(max_records))
+    max_records = job["request_batch"].get("max_records", REQUEST_BATCH_DEFAULTS["max_records"])
+    return min(_MOST_MESSAGES_A_TASK, REQUESTS_PER_TASK * int(max_records))
 
 
 class AdaptiveBatcher:

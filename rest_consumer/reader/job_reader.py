@@ -164,7 +164,7 @@ class JobReader(threading.Thread):
         if self.batcher.ready() or self._room() <= len(self.batcher.held):
             self._send_held(consumer)
         self._send(consumer, self._send_released, self.outbox.lines_freed())
-        self.backpressure.check(consumer, lambda: self._send_held(consumer))
+        self.backpressure.check(consumer, self._send_held)
         if self._due_for_tick():
             self._send(consumer, self._send_released, self._tick_unless_redis_is_down(consumer))
             subscription.refresh(consumer, self._subscribe)
