@@ -30,6 +30,7 @@ from typing import Any
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request as CeleryRequest
 
+from rest_consumer.broker import holders
 from rest_consumer.state import keys
 
 SETTLED = "settled"
@@ -39,16 +40,17 @@ _SETTLED_REPR = saferepr(SETTLED)
 
 
 def queue(pipe: Any, task_id: str) -> None:
-    """Queue the removal of the task's unacked record (kombu's keys; tag = task id);
-    ``settled`` reads the replies of these two commands."""
+    """Queue the removal of the task's unacked record (kombu's keys; tag = task id), and of
+    the tag from its worker's file (``holders``); ``settled`` reads the replies."""
     pipe.zrem(keys.KOMBU_UNACKED_INDEX, task_id)
     pipe.hdel(keys.KOMBU_UNACKED, task_id)
+    holders.queue_released(pipe, task_id)
 
 
 def settled(replies: list[Any]) -> bool:
     """Whether the commands of ``queue`` (their replies) removed the record (else kombu acks
     as before)."""
-    return len(replies) == 2 and replies[1] == 1
+    return len(replies) in (2, 3) and replies[1] == 1
 
 
 class Request(CeleryRequest):  # type: ignore[misc]

@@ -10,12 +10,14 @@ The record of a reserved task and its ack are each a MULTI/EXEC pipeline of two 
 redis-py's ``Pipeline`` machinery around them cost a worker's main process (the one process
 that feeds every pool process) more CPU than Redis spent running them, so they go through
 ``RoundTrip``: the same commands, keys and values, packed and read leanly. A ``deliver``
-task that removed its own record (``acks``) is acked without Redis.
+task that removed its own record (``acks``) is acked without Redis. A worker files the tags it
+holds under its own name in the same transactions (``holders``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -23,7 +25,9 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.json import dumps
 
+from rest_consumer.broker import holders
 from rest_consumer.broker.roundtrip import RoundTrip
 from rest_consumer.core.redisconn import SENTINEL_SCHEME
 
@@ -66,7 +70,8 @@ class _SharedClient:
 
 
 class QoS(kombu_redis.QoS):
-    """Kombu's unacked record and ack, through a transactional ``RoundTrip``."""
+    """Kombu's unacked record and ack, through a transactional ``RoundTrip``, with the tag
+    filed under the worker that holds it (``holders``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
@@ -75,6 +80,25 @@ class QoS(kombu_redis.QoS):
     def settled(self, delivery_tag: str) -> None:
         """The task removed its own unacked record (``acks``): its ack needs no round trip."""
         self._settled.add(delivery_tag)
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """Kombu's record of a reserved message (its own ``append``: the same keys and
+        value), and the holder's file, in one transaction."""
+        delivery = message.delivery_info
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            record = [message._raw, delivery["exchange"], delivery["routing_key"]]
+            pipe.hset(self.unacked_key, delivery_tag, dumps(record))  # type: ignore[no-untyped-call]
+            holders.queue_held(pipe, delivery_tag)
+            pipe.execute()
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """Kombu's removal of the record (an ack, a reject, a restore), and of the tag from
+        this worker's file."""
+        pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]
+        holders.queue_released(pipe, delivery_tag)
+        return pipe
 
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in self._settled:

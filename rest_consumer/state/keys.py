@@ -22,6 +22,9 @@ buffer) in this hash."""
 KOMBU_UNACKED_INDEX = "unacked_index"
 """kombu's sorted set of the same tasks, scored by when they were reserved."""
 
+WORKERS = "rest_consumer:workers"
+"""Set of the worker incarnations that file the tasks they hold (``broker.holders``)."""
+
 RETRIES = "rest_consumer:retries"
 """Sorted set of retries waiting for their time, scored by when they are due (Unix time)."""
 
@@ -32,6 +35,16 @@ RETRY_PUMP = "rest_consumer:retry_pump"
 def task_claim(task_id: str) -> str:
     """A ``deliver`` task's claim: a running lease, then a done mark (``claims``)."""
     return f"claim:{task_id}"
+
+
+def worker_held(incarnation: str) -> str:
+    """Set of the delivery tags one worker incarnation holds (``broker.holders``)."""
+    return f"worker:{incarnation}:held"
+
+
+def worker_alive(incarnation: str) -> str:
+    """A worker incarnation's alive mark, renewed while it lives (``dead_workers``)."""
+    return f"worker:{incarnation}:alive"
 
 
 def job(job_id: str) -> str:

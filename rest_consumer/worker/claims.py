@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0
 RENEW_EVERY_SECONDS = 3.0
 DONE = "done"
+_RUNNING = "running:"
 
 _RENEW = LuaScript.read("rest_consumer.worker", "claims_renew.lua")
 
@@ -47,7 +48,7 @@ class TaskClaims:
     def queue_claim(pipe: Any, task_id: str) -> str:
         """Queue the claim of ``task_id`` on the task's first round trip; returns the lease
         that ``claimed`` reads the reply with."""
-        lease = f"running:{uuid.uuid4().hex}"
+        lease = f"{_RUNNING}{uuid.uuid4().hex}"
         pipe.set(keys.task_claim(task_id), lease, nx=True, px=int(LEASE_SECONDS * 1000))
         return lease
 
@@ -72,6 +73,15 @@ class TaskClaims:
             self.redis.delete(keys.task_claim(task_id))
         except redis.RedisError as e:  # the lease lapses within LEASE_SECONDS anyway
             log.warning("task %s: cannot release its claim (%s)", task_id, e)
+
+    @staticmethod
+    def running(client: redis.Redis, task_ids: list[str]) -> set[str]:
+        """Those of ``task_ids`` whose claim is a running lease: a run holds them now."""
+        if not task_ids:
+            return set()
+        claims = client.mget([keys.task_claim(t) for t in task_ids])
+        return {t for t, claim in zip(task_ids, claims, strict=True)
+                if isinstance(claim, bytes) and claim.startswith(_RUNNING.encode())}
 
     def _renew_all(self, held: dict[str, str]) -> None:
         """Only a lease still ours: never over a done mark or another run's lease."""

@@ -1,0 +1,129 @@
+"""A dead worker's tasks back in their queues within seconds, not after the visibility timeout.
+
+Each worker files the tasks it holds under its incarnation (``broker.holders``) and, from one
+daemon thread of its main process, renews an alive mark every ``WATCH_SECONDS`` and looks
+for incarnations whose mark has lapsed. The first worker to see one takes its file (``SREM``
+from the set of workers answers 1 to one of them only) and puts its tasks back through
+kombu's own restore, the WATCHed transaction kombu's sweep uses, then forgets it.
+
+Measured before this, with ``faults/run``'s ``worker_sigkill`` (shipped settings): every
+SIGKILLed worker's tasks waited for kombu's sweep, 45 to 46 s (the visibility timeout).
+
+Why it cannot run a task twice: the mark lapses ``ALIVE_SECONDS`` after its last renewal,
+later than any claim lease (``claims``) a dead worker's runs held can last, so a task still
+claimed as running is being run by a living process: it is left where it is, to kombu's sweep.
+A copy put back while another copy waits in a living worker's buffer finds the first run's
+claim and does nothing, as any redelivered copy does.
+
+A worker whose mark lapsed while it lived (Redis away for longer than ``ALIVE_SECONDS``) has
+its reserved tasks put back too: copies that, again, run once. Tasks of a worker that dies
+within ``ALIVE_SECONDS`` of Redis losing its data went with the data, and come back after the
+visibility timeout, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from rest_consumer.state import keys
+from rest_consumer.worker.claims import LEASE_SECONDS, RENEW_EVERY_SECONDS
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 2.0
+"""How often a worker renews its mark and looks for dead ones."""
+ALIVE_SECONDS = int(LEASE_SECONDS + RENEW_EVERY_SECONDS + WATCH_SECONDS)
+"""How long a mark outlives its last renewal: a claim renewed just before its worker died
+lapses first."""
+
+Restore = Callable[[list[str]], None]
+"""Puts these tags' messages back in their queues (kombu's ``restore_by_tag``)."""
+Running = Callable[[redis.Redis, list[str]], set[str]]
+"""Which of these task ids a run holds now (``TaskClaims.running``)."""
+
+
+class DeadWorkers:
+    """One worker's alive mark, and its look for the dead."""
+
+    def __init__(self, client: redis.Redis, incarnation: str, restore: Restore,
+                 running: Running) -> None:
+        self.redis = client
+        self.incarnation = incarnation
+        self.restore = restore
+        self.running = running
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dead-workers", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """A worker that stops: its mark and file go (kombu put back what it held)."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(WATCH_SECONDS + 5)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.srem(keys.WORKERS, self.incarnation)
+            pipe.delete(keys.worker_alive(self.incarnation), keys.worker_held(self.incarnation))
+            pipe.execute()
+        except redis.RedisError as e:  # its mark lapses; a peer finds an empty file
+            log.warning("worker %s: cannot remove its alive mark (%s)", self.incarnation, e)
+
+    def beat(self) -> None:
+        """Renew this worker's mark; take back what dead workers held."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.worker_alive(self.incarnation), 1, ex=ALIVE_SECONDS)
+        pipe.sadd(keys.WORKERS, self.incarnation)
+        pipe.execute()
+        for dead in self._dead():
+            self._take_back(dead)
+
+    def _dead(self) -> list[str]:
+        others = [w for w in _names(self.redis.smembers(keys.WORKERS)) if w != self.incarnation]
+        if not others:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for other in others:
+            pipe.exists(keys.worker_alive(other))
+        return [other for other, alive in zip(others, pipe.execute(), strict=True)
+                if not alive]
+
+    def _take_back(self, dead: str) -> None:
+        if not self.redis.srem(keys.WORKERS, dead):
+            return  # another worker took it
+        held = keys.worker_held(dead)
+        try:
+            tags = sorted(_names(self.redis.smembers(held)))
+            running = self.running(self.redis, tags)
+            back = [t for t in tags if t not in running]
+            self.restore(back)
+        except BaseException:
+            self.redis.sadd(keys.WORKERS, dead)  # for the next look (a restore is idempotent)
+            raise
+        self.redis.delete(held)
+        if tags:
+            log.warning("worker %s stopped renewing its alive mark (%d s): %d task(s) it held "
+                        "put back in their queues%s", dead, ALIVE_SECONDS, len(back),
+                        f"; {len(running)} still run elsewhere, left to the visibility "
+                        "timeout" if running else "")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except redis.RedisError as e:  # Redis away: the next beat tries again
+                log.warning("worker %s: cannot renew its alive mark (%s)", self.incarnation, e)
+            if self._stopped.wait(WATCH_SECONDS):
+                return
+
+
+def _names(members: Any) -> list[str]:
+    """A set's members (bytes) as text."""
+    return [bytes(m).decode() for m in members]
