@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from pipeline import Pipeline
 from test_pipeline import json_values, simple_job
 
 from conftest import LOOPBACK
@@ -17,6 +19,7 @@ from rest_consumer.broker import acks, holders
 from rest_consumer.broker.celery_app import create_celery
 from rest_consumer.broker.roundtrip import RoundTrip
 from rest_consumer.core.config import Settings
+from rest_consumer.devtools.services import RedisServer
 from rest_consumer.state import keys
 from rest_consumer.state.store import JobStore
 from rest_consumer.worker.claims import TaskClaims
@@ -165,3 +168,39 @@ def _held_by(client: redis.Redis, pid: int) -> str:
              30, what=f"worker {pid}'s alive mark")
     return next(keys.worker_held(name) for m in client.smembers(keys.WORKERS)
                 if f":{pid}:" in (name := bytes(m).decode()))
+
+
+
+def test_tasks_dropped_from_a_workers_buffer_as_redis_restarts_run_in_seconds(
+        kafka_bootstrap: str, endpoint: Any, tmp_path: Path) -> None:
+    # Given a Redis of this test's own (AOF), one worker process running one task and holding
+    # three more in its buffer (prefetch 4), and the visibility timeout far out of reach
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    pipeline = Pipeline(server.url, kafka_bootstrap, tmp_path)
+    client = redis.Redis.from_url(server.url)
+    try:
+        topic = "restart.redis"
+        pipeline.create_topic(topic)
+        pipeline.env.update({"VISIBILITY_TIMEOUT": "300", "REDISPATCH_AFTER": "600"})
+        endpoint.delay = 2.0
+        JobStore(client, LOOPBACK).upsert("people", simple_job(endpoint, topic, batch_size=1,
+                                                                concurrency=1))
+        pipeline.start_worker("worker", "-c", "1")
+        pipeline.start_reader()
+        pipeline.produce(topic, json_values(8))
+        # (the fourth reserved fills the buffer: no BRPOP is out when Redis dies)
+        wait_for(lambda: client.hlen(keys.KOMBU_UNACKED) == 4, 60, what="four tasks held")
+        time.sleep(1.1)  # AOF everysec has them
+        # When Redis is SIGKILLed and restarted: Celery drops its buffer as it reconnects
+        server.kill()
+        time.sleep(1)
+        server.start()
+        # Then the worker puts the dropped tasks back at once, and all eight arrive in
+        # seconds (eight 2 s requests one at a time, after the restart)
+        wait_for(lambda: len(endpoint.keys()) == 8, 60, interval=0.5, what="all 8 delivered")
+        assert "dropped from its buffer put back in their queues" in pipeline.log("worker")
+    finally:
+        pipeline.stop_all()
+        client.close()
+        server.stop()

@@ -15,6 +15,12 @@ claimed as running is being run by a living process: it is left where it is, to 
 A copy put back while another copy waits in a living worker's buffer finds the first run's
 claim and does nothing, as any redelivered copy does.
 
+A worker whose broker connection broke (Redis restarted, failed over) is in the same place
+for the tasks it had reserved: Celery drops its prefetch buffer when it reconnects, and those
+tasks waited for the visibility timeout too (the 0 to 49 s recoveries of ``faults/run``'s
+Redis restart). So, as it reconnects, a worker puts back what its own file holds but a run
+holds by its claim (``take_back_own``).
+
 A worker whose mark lapsed while it lived (Redis away for longer than ``ALIVE_SECONDS``) has
 its reserved tasks put back too: copies that, again, run once. Tasks of a worker that dies
 within ``ALIVE_SECONDS`` of Redis losing its data went with the data, and come back after the
@@ -26,12 +32,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import redis
+from celery import Celery, bootsteps
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
+from rest_consumer.broker import holders
+from rest_consumer.core.config import Settings
 from rest_consumer.state import keys
-from rest_consumer.worker.claims import LEASE_SECONDS, RENEW_EVERY_SECONDS
+from rest_consumer.worker.claims import LEASE_SECONDS, RENEW_EVERY_SECONDS, TaskClaims
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +96,17 @@ class DeadWorkers:
         for dead in self._dead():
             self._take_back(dead)
 
+    def take_back_own(self) -> None:
+        """As this worker reconnects to its broker: the tasks Celery dropped from its buffer
+        (filed, and not claimed by a run of this worker's pool) go back to their queues."""
+        tags = sorted(_names(self.redis.smembers(keys.worker_held(self.incarnation))))
+        running = self.running(self.redis, tags)
+        back = [t for t in tags if t not in running]
+        self.restore(back)  # a restore takes each tag out of this worker's file
+        if back:
+            log.warning("worker %s reconnected to its broker: %d task(s) dropped from its "
+                        "buffer put back in their queues", self.incarnation, len(back))
+
     def _dead(self) -> list[str]:
         others = [w for w in _names(self.redis.smembers(keys.WORKERS)) if w != self.incarnation]
         if not others:
@@ -122,6 +144,66 @@ class DeadWorkers:
                 log.warning("worker %s: cannot renew its alive mark (%s)", self.incarnation, e)
             if self._stopped.wait(WATCH_SECONDS):
                 return
+
+
+_watching: list[DeadWorkers] = []
+"""This worker's watch, from ``worker_ready`` to ``worker_shutdown`` (main process)."""
+
+
+def install(app: Celery, settings: Settings) -> None:
+    """Wire the watch into a worker of ``app``: filing only where a task acknowledges itself
+    (the fast path, with the broker on ``REDIS_URL``'s Redis); elsewhere nothing changes."""
+    if not settings.fast_transport or settings.broker_url() != settings.redis_url:
+        return
+
+    def begin(sender: Any, **_: Any) -> None:
+        # the main process, before its pool forks: the pool's processes share the name
+        holders.begin(str(getattr(sender, "hostname", "worker")))
+
+    def watch(**_: Any) -> None:
+        incarnation = holders.incarnation()
+        if incarnation is not None:
+            _watching.append(DeadWorkers(settings.redis_client(socket_timeout=10), incarnation,
+                                         partial(_restore, app), TaskClaims.running))
+            _watching[-1].start()
+
+    def stop(**_: Any) -> None:
+        while _watching:
+            _watching.pop().stop()
+
+    worker_init.connect(begin, weak=False)
+    worker_ready.connect(watch, weak=False)
+    worker_shutdown.connect(stop, weak=False)
+    app.steps["consumer"].add(TakeBackOnReconnect)
+
+
+class TakeBackOnReconnect(bootsteps.StartStopStep):  # type: ignore[misc]
+    """A consumer step: Celery starts it each time the worker (re)connects to its broker,
+    after its queues are consumed again and before its event loop reads a message."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self.starts = 0
+
+    def start(self, consumer: Any) -> None:
+        self.starts += 1
+        if self.starts > 1 and _watching:
+            try:
+                _watching[0].take_back_own()
+            except (redis.RedisError, OSError) as e:  # they wait for the visibility timeout
+                log.warning("cannot put back the tasks dropped on reconnecting (%s)", e)
+
+
+def _restore(app: Celery, tags: list[str]) -> None:
+    """Kombu's own restore of each tag's message to its queue (a WATCHed transaction)."""
+    if not tags:
+        return
+    with app.connection_for_write() as conn:
+        qos = conn.default_channel.qos
+        for tag in tags:
+            qos.restore_by_tag(tag)
 
 
 def _names(members: Any) -> list[str]:

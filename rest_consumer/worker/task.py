@@ -12,15 +12,14 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init
 
-from rest_consumer.broker import acks, holders
+from rest_consumer.broker import acks
 from rest_consumer.broker.celery_app import TASK, create_celery
 from rest_consumer.core import config
 from rest_consumer.core.messages import TaskMessage
 from rest_consumer.core.processes import die_with_parent
-from rest_consumer.worker.claims import TaskClaims
-from rest_consumer.worker.dead_workers import DeadWorkers
+from rest_consumer.worker import dead_workers
 from rest_consumer.worker.execution import (
     RedisOutage,
     WorkerContext,
@@ -35,7 +34,7 @@ _settings = config.from_env()
 app = create_celery(_settings)
 _request_class = acks.Request if _settings.fast_transport else "celery.worker.request:Request"
 _context: dict[str, WorkerContext] = {}
-_watching: list[DeadWorkers] = []
+dead_workers.install(app, _settings)
 
 
 def context() -> WorkerContext:
@@ -51,41 +50,6 @@ def _reset_after_fork(**_: Any) -> None:
     # A pool process outlives a SIGKILLed worker otherwise: half-done, still renewing its
     # task claims and request permits, so its tasks could not be redelivered until it ends.
     die_with_parent(signal.SIGKILL)
-
-
-@worker_init.connect
-def _file_what_this_worker_holds(sender: Any, **_: Any) -> None:
-    # In the main process, before the pool forks: its processes share the incarnation.
-    # Filed only where a task acknowledges itself (the fast path, the broker is this Redis).
-    if _settings.fast_transport and _settings.broker_url() == _settings.redis_url:
-        holders.begin(str(getattr(sender, "hostname", "worker")))
-
-
-@worker_ready.connect
-def _watch_for_dead_workers(**_: Any) -> None:
-    incarnation = holders.incarnation()
-    if incarnation is None:
-        return
-    watch = DeadWorkers(_settings.redis_client(socket_timeout=10), incarnation,
-                        _restore, TaskClaims.running)
-    watch.start()
-    _watching.append(watch)
-
-
-@worker_shutdown.connect
-def _stop_watching(**_: Any) -> None:
-    while _watching:
-        _watching.pop().stop()
-
-
-def _restore(tags: list[str]) -> None:
-    """Kombu's own restore of each tag's message to its queue (a WATCHed transaction)."""
-    if not tags:
-        return
-    with app.connection_for_write() as conn:
-        qos = conn.default_channel.qos
-        for tag in tags:
-            qos.restore_by_tag(tag)
 
 
 @app.task(name=TASK, acks_late=True, bind=True, Request=_request_class)
