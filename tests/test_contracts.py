@@ -14,6 +14,12 @@ mended. Pinned here or in the module's own tests (named below):
   ``test_broker.test_a_message_whose_task_removed_its_record_is_acked_without_redis``.
 - ``state.keys`` and ``broker.acks``: kombu's ``unacked`` hash and ``unacked_index``:
   ``test_kombu_records_a_reserved_message_under_its_tag_in_unacked``.
+- ``broker.transport`` (``holders``): kombu's QoS ``append`` writes ``[message._raw, exchange,
+  routing key]``, and its ack, reject and restore all go through ``_remove_from_indices``:
+  ``test_kombu_qos_records_raw_exchange_and_routing_key_and_removes_in_one_place``.
+- ``worker.dead_workers``: Celery restarts a consumer's bootsteps when it reconnects to its
+  broker, and drops its prefetch buffer:
+  ``test_dead_workers.test_tasks_dropped_from_a_workers_buffer_as_redis_restarts_run_in_seconds``.
 - ``broker.publishing``: ``send_task(declare=[])`` declares nothing:
   ``test_celery_send_task_with_an_empty_declare_list_binds_nothing``; Celery's rendered message:
   ``test_publishing.test_two_send_task_messages_differ_only_where_the_template_replaces``.
@@ -110,6 +116,34 @@ def test_kombu_records_a_reserved_message_under_its_tag_in_unacked(
         assert real_redis.zscore(keys.KOMBU_UNACKED_INDEX, message.delivery_tag) is not None
         message.ack()
         assert not real_redis.hexists(keys.KOMBU_UNACKED, message.delivery_tag)
+        queue.close()
+
+
+def test_kombu_qos_records_raw_exchange_and_routing_key_and_removes_in_one_place(
+        redis_url: str, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    removed: list[str] = []
+    original = kombu_redis.QoS._remove_from_indices
+
+    def noting(self: Any, tag: str, pipe: Any = None) -> Any:
+        removed.append(tag)
+        return original(self, tag, pipe)
+
+    monkeypatch.setattr(kombu_redis.QoS, "_remove_from_indices", noting)
+    app = create_celery(Settings(redis_url=redis_url, fast_transport=False))
+    with app.connection_for_write() as conn:
+        queue = conn.SimpleQueue("contract-qos")
+        for n in (1, 2, 3):
+            queue.put({"n": n})
+        first = queue.get(timeout=5)
+        record = json.loads(real_redis.hget(keys.KOMBU_UNACKED, first.delivery_tag) or b"null")
+        assert record == [first._raw, first.delivery_info["exchange"],
+                          first.delivery_info["routing_key"]]
+        first.ack()
+        second = queue.get(timeout=5)
+        second.reject(requeue=True)
+        third = queue.get(timeout=5)
+        conn.default_channel.qos.restore_by_tag(third.delivery_tag)
+        assert removed == [first.delivery_tag, second.delivery_tag, third.delivery_tag]
         queue.close()
 
 

@@ -29,7 +29,7 @@ from rest_consumer.worker.dead_workers import ALIVE_SECONDS, DeadWorkers
 @pytest.fixture(autouse=True)
 def not_a_worker_after_the_test() -> Iterator[None]:
     yield
-    holders._incarnation.clear()
+    holders.end()
 
 
 class Restores:

@@ -33,6 +33,11 @@ def begin(node: str) -> str:
     return _incarnation[0]
 
 
+def end() -> None:
+    """Stop filing (a worker that stopped; tests)."""
+    _incarnation.clear()
+
+
 def incarnation() -> str | None:
     """This process's incarnation; None outside a filing worker."""
     return _incarnation[0] if _incarnation else None

@@ -170,6 +170,7 @@ def install(app: Celery, settings: Settings) -> None:
     def stop(**_: Any) -> None:
         while _watching:
             _watching.pop().stop()
+        holders.end()
 
     worker_init.connect(begin, weak=False)
     worker_ready.connect(watch, weak=False)
