@@ -60,7 +60,7 @@ def test_a_dead_workers_tasks_are_put_back_but_those_a_run_still_holds(
     real_redis.sadd(keys.worker_held("alive"), "t-alive")
     restores = Restores()
     # When a third worker beats
-    DeadWorkers(real_redis, "me", restores, TaskClaims.running).beat()
+    DeadWorkers(real_redis, "me", restores, TaskClaims.running, settle_seconds=0).beat()
     # Then the dead one's tasks no run holds go back, its file is gone, the live one is untouched
     assert sorted(restores.tags) == ["t-done", "t-waiting"]
     assert not real_redis.exists(keys.worker_held("dead"))
@@ -72,8 +72,8 @@ def test_a_dead_workers_tasks_are_put_back_but_those_a_run_still_holds(
 def test_one_worker_takes_a_dead_workers_file(real_redis: redis.Redis) -> None:
     dead_worker(real_redis, "dead", ["t1", "t2"])
     first, second = Restores(), Restores()
-    one = DeadWorkers(real_redis, "one", first, TaskClaims.running)
-    two = DeadWorkers(real_redis, "two", second, TaskClaims.running)
+    one = DeadWorkers(real_redis, "one", first, TaskClaims.running, settle_seconds=0)
+    two = DeadWorkers(real_redis, "two", second, TaskClaims.running, settle_seconds=0)
     one.beat()
     two.beat()
     assert sorted(first.tags) == ["t1", "t2"] and second.tags == []
@@ -90,9 +90,37 @@ def test_a_failed_restore_leaves_the_file_for_the_next_look(real_redis: redis.Re
         raise redis.ConnectionError("Redis went away")
 
     with pytest.raises(redis.ConnectionError):
-        DeadWorkers(real_redis, "me", refused, TaskClaims.running).beat()
+        DeadWorkers(real_redis, "me", refused, TaskClaims.running, settle_seconds=0).beat()
     assert real_redis.sismember(keys.WORKERS, "dead")
     assert real_redis.smembers(keys.worker_held("dead")) == {b"t1"}
+
+
+def test_a_worker_judges_others_only_once_its_own_beats_have_gone_through_a_while(
+        real_redis: redis.Redis) -> None:
+    # Given a worker back from a Redis outage, whose peers' marks lapsed meanwhile
+    dead_worker(real_redis, "peer", ["t1"])
+    restores = Restores()
+    watch = DeadWorkers(real_redis, "me", restores, TaskClaims.running, settle_seconds=0.3)
+    # When it beats at once, the peer is not judged (it may not have renewed yet)
+    watch.beat()
+    assert restores.tags == [] and real_redis.sismember(keys.WORKERS, "peer")
+    # Then, the peer having renewed its mark by then, it is alive
+    real_redis.set(keys.worker_alive("peer"), 1)
+    time.sleep(0.35)
+    watch.beat()
+    assert restores.tags == []
+    # and one that did not renew is dead
+    real_redis.delete(keys.worker_alive("peer"))
+    watch.beat()
+    assert restores.tags == ["t1"]
+
+
+def test_on_reconnecting_a_worker_keeps_what_its_pool_runs(real_redis: redis.Redis) -> None:
+    real_redis.sadd(keys.worker_held("me"), "t-active", "t-claimed", "t-dropped")
+    real_redis.set(keys.task_claim("t-claimed"), "running:x")
+    restores = Restores()
+    DeadWorkers(real_redis, "me", restores, TaskClaims.running).take_back_own({"t-active"})
+    assert restores.tags == ["t-dropped"]
 
 
 def test_a_worker_files_what_it_reserves_and_kombus_restore_puts_it_back(

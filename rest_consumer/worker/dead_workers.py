@@ -21,16 +21,19 @@ tasks waited for the visibility timeout too (the 0 to 49 s recoveries of ``fault
 Redis restart). So, as it reconnects, a worker puts back what its own file holds but a run
 holds by its claim (``take_back_own``).
 
-A worker whose mark lapsed while it lived (Redis away for longer than ``ALIVE_SECONDS``) has
-its reserved tasks put back too: copies that, again, run once. Tasks of a worker that dies
-within ``ALIVE_SECONDS`` of Redis losing its data went with the data, and come back after the
-visibility timeout, as before.
+Redis away for longer than ``ALIVE_SECONDS`` lets every mark lapse, and the claims of runs
+still going with them; so a worker looks for the dead only once its own beats have gone
+through for ``ALIVE_SECONDS`` without a break (by then every living worker has renewed its
+mark), and on reconnecting keeps what its pool is running (Celery's active requests) as well
+as what is claimed. Tasks of a worker that dies within ``ALIVE_SECONDS`` of Redis losing its
+data went with the data, and come back after the visibility timeout, as before.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -38,6 +41,8 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.worker import state as worker_state
+from kombu.exceptions import KombuError
 
 from rest_consumer.broker import holders
 from rest_consumer.core.config import Settings
@@ -62,11 +67,14 @@ class DeadWorkers:
     """One worker's alive mark, and its look for the dead."""
 
     def __init__(self, client: redis.Redis, incarnation: str, restore: Restore,
-                 running: Running) -> None:
+                 running: Running, settle_seconds: float = ALIVE_SECONDS) -> None:
         self.redis = client
         self.incarnation = incarnation
         self.restore = restore
         self.running = running
+        self.settle_seconds = settle_seconds
+        """How long this worker's beats must go through before it judges another dead."""
+        self._beating_since: float | None = None
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -89,18 +97,27 @@ class DeadWorkers:
 
     def beat(self) -> None:
         """Renew this worker's mark; take back what dead workers held."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(keys.worker_alive(self.incarnation), 1, ex=ALIVE_SECONDS)
-        pipe.sadd(keys.WORKERS, self.incarnation)
-        pipe.execute()
-        for dead in self._dead():
-            self._take_back(dead)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(keys.worker_alive(self.incarnation), 1, ex=ALIVE_SECONDS)
+            pipe.sadd(keys.WORKERS, self.incarnation)
+            pipe.execute()
+        except redis.RedisError:
+            self._beating_since = None
+            raise
+        now = time.monotonic()
+        if self._beating_since is None:
+            self._beating_since = now
+        if now - self._beating_since >= self.settle_seconds:
+            for dead in self._dead():
+                self._take_back(dead)
 
-    def take_back_own(self) -> None:
+    def take_back_own(self, active: set[str]) -> None:
         """As this worker reconnects to its broker: the tasks Celery dropped from its buffer
-        (filed, and not claimed by a run of this worker's pool) go back to their queues."""
+        (filed, not among its pool's ``active`` tags, not claimed by a run) go back to their
+        queues."""
         tags = sorted(_names(self.redis.smembers(keys.worker_held(self.incarnation))))
-        running = self.running(self.redis, tags)
+        running = self.running(self.redis, tags) | active
         back = [t for t in tags if t not in running]
         self.restore(back)  # a restore takes each tag out of this worker's file
         if back:
@@ -140,8 +157,9 @@ class DeadWorkers:
         while True:
             try:
                 self.beat()
-            except redis.RedisError as e:  # Redis away: the next beat tries again
-                log.warning("worker %s: cannot renew its alive mark (%s)", self.incarnation, e)
+            except (redis.RedisError, OSError, KombuError) as e:  # the next beat tries again
+                log.warning("worker %s: cannot renew its alive mark or put back a dead "
+                            "worker's tasks (%s)", self.incarnation, e)
             if self._stopped.wait(WATCH_SECONDS):
                 return
 
@@ -191,9 +209,10 @@ class TakeBackOnReconnect(bootsteps.StartStopStep):  # type: ignore[misc]
     def start(self, consumer: Any) -> None:
         self.starts += 1
         if self.starts > 1 and _watching:
+            active = {r.message.delivery_tag for r in list(worker_state.active_requests)}
             try:
-                _watching[0].take_back_own()
-            except (redis.RedisError, OSError) as e:  # they wait for the visibility timeout
+                _watching[0].take_back_own(active)
+            except (redis.RedisError, OSError, KombuError) as e:  # they wait, as before
                 log.warning("cannot put back the tasks dropped on reconnecting (%s)", e)
 
 
