@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from conftest import valid_job
-from rest_consumer.core import jobs
+from rest_consumer.core import job_secrets, jobs
 from rest_consumer.core.errors import JobValidationError
 
 
@@ -104,16 +104,16 @@ def test_prepare_refuses_a_body_id_that_differs_from_the_url() -> None:
 
 def test_redact_hides_every_secret() -> None:
     job = valid_job(basic_auth={"user": "u", "password": "p1", "pw": "p2"})
-    assert jobs.redact(job)["basic_auth"] == {"user": "u", "password": "***", "pw": "***"}
+    assert job_secrets.redact(job)["basic_auth"] == {"user": "u", "password": "***", "pw": "***"}
     job = valid_job(oauth2={"token_url": "https://a/t", "client_id": "c", "client_secret": "s"})
-    assert jobs.redact(job)["oauth2"]["client_secret"] == "***"
-    assert jobs.redact(valid_job(token="t"))["token"] == "***"
+    assert job_secrets.redact(job)["oauth2"]["client_secret"] == "***"
+    assert job_secrets.redact(valid_job(token="t"))["token"] == "***"
 
 
 def test_redacted_secret_sent_back_keeps_the_stored_one() -> None:
     stored = jobs.prepare(valid_job(basic_auth={"user": "u", "password": "p"}), "people",
                           None, digest)
-    again = jobs.prepare(jobs.redact(stored), "people", stored, digest)
+    again = jobs.prepare(job_secrets.redact(stored), "people", stored, digest)
     assert again["basic_auth"]["password"] == "p"
     assert again["hash"] == stored["hash"]
 

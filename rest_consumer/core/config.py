@@ -110,6 +110,12 @@ class Settings:
     def broker_url(self) -> str:
         return self.celery_broker_url or self.redis_url
 
+    def tasks_settle_themselves(self) -> bool:
+        """Whether a task removes its own broker record with its outcomes (``broker.acks``)
+        and workers file what they hold (``broker.holders``): the fast path is on and the
+        broker is ``REDIS_URL``'s Redis."""
+        return self.fast_transport and self.broker_url() == self.redis_url
+
     def has_api_credentials(self) -> bool:
         """True when the API can authenticate anyone."""
         return bool((self.api_user and self.api_password) or self.api_token)

@@ -1,4 +1,4 @@
-"""The job model: JSON Schema and semantic validation, canonical hash, secret redaction."""
+"""The job model: JSON Schema and semantic validation, canonical hash (secrets: ``job_secrets``)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from urllib.parse import urlsplit
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from jsonschema import Draft202012Validator
 
-from rest_consumer.core import bodies, destinations, signing, sources, tls
+from rest_consumer.core import bodies, destinations, job_secrets, signing, sources, tls
 from rest_consumer.core.bodies import CREDENTIAL_HEADERS, RESERVED_HEADERS
 from rest_consumer.core.config import DEFAULT_CONSUMER_GROUP_PREFIX
 from rest_consumer.core.destinations import Allowlist
 from rest_consumer.core.errors import JobValidationError
-from rest_consumer.core.redaction import REDACTED, has_redacted, redact_url, restore_url
 from rest_consumer.core.urltemplate import TemplateError, UrlTemplate
 
 Job = dict[str, Any]
@@ -45,10 +44,6 @@ def setting(job: Job, name: str) -> Any:
     """A job's value for an optional field, or the schema's default."""
     return job.get(name, DEFAULTS[name])
 
-SECRET_FIELDS: tuple[tuple[str, ...], ...] = (
-    ("basic_auth", "password"), ("basic_auth", "pw"), ("token",), ("oauth2", "client_secret"),
-    ("signing", "secret"), ("signing", "previous_secret"), ("tls", "client_key"),
-)
 GENERATED_FIELDS = ("modified", "hash", "modified_by")
 """Written by the store: ``modified_by`` names who saved, started or stopped the job."""
 # What the API adds when it shows a job; ignored on input so a GET can be POSTed back as is.
@@ -70,7 +65,7 @@ def prepare(doc: Any, job_id: str, stored: Job | None,
     problems: list[Problem] = []
     if job.setdefault("id", job_id) != job_id:
         problems.append({"field": "id", "message": f"must match the id in the URL ({job_id!r})"})
-    problems += _keep_stored_secrets(job, stored)
+    problems += job_secrets.keep_stored(job, stored)
     problems += validate(job, allowlist, own_prefix)
     if problems:
         raise JobValidationError(problems)
@@ -302,92 +297,6 @@ def retry_statuses(codes: list[str]) -> frozenset[int]:
     return frozenset(statuses)
 
 
-def _secret_slots(job: Job) -> Iterator[tuple[dict[str, Any], str, tuple[str, ...]]]:
-    """(container, key, path) of every secret present in a job."""
-    for path in SECRET_FIELDS:
-        container: Any = job
-        for part in path[:-1]:
-            container = container.get(part) if isinstance(container, dict) else None
-        if isinstance(container, dict) and path[-1] in container:
-            yield container, path[-1], path
-    secret_headers = job.get("secret_headers")
-    if isinstance(secret_headers, dict):
-        for name in secret_headers:
-            yield secret_headers, name, ("secret_headers", name)
-
-
-def _destination(job: Job) -> tuple[Any, Any, Any]:
-    """Where a job's secrets go: the URL's scheme and authority, the token URL, the user."""
-    url = job.get("url")
-    authority: Any = None
-    if isinstance(url, str):
-        try:
-            parts = urlsplit(url)
-            authority = (parts.scheme.lower(), parts.netloc.lower())
-        except ValueError:
-            authority = url
-    return (authority, _typed(job, "oauth2", dict).get("token_url"),
-            _typed(job, "basic_auth", dict).get("user"))
-
-
-def _moved(job: Job, stored: Job) -> str | None:
-    """What changed about where the secrets go, or None."""
-    new, old = _destination(job), _destination(stored)
-    for what, a, b in zip(("the url host", "oauth2.token_url", "basic_auth.user"), new, old,
-                          strict=True):
-        if a != b:
-            return what
-    return None
-
-
-def _keep_stored_secrets(job: Job, stored: Job | None) -> list[Problem]:
-    """Replace each ``***`` by the stored secret, unless the secret would go somewhere new."""
-    moved = _moved(job, stored) if stored is not None else None
-    problems = _keep_url_secrets(job, stored, moved)
-    stored_values = {path: c[k] for c, k, path in _secret_slots(stored or {})}
-    for container, key, path in _secret_slots(job):
-        if container[key] != REDACTED:
-            continue
-        if moved is not None:
-            problems.append({"field": ".".join(path),
-                             "message": f"must be sent again: {moved} changed"})
-            continue
-        kept = stored_values.get(path)
-        if kept is None and path[0] == "basic_auth":  # `pw` and `password` are one secret
-            kept = stored_values.get(("basic_auth", "pw" if key == "password" else "password"))
-        if kept is None:
-            problems.append({"field": ".".join(path),
-                             "message": f"{REDACTED!r} keeps a stored secret, but none is stored"})
-        else:
-            container[key] = kept
-    return problems
-
-
-def _keep_url_secrets(job: Job, stored: Job | None, moved: str | None) -> list[Problem]:
-    """``***`` for a query secret or a credential-like path segment keeps the stored one."""
-    url = job.get("url")
-    if not isinstance(url, str) or not has_redacted(url):
-        return []
-    if stored is None or moved is not None:
-        why = f"{moved} changed" if moved else "no job is stored"
-        return [{"field": "url", "message": f"a secret in the URL must be sent again: {why}"}]
-    job["url"] = restore_url(url, stored["url"])
-    if has_redacted(job["url"]):
-        return [{"field": "url", "message": f"{REDACTED!r} keeps a stored secret of the URL, "
-                                            "but none is stored there"}]
-    return []
-
-
-def redact(job: Job) -> Job:
-    """A copy of a job with every secret shown as ``"***"``."""
-    shown = copy.deepcopy(job)
-    for container, key, _ in _secret_slots(shown):
-        container[key] = REDACTED
-    if isinstance(shown.get("url"), str):
-        shown["url"] = redact_url(shown["url"])
-    return shown
-
-
 def job_hash(job: Job, secret_digest: Callable[[str], str]) -> str:
     """sha256 of the canonical job without generated fields.
 
@@ -396,7 +305,7 @@ def job_hash(job: Job, secret_digest: Callable[[str], str]) -> str:
     """
     canonical = {k: v for k, v in job.items() if k not in GENERATED_FIELDS}
     canonical = copy.deepcopy(canonical)
-    for container, key, _ in _secret_slots(canonical):
+    for container, key, _ in job_secrets.slots(canonical):
         container[key] = secret_digest(str(container[key]))
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from rest_consumer.core import config, jobs
+from rest_consumer.core import config, job_secrets, jobs
 from rest_consumer.core.config import Settings
 from rest_consumer.core.errors import (
     ConfigError,
@@ -159,7 +159,7 @@ def _ensure_jobs_loaded() -> None:
 
 def _shown(job: jobs.Job) -> dict[str, Any]:
     """A job as the API shows it: secrets redacted, with its state."""
-    return {**jobs.redact(job), **job_state(_store().redis, job)}
+    return {**job_secrets.redact(job), **job_state(_store().redis, job)}
 
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from flask import Response, current_app, g, request
 
-from rest_consumer.core import jobs
+from rest_consumer.core import job_secrets
 from rest_consumer.state.topics import TopicError
 from rest_consumer.web.csrf import SAFE_METHODS
 from rest_consumer.web.policy import rule_for
@@ -43,7 +43,7 @@ def _record(response: Response) -> dict[str, Any]:
     ext = current_app.extensions["rest_consumer"]
     if record["job"] is not None:
         job = ext["store"].find(record["job"])
-        record["document"] = None if job is None else jobs.redact(job)
+        record["document"] = None if job is None else job_secrets.redact(job)
     elif record["user"] is not None:
         user = ext["users"].find(record["user"])
         record["document"] = None if user is None else user.shown()

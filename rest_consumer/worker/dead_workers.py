@@ -101,7 +101,8 @@ class DeadWorkers:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(keys.worker_alive(self.incarnation), 1, ex=ALIVE_SECONDS)
             pipe.sadd(keys.WORKERS, self.incarnation)
-            pipe.execute()
+            pipe.smembers(keys.WORKERS)
+            workers = pipe.execute()[-1]
         except redis.RedisError:
             self._beating_since = None
             raise
@@ -109,23 +110,29 @@ class DeadWorkers:
         if self._beating_since is None:
             self._beating_since = now
         if now - self._beating_since >= self.settle_seconds:
-            for dead in self._dead():
+            for dead in self._dead([w for w in _names(workers) if w != self.incarnation]):
                 self._take_back(dead)
 
     def take_back_own(self, active: set[str]) -> None:
         """As this worker reconnects to its broker: the tasks Celery dropped from its buffer
         (filed, not among its pool's ``active`` tags, not claimed by a run) go back to their
-        queues."""
-        tags = sorted(_names(self.redis.smembers(keys.worker_held(self.incarnation))))
-        running = self.running(self.redis, tags) | active
-        back = [t for t in tags if t not in running]
-        self.restore(back)  # a restore takes each tag out of this worker's file
+        queues (a restore takes each tag out of this worker's file)."""
+        back, _ = self._put_back(keys.worker_held(self.incarnation), active)
         if back:
             log.warning("worker %s reconnected to its broker: %d task(s) dropped from its "
                         "buffer put back in their queues", self.incarnation, len(back))
 
-    def _dead(self) -> list[str]:
-        others = [w for w in _names(self.redis.smembers(keys.WORKERS)) if w != self.incarnation]
+    def _put_back(self, held: str, keep: set[str]) -> tuple[list[str], set[str]]:
+        """Restore the tags filed in ``held`` but those in ``keep`` and those a run claims;
+        returns (restored, claimed)."""
+        tags = sorted(_names(self.redis.smembers(held)))
+        claimed = self.running(self.redis, tags)
+        back = [t for t in tags if t not in claimed and t not in keep]
+        self.restore(back)
+        return back, claimed
+
+    def _dead(self, others: list[str]) -> list[str]:
+        """Those of ``others`` whose alive mark has lapsed."""
         if not others:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -139,19 +146,16 @@ class DeadWorkers:
             return  # another worker took it
         held = keys.worker_held(dead)
         try:
-            tags = sorted(_names(self.redis.smembers(held)))
-            running = self.running(self.redis, tags)
-            back = [t for t in tags if t not in running]
-            self.restore(back)
+            back, claimed = self._put_back(held, set())
         except BaseException:
             self.redis.sadd(keys.WORKERS, dead)  # for the next look (a restore is idempotent)
             raise
         self.redis.delete(held)
-        if tags:
+        if back or claimed:
             log.warning("worker %s stopped renewing its alive mark (%d s): %d task(s) it held "
                         "put back in their queues%s", dead, ALIVE_SECONDS, len(back),
-                        f"; {len(running)} still run elsewhere, left to the visibility "
-                        "timeout" if running else "")
+                        f"; {len(claimed)} still run elsewhere, left to the visibility "
+                        "timeout" if claimed else "")
 
     def _run(self) -> None:
         while True:
@@ -171,7 +175,7 @@ _watching: list[DeadWorkers] = []
 def install(app: Celery, settings: Settings) -> None:
     """Wire the watch into a worker of ``app``: filing only where a task acknowledges itself
     (the fast path, with the broker on ``REDIS_URL``'s Redis); elsewhere nothing changes."""
-    if not settings.fast_transport or settings.broker_url() != settings.redis_url:
+    if not settings.tasks_settle_themselves():
         return
 
     def begin(sender: Any, **_: Any) -> None:

@@ -83,8 +83,7 @@ class WorkerContext:
                                         settings.response_max_bytes)
         self.lanes = Lanes(Permits(self.redis),
                            ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="send"))
-        self.acks_own_messages = (settings.fast_transport
-                                  and settings.broker_url() == settings.redis_url)
+        self.acks_own_messages = settings.tasks_settle_themselves()
         """Whether a task acknowledges its own message (``acks``): the fast path is on and
         the broker is this Redis."""
         self._jobs: dict[str, CompiledJob] = {}
